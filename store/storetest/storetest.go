@@ -1,0 +1,56 @@
+// Package storetest is the conformance suite every store.Store backend must
+// pass: it checks the semantics documented in package store, through the
+// Store interface alone, so that the daemon behaves the same on every backend.
+package storetest
+
+import (
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/kvsidecar/kvsidecar/store"
+)
+
+// Options configure a store opened for one test.
+type Options struct {
+	Limits       store.Limits // size limits; zero fields take the defaults
+	DefaultQuota int64        // quota of projects without an override; 0 means store.DefaultQuota
+	// Now is the clock the store must use for TTLs. A backend that cannot take
+	// an injected clock ignores it and its Harness sets RealClock.
+	Now func() time.Time
+}
+
+// Harness describes a backend to the suite.
+type Harness struct {
+	// Open returns a new, empty store; the harness closes and removes it when
+	// the test ends (t.Cleanup).
+	Open func(t *testing.T, opts Options) store.Store
+	// RealClock is set when the backend ignores Options.Now: the suite then
+	// waits out TTLs in real time instead of advancing the fake clock.
+	RealClock bool
+}
+
+// Clock is a fake clock that tests move by hand.
+type Clock struct {
+	mu  sync.Mutex
+	now time.Time
+}
+
+// NewClock returns a clock set to a fixed instant.
+func NewClock() *Clock {
+	return &Clock{now: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)}
+}
+
+// Now returns the clock's time.
+func (c *Clock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.now
+}
+
+// Advance moves the clock forward by d.
+func (c *Clock) Advance(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.now = c.now.Add(d)
+}
