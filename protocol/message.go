@@ -1,0 +1,166 @@
+package protocol
+
+// Version is the protocol version this package speaks.
+const Version = 1
+
+// Op names an operation. On the wire it is a string (OpName).
+type Op uint8
+
+// Operations. OpInvalid is the zero value and never valid on the wire.
+const (
+	OpInvalid Op = iota
+	OpHello
+	OpPing
+	OpGet
+	OpSet
+	OpDelete
+	OpHas
+	OpClear
+	OpGetMany
+	OpSetMany
+	OpDeleteMany
+	OpHasMany
+	OpList
+	OpIncr
+	OpUsage
+	opCount
+)
+
+var opNames = [opCount]string{
+	OpInvalid:    "",
+	OpHello:      "hello",
+	OpPing:       "ping",
+	OpGet:        "get",
+	OpSet:        "set",
+	OpDelete:     "delete",
+	OpHas:        "has",
+	OpClear:      "clear",
+	OpGetMany:    "getMany",
+	OpSetMany:    "setMany",
+	OpDeleteMany: "deleteMany",
+	OpHasMany:    "hasMany",
+	OpList:       "list",
+	OpIncr:       "incr",
+	OpUsage:      "usage",
+}
+
+// String returns the op's wire name.
+func (o Op) String() string {
+	if o < opCount && o != OpInvalid {
+		return opNames[o]
+	}
+	return "invalid"
+}
+
+// ParseOp returns the op with the given wire name, or OpInvalid.
+func ParseOp(name string) Op {
+	for i := OpHello; i < opCount; i++ {
+		if opNames[i] == name {
+			return i
+		}
+	}
+	return OpInvalid
+}
+
+// Ops lists every valid op, in wire-name order of PROTOCOL.md.
+func Ops() []Op {
+	ops := make([]Op, 0, opCount-1)
+	for i := OpHello; i < opCount; i++ {
+		ops = append(ops, i)
+	}
+	return ops
+}
+
+// IsWrite reports whether the op changes stored data.
+func (o Op) IsWrite() bool {
+	switch o {
+	case OpSet, OpDelete, OpClear, OpSetMany, OpDeleteMany, OpIncr:
+		return true
+	}
+	return false
+}
+
+// Request is one request frame. Which fields matter depends on Op; an absent
+// field decodes as its zero value.
+type Request struct {
+	ID  uint64 // chosen by the client, echoed in the response
+	Op  Op
+	Key string // get, set, delete, has, incr
+
+	Value []byte // set
+	TTL   int64  // set, incr: milliseconds; 0 = no expiry, negative = error
+
+	Keys  []string // getMany, deleteMany, hasMany
+	Items []Item   // setMany
+
+	Prefix string // list
+	Cursor string // list: the cursor of the previous page ("" = first page)
+	Limit  int64  // list: at most this many keys (0 = server default)
+	Values bool   // list: return values too
+
+	Delta int64 // incr
+
+	Version int64  // hello: the highest protocol version the client speaks
+	Client  string // hello: the client's name and version, for logs
+
+	// UnknownOp holds the op name when the request named an op this
+	// package does not know (Op is then OpInvalid), so the error can name it.
+	UnknownOp string
+}
+
+// Item is one entry of a setMany.
+type Item struct {
+	Key   string
+	Value []byte
+	TTL   int64 // milliseconds; 0 = no expiry
+}
+
+// Response is one response frame: ID and either Err or the result of Op.
+// Op is not sent; it selects which result field is encoded, and a client
+// sets it before decoding so the result is decoded into the right field.
+type Response struct {
+	ID  uint64
+	Op  Op
+	Err *Error
+
+	Found  bool     // get: whether Value is present; has
+	Value  []byte   // get
+	Bool   bool     // delete: whether the key existed
+	Int    int64    // clear: entries removed; incr: the new value
+	Values [][]byte // getMany: nil for a missing key
+	Bools  []bool   // hasMany: found; deleteMany: existed
+	List   ListResult
+	Usage  UsageResult
+	Hello  HelloResult
+}
+
+// ListResult is the result of a list.
+type ListResult struct {
+	Keys   []string
+	Values [][]byte // present only when the request asked for values
+	Cursor string   // "" when there are no more pages
+}
+
+// UsageResult is the result of usage.
+type UsageResult struct {
+	Bytes   int64 // sum of len(key)+len(value) of the project's entries
+	Entries int64 // number of entries
+	Quota   int64 // the project's quota in bytes
+}
+
+// HelloResult is the server's answer to a hello.
+type HelloResult struct {
+	Version int64  // the protocol version the server will speak
+	Server  string // the server's name and version
+	Project string // the caller's project, resolved from its credentials
+	Limits  Limits
+}
+
+// Limits are the server's limits, announced in the hello result.
+type Limits struct {
+	MaxKey      int64 // bytes of a key
+	MaxValue    int64 // bytes of a value
+	MaxFrame    int64 // bytes of a frame payload
+	MaxInflight int64 // requests in flight per connection before the server stops reading
+	MaxBatch    int64 // keys or items of one *Many request, and entries of one list page
+}
