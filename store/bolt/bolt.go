@@ -1,0 +1,271 @@
+// Package bolt is the embedded store.Store backend: one bbolt file, served by
+// one daemon. It lets kvsidecar run with a single command on a laptop or on a
+// node that has no PostgreSQL, with the same semantics as the shared backend.
+//
+// # Writes: group commit
+//
+// Every write call (Set, SetMany, Delete, DeleteMany, Clear, Incr, SetQuota,
+// SetDefaultQuota, Sweep) becomes a request on a bounded queue and waits for
+// its answer. One committer goroutine takes the first queued request, then
+// whatever else is queued at that moment (it never waits for more), applies
+// them in queue order in one bbolt read-write transaction — one fsync for the
+// lot — and answers each with its own result. At low load a write therefore
+// commits alone and at once; under load, callers share fsyncs. This is
+// bbolt's DB.Batch without its linger timer.
+//
+// Each request is decided (arguments, quota, integer parsing) before it
+// mutates anything, so a refused request leaves no trace and its neighbours in
+// the batch commit normally. If the transaction itself fails, its requests
+// are retried one per transaction, so only the culprit fails.
+//
+// Reads run in bbolt read-only transactions, concurrently with each other and
+// with the committer. A write is answered only after its commit, so a read
+// that starts after a write returned sees it.
+//
+// # File layout
+//
+// Everything is keyed by project first:
+//
+//	meta                       bucket
+//	  "format"                 uint64 layout version (formatVersion)
+//	  "default_quota"          int64 bytes; absent means store.DefaultQuota
+//	projects                   bucket, one nested bucket per project name:
+//	  <project>
+//	    "usage"                int64 bytes ++ int64 entries of every stored entry,
+//	                           expired or not, updated in the transaction of each write
+//	    "quota"                int64 bytes: the project's override; absent means the default
+//	    data                   bucket: key -> uint64 expiry (unix ms, 0 = never) ++ value
+//	    exp                    bucket: uint64 expiry (unix ms) ++ key -> empty;
+//	                           one row per entry that expires, in expiry order
+//
+// Integers are big-endian, so the expiry index sorts by time and the expired
+// entries of a project are a prefix of its exp bucket: finding them never
+// scans live entries. An entry is expired when its expiry is at or before
+// now; reads skip expired entries, so they are invisible at once, and the
+// sweeper deletes them later in bounded batches.
+//
+// The stored usage counts expired entries until they are deleted; Usage and
+// the quota check subtract them (the quota check by deleting the project's
+// expired entries before it refuses), so an entry that has expired never
+// costs its project anything.
+package bolt
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"go.etcd.io/bbolt"
+	bolterrors "go.etcd.io/bbolt/errors"
+	"go.uber.org/zap"
+
+	"github.com/kvsidecar/kvsidecar/store"
+)
+
+// Defaults of Config.
+const (
+	// DefaultSweepInterval is how often the sweeper looks for expired entries.
+	// Expired entries are invisible and cost no quota from the moment they
+	// expire; sweeping only reclaims file space, so it need not be prompt.
+	DefaultSweepInterval = 30 * time.Second
+	// DefaultSweepBatch bounds the entries one Sweep deletes. A sweep is one
+	// request in the write queue: deleting 1000 entries takes about a
+	// millisecond, the order of one fsync, so writes queued behind a sweep
+	// wait little longer than they would anyway.
+	DefaultSweepBatch = 1000
+	// DefaultLockTimeout is how long Open waits for the file lock held by
+	// another process before it fails: long enough to ride out a daemon that
+	// is just exiting, short enough that a second daemon on the same file
+	// fails at start instead of hanging.
+	DefaultLockTimeout = time.Second
+)
+
+// Config configures Open.
+type Config struct {
+	// Path is the bbolt file. It is created (mode 0600) if missing. Required.
+	Path string
+	// Limits are the key and value size limits; zero fields take the
+	// store defaults (store.DefaultMaxKeyBytes, store.DefaultMaxValueBytes).
+	Limits store.Limits
+	// DefaultQuota is the quota in bytes of projects without an override.
+	// When > 0 it is written to the file at Open, replacing what
+	// SetDefaultQuota stored before; when 0 the file's stored default
+	// applies, or store.DefaultQuota if it has none.
+	DefaultQuota int64
+	// Now is the clock used for TTLs. Default: time.Now.
+	Now func() time.Time
+	// SweepInterval is how often the background sweeper deletes expired
+	// entries. 0 means DefaultSweepInterval; < 0 disables the sweeper (Sweep
+	// can still be called).
+	SweepInterval time.Duration
+	// SweepBatch is the most entries one Sweep deletes. 0 means
+	// DefaultSweepBatch. It is bounded because a sweep runs in the write
+	// queue: a huge one would delay every write queued behind it.
+	SweepBatch int
+	// LockTimeout is how long Open waits for another process to release
+	// the file. 0 means DefaultLockTimeout.
+	LockTimeout time.Duration
+	// ObserveBatch, if set, is called after each committed transaction with
+	// the number of write requests it committed. It runs on the committer
+	// goroutine, so it must be fast (a histogram observation).
+	ObserveBatch func(n int)
+	// Logger receives the store's own events (sweeper failures, batches
+	// retried after a failed commit). Default: zap.NewNop().
+	Logger *zap.Logger
+}
+
+func (c Config) withDefaults() Config {
+	c.Limits = c.Limits.WithDefaults()
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	if c.SweepInterval == 0 {
+		c.SweepInterval = DefaultSweepInterval
+	}
+	if c.SweepBatch <= 0 {
+		c.SweepBatch = DefaultSweepBatch
+	}
+	if c.LockTimeout <= 0 {
+		c.LockTimeout = DefaultLockTimeout
+	}
+	if c.ObserveBatch == nil {
+		c.ObserveBatch = func(int) {}
+	}
+	if c.Logger == nil {
+		c.Logger = zap.NewNop()
+	}
+	return c
+}
+
+func (c Config) validate() error {
+	if c.Path == "" {
+		return errors.New("config: Path is empty")
+	}
+	// The expiry index key is 8 bytes of expiry followed by the key.
+	if c.Limits.MaxKeyBytes > bbolt.MaxKeySize-8 {
+		return fmt.Errorf("config: Limits.MaxKeyBytes is %d, bbolt allows at most %d", c.Limits.MaxKeyBytes, bbolt.MaxKeySize-8)
+	}
+	if c.Limits.MaxValueBytes > bbolt.MaxValueSize-8 {
+		return fmt.Errorf("config: Limits.MaxValueBytes is %d, bbolt allows at most %d", c.Limits.MaxValueBytes, bbolt.MaxValueSize-8)
+	}
+	if c.DefaultQuota < 0 {
+		return fmt.Errorf("config: DefaultQuota is negative (%d)", c.DefaultQuota)
+	}
+	return nil
+}
+
+// Store is the bbolt backend. It is safe for concurrent use.
+type Store struct {
+	db     *bbolt.DB
+	cfg    Config
+	limits store.Limits
+
+	// mu guards closed and, held for reading by every caller while it
+	// enqueues a write or runs a read, keeps Close from closing the queue
+	// under a sender or the file under a reader.
+	mu     sync.RWMutex
+	closed bool
+
+	queue         chan *request
+	committerDone chan struct{}
+
+	stopSweeper context.CancelFunc
+	sweeperDone chan struct{}
+}
+
+var _ store.Store = (*Store)(nil)
+
+// Open opens (or creates) the bbolt file and starts the committer and the
+// sweeper, which run until Close. ctx bounds the opening only. Opening a file
+// that another process holds fails after Config.LockTimeout.
+func Open(ctx context.Context, cfg Config) (*Store, error) {
+	cfg = cfg.withDefaults()
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	db, err := bbolt.Open(cfg.Path, 0o600, &bbolt.Options{Timeout: cfg.LockTimeout})
+	if errors.Is(err, bolterrors.ErrTimeout) {
+		return nil, fmt.Errorf("open %s: the file is locked by another process (waited %s): %w", cfg.Path, cfg.LockTimeout, err)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("open %s: %w", cfg.Path, err)
+	}
+	if err := db.Update(func(tx *bbolt.Tx) error { return initFile(tx, cfg.DefaultQuota) }); err != nil {
+		_ = db.Close()
+		return nil, fmt.Errorf("open %s: %w", cfg.Path, err)
+	}
+
+	s := &Store{
+		db:            db,
+		cfg:           cfg,
+		limits:        cfg.Limits,
+		queue:         make(chan *request, queueCapacity),
+		committerDone: make(chan struct{}),
+		sweeperDone:   make(chan struct{}),
+	}
+	go s.commitLoop()
+
+	sweepCtx, cancel := context.WithCancel(context.Background())
+	s.stopSweeper = cancel
+	if cfg.SweepInterval > 0 {
+		go s.sweepLoop(sweepCtx, cfg.SweepInterval)
+	} else {
+		close(s.sweeperDone)
+	}
+	return s, nil
+}
+
+// Close stops the sweeper, commits every write already queued, stops the
+// committer and closes the file. Calls after Close, Close included, fail
+// with store.ErrClosed.
+func (s *Store) Close() error {
+	s.stopSweeper()
+	<-s.sweeperDone
+
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return store.ErrClosed
+	}
+	s.closed = true
+	// No sender is inside submit (each holds mu for reading while it
+	// sends), so closing the queue is safe; the committer drains what is
+	// in it and exits.
+	close(s.queue)
+	s.mu.Unlock()
+
+	<-s.committerDone
+	if err := s.db.Close(); err != nil {
+		return fmt.Errorf("close %s: %w", s.cfg.Path, err)
+	}
+	return nil
+}
+
+// Ping reports whether the store is open and its file readable.
+func (s *Store) Ping(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if s.closed {
+		return store.ErrClosed
+	}
+	return s.db.View(func(tx *bbolt.Tx) error {
+		if tx.Bucket(bucketMeta) == nil {
+			return fmt.Errorf("%w: the file has no meta bucket", store.ErrUnavailable)
+		}
+		return nil
+	})
+}
+
+// nowMs is the store's clock in unix milliseconds, the unit of stored
+// expiries.
+func (s *Store) nowMs() int64 {
+	return s.cfg.Now().UnixMilli()
+}

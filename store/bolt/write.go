@@ -1,0 +1,350 @@
+package bolt
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/kvsidecar/kvsidecar/store"
+)
+
+// Set stores value under key. See store.Store.
+func (s *Store) Set(ctx context.Context, project, key string, value []byte, ttl time.Duration) error {
+	if err := store.CheckProject(project); err != nil {
+		return err
+	}
+	if err := s.limits.CheckSet(key, value, ttl); err != nil {
+		return err
+	}
+	items := []store.Item{{Key: key, Value: value, TTL: ttl}}
+	return s.submit(ctx, len(key)+len(value), func(w *writeTx) (result, error) {
+		return w.set(project, items)
+	}).err
+}
+
+// SetMany stores every item, or none. See store.Store.
+func (s *Store) SetMany(ctx context.Context, project string, items []store.Item) error {
+	if err := store.CheckProject(project); err != nil {
+		return err
+	}
+	if err := s.limits.CheckItems(items); err != nil {
+		return err
+	}
+	if len(items) == 0 {
+		return s.closedOr(ctx)
+	}
+	size := 0
+	for _, it := range items {
+		size += len(it.Key) + len(it.Value)
+	}
+	return s.submit(ctx, size, func(w *writeTx) (result, error) {
+		return w.set(project, items)
+	}).err
+}
+
+// Delete removes key. See store.Store.
+func (s *Store) Delete(ctx context.Context, project, key string) (bool, error) {
+	if err := store.CheckProject(project); err != nil {
+		return false, err
+	}
+	if err := s.limits.CheckKey(key); err != nil {
+		return false, err
+	}
+	keys := []string{key}
+	res := s.submit(ctx, len(key), func(w *writeTx) (result, error) {
+		return w.delete(project, keys)
+	})
+	if res.err != nil {
+		return false, res.err
+	}
+	return res.flags[0], nil
+}
+
+// DeleteMany removes keys. See store.Store.
+func (s *Store) DeleteMany(ctx context.Context, project string, keys []string) ([]bool, error) {
+	if err := store.CheckProject(project); err != nil {
+		return nil, err
+	}
+	if err := s.limits.CheckKeys(keys); err != nil {
+		return nil, err
+	}
+	if len(keys) == 0 {
+		return []bool{}, s.closedOr(ctx)
+	}
+	size := 0
+	for _, k := range keys {
+		size += len(k)
+	}
+	res := s.submit(ctx, size, func(w *writeTx) (result, error) {
+		return w.delete(project, keys)
+	})
+	return res.flags, res.err
+}
+
+// Clear removes every entry of the project. See store.Store.
+func (s *Store) Clear(ctx context.Context, project string) (int64, error) {
+	if err := store.CheckProject(project); err != nil {
+		return 0, err
+	}
+	res := s.submit(ctx, 0, func(w *writeTx) (result, error) {
+		return w.clear(project)
+	})
+	return res.n, res.err
+}
+
+// Incr adds delta to the integer under key. See store.Store.
+func (s *Store) Incr(ctx context.Context, project, key string, delta int64, ttl time.Duration) (int64, error) {
+	if err := store.CheckProject(project); err != nil {
+		return 0, err
+	}
+	if err := s.limits.CheckKey(key); err != nil {
+		return 0, err
+	}
+	if err := store.CheckTTL(ttl); err != nil {
+		return 0, err
+	}
+	res := s.submit(ctx, len(key), func(w *writeTx) (result, error) {
+		return w.incr(project, key, delta, ttl)
+	})
+	return res.n, res.err
+}
+
+// SetQuota sets or (with 0) removes the project's quota override.
+func (s *Store) SetQuota(ctx context.Context, project string, quota int64) error {
+	if err := store.CheckProject(project); err != nil {
+		return err
+	}
+	if quota < 0 {
+		return fmt.Errorf("%w: quota is negative (%d)", store.ErrBadArgument, quota)
+	}
+	return s.submit(ctx, 0, func(w *writeTx) (result, error) {
+		return result{}, w.setQuota(project, quota)
+	}).err
+}
+
+// SetDefaultQuota sets the quota of projects without an override. It is
+// stored in the file, so it outlives a restart (unless Config.DefaultQuota
+// sets another at Open).
+func (s *Store) SetDefaultQuota(ctx context.Context, quota int64) error {
+	if quota <= 0 {
+		return fmt.Errorf("%w: default quota must be positive, got %d", store.ErrBadArgument, quota)
+	}
+	return s.submit(ctx, 0, func(w *writeTx) (result, error) {
+		return result{}, w.tx.Bucket(bucketMeta).Put(keyDefaultQuota, encodeInt(quota))
+	}).err
+}
+
+// Sweep deletes up to Config.SweepBatch expired entries and frees their
+// quota. See store.Store.
+func (s *Store) Sweep(ctx context.Context) (int64, error) {
+	res := s.submit(ctx, 0, func(w *writeTx) (result, error) {
+		n, err := w.sweep(s.cfg.SweepBatch)
+		return result{n: n}, err
+	})
+	return res.n, res.err
+}
+
+// closedOr answers a call that has nothing to do: it still fails on a
+// cancelled context or a closed store, as any other call would.
+func (s *Store) closedOr(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if s.closed {
+		return store.ErrClosed
+	}
+	return nil
+}
+
+// set applies a Set or SetMany: it decides the quota for all items first,
+// then writes them in order, so a later duplicate key wins.
+func (w *writeTx) set(name string, items []store.Item) (result, error) {
+	p := openProject(w.tx, name)
+	if refusal, err := w.checkQuota(p, func() int64 { return setGrowth(p, items) }); refusal != nil || err != nil {
+		return result{err: refusal}, err
+	}
+	if err := p.ensure(); err != nil {
+		return result{}, err
+	}
+	for _, it := range items {
+		if err := p.put([]byte(it.Key), it.Value, expiryAt(w.now, it.TTL)); err != nil {
+			return result{}, err
+		}
+	}
+	return result{}, p.saveUsage()
+}
+
+// setGrowth is how much the stored usage of p grows if items are written.
+func setGrowth(p *projectTx, items []store.Item) int64 {
+	if len(items) == 1 {
+		it := items[0]
+		return store.EntrySize(it.Key, it.Value) - storedSize(p, it.Key)
+	}
+	sizes := make(map[string]int64, len(items))
+	var growth int64
+	for _, it := range items {
+		old, seen := sizes[it.Key]
+		if !seen {
+			old = storedSize(p, it.Key)
+		}
+		size := store.EntrySize(it.Key, it.Value)
+		growth += size - old
+		sizes[it.Key] = size
+	}
+	return growth
+}
+
+// storedSize is what the stored record of key counts, expired or not.
+func storedSize(p *projectTx, key string) int64 {
+	k := []byte(key)
+	if rec := p.record(k); rec != nil {
+		return recordSize(k, rec)
+	}
+	return 0
+}
+
+// checkQuota decides whether a write that grows p's stored usage by
+// growth() fits. If it does not, it first deletes p's expired entries —
+// which never count against the quota — and asks growth() again, since an
+// overwritten entry may have been among them. A refusal is returned as
+// refusal; err means the transaction failed.
+func (w *writeTx) checkQuota(p *projectTx, growth func() int64) (refusal, err error) {
+	need := growth()
+	if need <= 0 {
+		return nil, nil
+	}
+	quota := p.quota()
+	if p.bytes+need <= quota {
+		return nil, nil
+	}
+	n, err := p.purge(w.now, 0)
+	if err != nil {
+		return nil, err
+	}
+	if n > 0 {
+		if err := p.saveUsage(); err != nil {
+			return nil, err
+		}
+		need = growth()
+		if p.bytes+need <= quota {
+			return nil, nil
+		}
+	}
+	return store.QuotaError(p.name, p.bytes, need, quota), nil
+}
+
+func (w *writeTx) delete(name string, keys []string) (result, error) {
+	p := openProject(w.tx, name)
+	existed := make([]bool, len(keys))
+	if p.data == nil {
+		return result{flags: existed}, nil
+	}
+	for i, k := range keys {
+		live, err := p.remove([]byte(k), w.now)
+		if err != nil {
+			return result{}, err
+		}
+		existed[i] = live
+	}
+	return result{flags: existed}, p.saveUsage()
+}
+
+func (w *writeTx) clear(name string) (result, error) {
+	p := openProject(w.tx, name)
+	if p.data == nil {
+		return result{}, nil
+	}
+	expiredEntries, _ := p.expiredUsage(w.now)
+	live := p.entries - expiredEntries
+	if err := p.b.DeleteBucket(bucketData); err != nil {
+		return result{}, err
+	}
+	if err := p.b.DeleteBucket(bucketExp); err != nil {
+		return result{}, err
+	}
+	p.bytes, p.entries = 0, 0
+	return result{n: live}, p.saveUsage()
+}
+
+func (w *writeTx) incr(name, key string, delta int64, ttl time.Duration) (result, error) {
+	p := openProject(w.tx, name)
+	k := []byte(key)
+	// Decide first: parse the live value (an expired one counts as missing).
+	expiry := expiryAt(w.now, ttl)
+	var current []byte
+	if rec := p.live(k, w.now); rec != nil {
+		current = recordValue(rec)
+		expiry = recordExpiry(rec) // an existing key keeps its expiry
+	}
+	value, n, err := store.Increment(current, current != nil, delta)
+	if err != nil {
+		return result{err: err}, nil
+	}
+	growth := func() int64 { return store.EntrySize(key, value) - storedSize(p, key) }
+	if refusal, err := w.checkQuota(p, growth); refusal != nil || err != nil {
+		return result{err: refusal}, err
+	}
+	if err := p.ensure(); err != nil {
+		return result{}, err
+	}
+	if err := p.put(k, value, expiry); err != nil {
+		return result{}, err
+	}
+	return result{n: n}, p.saveUsage()
+}
+
+func (w *writeTx) setQuota(name string, quota int64) error {
+	p := openProject(w.tx, name)
+	if quota == 0 {
+		if p.b == nil {
+			return nil
+		}
+		return p.b.Delete(keyQuota)
+	}
+	if err := p.ensure(); err != nil {
+		return err
+	}
+	if p.b.Get(keyUsage) == nil {
+		if err := p.saveUsage(); err != nil {
+			return err
+		}
+	}
+	return p.b.Put(keyQuota, encodeInt(quota))
+}
+
+// sweep deletes up to limit expired entries, project by project.
+func (w *writeTx) sweep(limit int) (int64, error) {
+	// Find the projects with expired entries first: deleting while a cursor
+	// walks the projects bucket would disturb the walk.
+	var names []string
+	c := w.tx.Bucket(bucketProjects).Cursor()
+	for k, v := c.First(); k != nil; k, v = c.Next() {
+		if v != nil {
+			continue // not a bucket
+		}
+		p := openProject(w.tx, string(k))
+		due := false
+		p.forExpired(w.now, func([]byte, int64) bool { due = true; return false })
+		if due {
+			names = append(names, p.name)
+		}
+	}
+	var removed int64
+	for _, name := range names {
+		if removed >= int64(limit) {
+			break
+		}
+		p := openProject(w.tx, name)
+		n, err := p.purge(w.now, limit-int(removed))
+		if err != nil {
+			return 0, err
+		}
+		if err := p.saveUsage(); err != nil {
+			return 0, err
+		}
+		removed += n
+	}
+	return removed, nil
+}
