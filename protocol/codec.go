@@ -795,3 +795,39 @@ func skip(d *msgpack.Decoder, depth int) error {
 	}
 	return nil
 }
+
+// Scan checks that payload is exactly one msgpack map (values nested at
+// most a few levels deep) and returns its "id" when it has an unsigned one.
+// The server uses it to tell a well-formed request with a bad field (which
+// it answers and survives) from a malformed frame (which closes the
+// connection).
+func (dec *Decoder) Scan(payload []byte) (id uint64, err error) {
+	dec.reset(payload)
+	d := dec.d
+	n, err := dec.mapLen()
+	if err != nil {
+		return 0, err
+	}
+	for i := 0; i < n; i++ {
+		k, err := d.DecodeString()
+		if err != nil {
+			return 0, malformed("map key is not a string: %v", err)
+		}
+		if k == "id" {
+			c, err := d.PeekCode()
+			if err == nil && (msgpcode.IsFixedNum(c) && int8(c) >= 0 || c >= msgpcode.Uint8 && c <= msgpcode.Uint64) {
+				if id, err = d.DecodeUint64(); err != nil {
+					return 0, malformed("id: %v", err)
+				}
+				continue
+			}
+		}
+		if err := skip(d, 0); err != nil {
+			return 0, err
+		}
+	}
+	if dec.r.Len() != 0 {
+		return 0, malformed("%d bytes after the map", dec.r.Len())
+	}
+	return id, nil
+}
