@@ -1,0 +1,310 @@
+package client
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/kvsidecar/kvsidecar/protocol"
+)
+
+const (
+	// maxIdleBuffer bounds the buffers a connection keeps between uses:
+	// a larger one (left by a large value) is dropped after use, so one big
+	// value does not pin its size in memory for the life of the connection.
+	maxIdleBuffer = 64 << 10
+	// readBufferSize is the socket read buffer: big enough that one read
+	// takes in the responses of many small calls at once.
+	readBufferSize = 32 << 10
+	// helloMaxFrame bounds the hello response, read before the limits are
+	// known; it is a few hundred bytes.
+	helloMaxFrame = 64 << 10
+	// defaultMaxFrame is the daemon's documented default frame limit, used
+	// if a hello announces none.
+	defaultMaxFrame = 2 << 20
+	// responseOverhead is what a response frame needs beyond its keys and
+	// values: field names, ids, msgpack headers.
+	responseOverhead = 64 << 10
+	// perEntryOverhead is the msgpack headers of one key and one value in
+	// a list or getMany response.
+	perEntryOverhead = 16
+)
+
+// encoderPool holds request encoders; requests are encoded by their callers,
+// in parallel, and only copied into the connection's queue under its lock.
+var encoderPool = sync.Pool{New: func() any { return protocol.NewEncoder() }}
+
+// conn is one connection to the daemon: a writer goroutine that sends
+// queued frames and a reader goroutine that hands responses to their calls.
+type conn struct {
+	c      *Client
+	nc     net.Conn
+	br     *bufio.Reader
+	dec    *protocol.Decoder // used by the hello, then by the reader only
+	nextID atomic.Uint64
+	broken atomic.Bool // set with err, read without the lock
+
+	maxFrame int // largest request payload the daemon accepts
+	maxResp  int // largest response payload this client reads
+
+	wake chan struct{} // capacity 1: a pending wake-up is never lost
+	done chan struct{} // closed when the connection breaks
+
+	mu      sync.Mutex
+	pending map[uint64]*call // requests sent or queued, by id
+	wbuf    []byte           // frames queued for the writer
+	err     error            // why the connection broke; nil while it works
+}
+
+// dialConn opens the socket. The hello is the caller's next step.
+func dialConn(ctx context.Context, c *Client) (*conn, error) {
+	var d net.Dialer
+	nc, err := d.DialContext(ctx, "unix", c.socket)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		return nil, fmt.Errorf("%w: %w", ErrUnavailable, err)
+	}
+	return &conn{
+		c:       c,
+		nc:      nc,
+		br:      bufio.NewReaderSize(nc, readBufferSize),
+		dec:     protocol.NewDecoder(),
+		wake:    make(chan struct{}, 1),
+		done:    make(chan struct{}),
+		pending: make(map[uint64]*call),
+	}, nil
+}
+
+// hello exchanges the hello (id 0), synchronously, before the reader and
+// writer start. ctx bounds it through the socket's deadline.
+func (cn *conn) hello(ctx context.Context, name string) (protocol.HelloResult, error) {
+	nc := cn.nc
+	if dl, ok := ctx.Deadline(); ok {
+		nc.SetDeadline(dl)
+	}
+	stop := context.AfterFunc(ctx, func() { nc.SetDeadline(time.Unix(1, 0)) })
+
+	enc := protocol.NewEncoder()
+	frame, err := enc.Request(&protocol.Request{ID: 0, Op: protocol.OpHello, Version: protocol.Version, Client: name})
+	if err != nil {
+		stop()
+		return protocol.HelloResult{}, err
+	}
+	// A daemon that refuses the caller sends its error frame and closes
+	// without reading, so the write may fail while the error is there to
+	// be read: read either way.
+	_, werr := nc.Write(frame)
+	payload, rerr := protocol.ReadFrame(cn.br, helloMaxFrame, nil)
+	if !stop() || ctx.Err() != nil {
+		return protocol.HelloResult{}, ctx.Err()
+	}
+	if rerr != nil {
+		if werr != nil && errors.Is(rerr, io.EOF) {
+			rerr = werr
+		}
+		return protocol.HelloResult{}, fmt.Errorf("%w: hello: %w", ErrUnavailable, rerr)
+	}
+	nc.SetDeadline(time.Time{})
+
+	resp := protocol.Response{Op: protocol.OpHello}
+	if err := cn.dec.DecodeResponse(payload, &resp); err != nil {
+		return protocol.HelloResult{}, fmt.Errorf("%w: unreadable hello response: %w", ErrInternal, err)
+	}
+	if resp.Err != nil {
+		return protocol.HelloResult{}, resp.Err
+	}
+	if v := resp.Hello.Version; v != protocol.Version {
+		return protocol.HelloResult{}, fmt.Errorf("%w: the daemon answered version %d, this client speaks %d", ErrUnsupportedVersion, v, protocol.Version)
+	}
+	return resp.Hello, nil
+}
+
+// start sizes the connection from the daemon's limits and starts its reader
+// and writer. The client's mu is held, so Close cannot be waiting yet.
+func (cn *conn) start(l *protocol.Limits) {
+	cn.maxFrame = int(l.MaxFrame)
+	if cn.maxFrame <= 0 {
+		cn.maxFrame = defaultMaxFrame
+	}
+	// The largest response is a full page of the largest keys and values.
+	resp := float64(l.MaxBatch)*float64(l.MaxKey+l.MaxValue+perEntryOverhead) + responseOverhead
+	cn.maxResp = int(min(max(resp, float64(cn.maxFrame)), math.MaxUint32))
+	cn.c.wg.Add(2)
+	go cn.readLoop()
+	go cn.writeLoop()
+}
+
+// send queues req for the writer, registering cl under a fresh id. When the
+// connection has already broken the request was not queued, and retry says
+// it may be sent again on a new connection.
+func (cn *conn) send(req *protocol.Request, cl *call) (retry bool, err error) {
+	req.ID = cn.nextID.Add(1)
+	enc := encoderPool.Get().(*protocol.Encoder)
+	frame, err := enc.Request(req)
+	if err != nil {
+		return false, fmt.Errorf("%w: encode request: %w", ErrBadRequest, err)
+	}
+	defer func() {
+		if cap(frame) <= maxIdleBuffer {
+			encoderPool.Put(enc)
+		}
+	}()
+	// The daemon answers an oversized frame by closing the connection,
+	// which would fail every other call in flight on it: refuse it here.
+	if n := len(frame) - protocol.HeaderSize; n > cn.maxFrame {
+		return false, newError(protocol.CodeFrameTooLarge, "frame too large: the request is %d bytes, the limit is %d bytes", n, cn.maxFrame)
+	}
+
+	cn.mu.Lock()
+	if cn.err != nil {
+		err := cn.err
+		cn.mu.Unlock()
+		return !errors.Is(err, ErrClosed), err
+	}
+	cn.pending[req.ID] = cl
+	wake := len(cn.wbuf) == 0
+	cn.wbuf = append(cn.wbuf, frame...)
+	cn.mu.Unlock()
+	if wake {
+		select {
+		case cn.wake <- struct{}{}:
+		default:
+		}
+	}
+	return false, nil
+}
+
+// abandon removes a call whose caller gives up. It reports false when the
+// call was already taken by the reader (or a failing connection), which
+// then signals it.
+func (cn *conn) abandon(id uint64, cl *call) bool {
+	cn.mu.Lock()
+	defer cn.mu.Unlock()
+	if cn.pending[id] != cl {
+		return false
+	}
+	delete(cn.pending, id)
+	return true
+}
+
+// writeLoop writes whatever is queued in one write, then waits for more: under
+// load many frames go out per syscall; when idle a frame goes out at once.
+func (cn *conn) writeLoop() {
+	defer cn.c.wg.Done()
+	var buf []byte
+	for {
+		select {
+		case <-cn.wake:
+		case <-cn.done:
+			return
+		}
+		cn.mu.Lock()
+		buf, cn.wbuf = cn.wbuf, buf[:0]
+		cn.mu.Unlock()
+		if len(buf) == 0 {
+			continue
+		}
+		if _, err := cn.nc.Write(buf); err != nil {
+			cn.fail(err)
+			return
+		}
+		if cap(buf) > maxIdleBuffer {
+			buf = nil
+		}
+	}
+}
+
+// readLoop reads responses and hands each to its call until the connection
+// breaks.
+func (cn *conn) readLoop() {
+	defer cn.c.wg.Done()
+	var buf []byte
+	for {
+		payload, err := protocol.ReadFrame(cn.br, cn.maxResp, buf)
+		if err != nil {
+			cn.fail(err)
+			return
+		}
+		if err := cn.deliver(payload); err != nil {
+			cn.fail(err)
+			return
+		}
+		if cap(payload) <= maxIdleBuffer {
+			buf = payload[:0]
+		} else {
+			buf = nil
+		}
+	}
+}
+
+// deliver decodes one response into its call and signals it. A response
+// whose caller gave up is dropped. An error means the stream can no longer
+// be trusted.
+func (cn *conn) deliver(payload []byte) error {
+	id, err := cn.dec.ResponseID(payload)
+	if err != nil {
+		return fmt.Errorf("unreadable response: %w", err)
+	}
+	cn.mu.Lock()
+	cl := cn.pending[id]
+	if cl != nil {
+		delete(cn.pending, id)
+	}
+	cn.mu.Unlock()
+	if cl == nil {
+		if id == 0 {
+			// An error the daemon sends before closing the connection
+			// (bad_frame, unavailable when shutting down): keep it as
+			// the cause the calls in flight will report.
+			var resp protocol.Response
+			if cn.dec.DecodeResponse(payload, &resp) == nil && resp.Err != nil {
+				return resp.Err
+			}
+		}
+		return nil
+	}
+	if err := cn.dec.DecodeResponse(payload, &cl.resp); err != nil {
+		cl.err = fmt.Errorf("%w: unreadable %s response: %w", ErrInternal, cl.resp.Op, err)
+		cl.done <- struct{}{}
+		return err
+	}
+	cl.done <- struct{}{}
+	return nil
+}
+
+// fail breaks the connection: it records why, closes the socket and fails
+// every call in flight. Only the first call has an effect.
+func (cn *conn) fail(cause error) {
+	err := cause
+	if !errors.Is(cause, ErrClosed) {
+		err = lostError(cn.c.socket, cause)
+	}
+	cn.mu.Lock()
+	if cn.err != nil {
+		cn.mu.Unlock()
+		return
+	}
+	cn.err = err
+	cn.broken.Store(true)
+	pending := cn.pending
+	cn.pending = nil
+	cn.wbuf = nil
+	cn.mu.Unlock()
+
+	close(cn.done)
+	cn.nc.Close()
+	for _, cl := range pending {
+		cl.err = err
+		cl.done <- struct{}{}
+	}
+	cn.c.forget(cn)
+}
