@@ -1,0 +1,814 @@
+import net from 'node:net';
+import { EventEmitter } from 'node:events';
+import { encodeFrame, FrameReader, HEADER_SIZE } from './frame.js';
+import { KvError, ErrorCodes, errorFromWire } from './errors.js';
+
+/** Where the daemon listens unless told otherwise (same default as the daemon). */
+export const DEFAULT_SOCKET_PATH = '/run/kvsidecar/kv.sock';
+/** Default per-call timeout in milliseconds. */
+export const DEFAULT_TIMEOUT = 5000;
+/** This library's version; sent in the hello for the daemon's logs. */
+export const VERSION = '0.1.0';
+
+const PROTOCOL_VERSION = 1;
+const HELLO_ID = 0;
+// Ids stay below 2^53 (PROTOCOL.md §4); 0 is the hello's.
+const MAX_ID = Number.MAX_SAFE_INTEGER;
+
+// Used when the hello result leaves a limit out (an absent field reads as 0).
+const FALLBACK_LIMITS = Object.freeze({
+  maxKey: 1024,
+  maxValue: 1024 * 1024,
+  maxFrame: 2 * 1024 * 1024,
+  maxInflight: 128,
+  maxBatch: 1000,
+});
+// Room for everything in a *Many frame that is not a key or value.
+const FRAME_OVERHEAD = 1024;
+const ITEM_OVERHEAD = 32;
+// Default page sizes of keys() and entries().
+const KEYS_PAGE = 1000;
+const ENTRIES_PAGE = 100;
+
+const utf8 = new TextDecoder('utf-8', { fatal: true });
+
+function positiveInt(v, fallback) {
+  return typeof v === 'number' && Number.isInteger(v) && v > 0 ? v : fallback;
+}
+
+function helloInfo(result) {
+  const r = result && typeof result === 'object' ? result : {};
+  const l = r.limits && typeof r.limits === 'object' ? r.limits : {};
+  return Object.freeze({
+    version: typeof r.version === 'number' ? r.version : 0,
+    server: typeof r.server === 'string' ? r.server : '',
+    project: typeof r.project === 'string' ? r.project : '',
+    limits: Object.freeze({
+      maxKey: positiveInt(l.max_key, FALLBACK_LIMITS.maxKey),
+      maxValue: positiveInt(l.max_value, FALLBACK_LIMITS.maxValue),
+      maxFrame: positiveInt(l.max_frame, FALLBACK_LIMITS.maxFrame),
+      maxInflight: positiveInt(l.max_inflight, FALLBACK_LIMITS.maxInflight),
+      maxBatch: positiveInt(l.max_batch, FALLBACK_LIMITS.maxBatch),
+    }),
+  });
+}
+
+function checkKey(key, op) {
+  if (typeof key !== 'string') {
+    throw new KvError(ErrorCodes.BAD_REQUEST, `${op}: key must be a string, got ${key === null ? 'null' : typeof key}`, { op });
+  }
+  if (key === '') {
+    throw new KvError(ErrorCodes.BAD_REQUEST, `${op}: key must not be empty`, { op });
+  }
+  return key;
+}
+
+function checkKeys(keys, op) {
+  if (!Array.isArray(keys)) {
+    throw new KvError(ErrorCodes.BAD_REQUEST, `${op}: keys must be an array of strings`, { op });
+  }
+  for (const k of keys) checkKey(k, op);
+  return keys;
+}
+
+function checkTTL(ttl, op) {
+  if (ttl === undefined || ttl === null || ttl === 0) return undefined;
+  if (typeof ttl !== 'number' || !Number.isFinite(ttl) || ttl < 0) {
+    throw new KvError(ErrorCodes.BAD_REQUEST, `${op}: ttl must be a non-negative number of milliseconds, got ${String(ttl)}`, { op });
+  }
+  // The wire carries whole milliseconds; never round a TTL down to "no expiry".
+  return Math.ceil(ttl);
+}
+
+function encodeValue(value, op) {
+  let json;
+  try {
+    json = JSON.stringify(value);
+  } catch (cause) {
+    throw new KvError(ErrorCodes.BAD_REQUEST, `${op}: value cannot be JSON-encoded: ${cause.message}`, { op, cause });
+  }
+  if (json === undefined) {
+    throw new KvError(ErrorCodes.BAD_REQUEST, `${op}: a value of type ${typeof value} cannot be JSON-encoded; store null instead, or delete the key`, { op });
+  }
+  return Buffer.from(json, 'utf8');
+}
+
+function decodeValue(bytes, key, op) {
+  if (bytes === null || bytes === undefined) return undefined;
+  let text;
+  try {
+    text = typeof bytes === 'string' ? bytes : utf8.decode(bytes);
+    return JSON.parse(text);
+  } catch (cause) {
+    throw new KvError(
+      ErrorCodes.NOT_JSON,
+      `${op}: the value of key ${JSON.stringify(key)} is not UTF-8 JSON text (${bytes.length} bytes): ${cause.message}`,
+      { op, cause },
+    );
+  }
+}
+
+function byteLength(s) {
+  return Buffer.byteLength(s, 'utf8');
+}
+
+/**
+ * Splits items into runs that fit one request: at most maxBatch items and a
+ * frame no larger than maxFrame.
+ */
+function chunk(items, size, limits) {
+  const budget = limits.maxFrame - FRAME_OVERHEAD;
+  const out = [];
+  let cur = [];
+  let bytes = 0;
+  for (const item of items) {
+    const n = size(item) + ITEM_OVERHEAD;
+    if (cur.length > 0 && (cur.length >= limits.maxBatch || bytes + n > budget)) {
+      out.push(cur);
+      cur = [];
+      bytes = 0;
+    }
+    cur.push(item);
+    bytes += n;
+  }
+  if (cur.length > 0) out.push(cur);
+  return out;
+}
+
+/**
+ * One connection to the daemon: the socket, the frame reader, the calls
+ * waiting for the hello result and the calls waiting for their responses.
+ */
+class Connection {
+  constructor(client, socketPath, timeout) {
+    this.client = client;
+    this.socketPath = socketPath;
+    this.hello = null; // HelloInfo once the hello result arrived
+    this.failure = null; // KvError that ended the hello, or the connection
+    this.queued = []; // calls waiting for the hello result
+    this.pending = new Map(); // id → call, sent and waiting for a response
+    this.active = 0; // calls queued or pending: the socket is ref'd while > 0
+    this.corked = false;
+    this.done = false;
+    this.reader = new FrameReader();
+    this.ready = new Promise((resolve, reject) => {
+      this.resolveReady = resolve;
+      this.rejectReady = reject;
+    });
+    this.ready.catch(() => {}); // observed through the calls
+
+    const socket = net.createConnection({ path: socketPath });
+    this.socket = socket;
+    socket.on('data', (chunk) => this.onData(chunk));
+    socket.on('error', (err) => this.onError(err));
+    socket.on('close', () => this.onClose());
+    socket.on('end', () => socket.destroy());
+    socket.unref();
+
+    // The hello goes first; requests follow once its result says what the
+    // daemon's limits are.
+    socket.write(encodeFrame({ id: HELLO_ID, op: 'hello', version: PROTOCOL_VERSION, client: `kvsidecar-node/${VERSION}` }));
+    if (timeout > 0) {
+      this.helloTimer = setTimeout(() => {
+        this.fail(new KvError(
+          ErrorCodes.TIMEOUT,
+          `no hello result from the kvsidecar daemon at ${socketPath} within ${timeout} ms`,
+          { op: 'hello' },
+        ));
+      }, timeout);
+      this.helloTimer.unref();
+    }
+  }
+
+  /** Resolves to the hello result; keeps the process alive meanwhile. */
+  waitReady() {
+    if (this.hello !== null) return this.ready;
+    this.hold();
+    return this.ready.finally(() => this.release());
+  }
+
+  /** Counts a call as active; the socket keeps the process alive while any is. */
+  hold() {
+    if (this.active++ === 0 && !this.done) this.socket.ref();
+  }
+
+  release() {
+    if (--this.active === 0 && !this.done) this.socket.unref();
+  }
+
+  write(frame) {
+    if (!this.corked) {
+      // Gather the frames of this tick into as few writes as possible.
+      this.corked = true;
+      this.socket.cork();
+      process.nextTick(() => {
+        this.corked = false;
+        this.socket.uncork();
+      });
+    }
+    this.socket.write(frame);
+  }
+
+  onData(chunk) {
+    let messages;
+    try {
+      messages = this.reader.push(chunk);
+    } catch (cause) {
+      this.fail(new KvError(
+        ErrorCodes.UNAVAILABLE,
+        `the kvsidecar daemon at ${this.socketPath} sent a malformed frame (${cause.message}); the connection was closed`,
+        { cause },
+      ));
+      return;
+    }
+    for (const msg of messages) {
+      if (this.done) return;
+      this.onMessage(msg);
+    }
+  }
+
+  onMessage(msg) {
+    if (msg === null || typeof msg !== 'object' || typeof msg.id !== 'number') {
+      this.fail(new KvError(
+        ErrorCodes.UNAVAILABLE,
+        `the kvsidecar daemon at ${this.socketPath} sent a response without an id; the connection was closed`,
+      ));
+      return;
+    }
+    if (msg.id === HELLO_ID) {
+      this.onHelloFrame(msg);
+      return;
+    }
+    const call = this.pending.get(msg.id);
+    if (call === undefined) return; // timed out already
+    this.pending.delete(msg.id);
+    if (msg.error !== undefined && msg.error !== null) {
+      call.settle(errorFromWire(msg.error, call.op));
+    } else {
+      call.settleResult(msg.result);
+    }
+  }
+
+  onHelloFrame(msg) {
+    const hasError = msg.error !== undefined && msg.error !== null;
+    if (this.hello === null) {
+      clearTimeout(this.helloTimer);
+      if (hasError) {
+        // forbidden, unsupported_version…: the daemon closes the connection.
+        this.fail(errorFromWire(msg.error, 'hello'));
+        return;
+      }
+      this.hello = helloInfo(msg.result);
+      this.resolveReady(this.hello);
+      const queued = this.queued;
+      this.queued = [];
+      for (const call of queued) {
+        if (!call.settled) this.send(call);
+      }
+      this.client.emit('connect', this.hello);
+      return;
+    }
+    if (hasError) {
+      // A connection-level error after the hello (bad_frame, frame_too_large
+      // of an unreadable request): the daemon closes the connection next.
+      const e = errorFromWire(msg.error);
+      this.failure ??= new KvError(
+        ErrorCodes.UNAVAILABLE,
+        `the kvsidecar daemon at ${this.socketPath} closed the connection after an error: ${e.code}: ${e.message}`,
+        { cause: e },
+      );
+    }
+  }
+
+  /** Sends the call now if the hello is done, else queues it. */
+  submit(call) {
+    if (this.done) {
+      call.settle(this.failure);
+      return;
+    }
+    call.conn = this;
+    this.hold();
+    if (this.hello === null) {
+      this.queued.push(call);
+    } else {
+      this.send(call);
+    }
+  }
+
+  send(call) {
+    const limits = this.hello.limits;
+    const problem = call.check?.(limits);
+    if (problem) {
+      call.settle(problem);
+      return;
+    }
+    const id = this.client.nextId();
+    let frame;
+    try {
+      frame = encodeFrame({ id, op: call.op, ...call.args });
+    } catch (cause) {
+      call.settle(new KvError(ErrorCodes.BAD_REQUEST, `${call.op}: cannot encode the request: ${cause.message}`, { op: call.op, cause }));
+      return;
+    }
+    if (frame.length - HEADER_SIZE > limits.maxFrame) {
+      call.settle(new KvError(
+        ErrorCodes.FRAME_TOO_LARGE,
+        `${call.op}: the request is ${frame.length - HEADER_SIZE} bytes, over the daemon's max_frame of ${limits.maxFrame} bytes`,
+        { op: call.op },
+      ));
+      return;
+    }
+    call.id = id;
+    this.pending.set(id, call);
+    this.write(frame);
+  }
+
+  /** Forgets a call that settled before its response (timeout). */
+  forget(call) {
+    if (call.id !== undefined) this.pending.delete(call.id);
+  }
+
+  onError(err) {
+    if (this.hello === null) {
+      this.failure ??= new KvError(
+        ErrorCodes.UNAVAILABLE,
+        `cannot connect to the kvsidecar daemon at ${this.socketPath}: ${err.message}`,
+        { cause: err },
+      );
+    } else {
+      this.failure ??= new KvError(
+        ErrorCodes.UNAVAILABLE,
+        `the connection to the kvsidecar daemon at ${this.socketPath} failed: ${err.message}`,
+        { cause: err },
+      );
+    }
+  }
+
+  onClose() {
+    this.fail(null);
+  }
+
+  /** Ends the connection: every queued and pending call fails. */
+  fail(err) {
+    if (this.done) return;
+    this.done = true;
+    clearTimeout(this.helloTimer);
+    if (err !== null) this.failure ??= err;
+    this.socket.destroy();
+    const wasReady = this.hello !== null;
+    const failure = this.failure ?? new KvError(
+      ErrorCodes.UNAVAILABLE,
+      wasReady
+        ? `the kvsidecar daemon at ${this.socketPath} closed the connection`
+        : `the kvsidecar daemon at ${this.socketPath} closed the connection before answering the hello`,
+    );
+    this.failure = failure;
+    this.client.connectionEnded(this, this.client.closing ? null : failure);
+    if (!wasReady) this.rejectReady(failure);
+    for (const call of this.queued) call.settle(failure);
+    this.queued = [];
+    for (const call of this.pending.values()) call.settle(this.closedError(call.op));
+    this.pending.clear();
+  }
+
+  /** The error of a call that was sent but got no response. */
+  closedError(op) {
+    const f = this.failure;
+    return new KvError(
+      ErrorCodes.UNAVAILABLE,
+      `${op}: ${f.message}, before the response arrived; a write may or may not have been applied`,
+      { op, cause: f },
+    );
+  }
+}
+
+/**
+ * A client of the kvsidecar daemon. Create it with createClient(); it
+ * connects on first use, pipelines every call over one connection, and
+ * re-dials when a call finds the connection gone.
+ */
+export class Client extends EventEmitter {
+  #socketPath;
+  #timeout;
+  #conn = null;
+  #id = 0;
+  #inflight = 0;
+  #closing = false;
+  #idle = null; // resolves close() when #inflight drops to 0
+  #closed = null; // the promise close() returns
+
+  /**
+   * @param {{ socketPath?: string, timeout?: number }} [options]
+   */
+  constructor(options = {}) {
+    super();
+    const socketPath = options.socketPath || process.env.KV_SOCKET || DEFAULT_SOCKET_PATH;
+    const timeout = options.timeout ?? DEFAULT_TIMEOUT;
+    if (typeof timeout !== 'number' || !(timeout >= 0) || !Number.isFinite(timeout)) {
+      throw new KvError(ErrorCodes.BAD_REQUEST, `timeout must be a non-negative number of milliseconds, got ${String(options.timeout)}`);
+    }
+    this.#socketPath = socketPath;
+    this.#timeout = timeout;
+  }
+
+  /** The Unix socket path this client dials. */
+  get socketPath() {
+    return this.#socketPath;
+  }
+
+  /** The per-call timeout in milliseconds (0: none). */
+  get timeout() {
+    return this.#timeout;
+  }
+
+  /** Whether close() was called. */
+  get closed() {
+    return this.#closing;
+  }
+
+  /** @internal */
+  get closing() {
+    return this.#closing;
+  }
+
+  /** @internal */
+  nextId() {
+    this.#id = this.#id >= MAX_ID ? 1 : this.#id + 1;
+    return this.#id;
+  }
+
+  /** @internal called by a Connection when it ends. */
+  connectionEnded(conn, failure) {
+    if (this.#conn === conn) this.#conn = null;
+    if (failure !== null && this.listenerCount('connectionError') > 0) {
+      this.emit('connectionError', failure);
+    }
+  }
+
+  #connection() {
+    if (this.#conn === null) this.#conn = new Connection(this, this.#socketPath, this.#timeout);
+    return this.#conn;
+  }
+
+  /**
+   * Connects now (calls connect on their own when needed) and resolves to
+   * what the daemon said in its hello: protocol version, server, project
+   * and limits.
+   * @returns {Promise<import('../index.js').HelloInfo>}
+   */
+  async connect() {
+    if (this.#closing) throw new KvError(ErrorCodes.CLOSED, 'connect: the client was closed', { op: 'connect' });
+    return this.#connection().waitReady();
+  }
+
+  /**
+   * Sends one request and resolves to its decoded result.
+   * @param {string} op
+   * @param {Record<string, unknown>} args
+   * @param {(result: unknown) => unknown} decode
+   * @param {(limits: object) => KvError | null} [check]
+   */
+  #call(op, args, decode, check) {
+    if (this.#closing) {
+      return Promise.reject(new KvError(ErrorCodes.CLOSED, `${op}: the client was closed`, { op }));
+    }
+    return new Promise((resolve, reject) => {
+      const timeout = this.#timeout;
+      this.#inflight++;
+      const call = {
+        op,
+        args,
+        check,
+        id: undefined,
+        conn: null,
+        timer: undefined,
+        settled: false,
+        settle: (err, value) => {
+          if (call.settled) return;
+          call.settled = true;
+          clearTimeout(call.timer);
+          if (call.conn !== null) {
+            call.conn.forget(call);
+            call.conn.release();
+          }
+          if (--this.#inflight === 0 && this.#idle !== null) this.#idle();
+          if (err) reject(err);
+          else resolve(value);
+        },
+        settleResult: (result) => {
+          let value;
+          try {
+            value = decode(result);
+          } catch (err) {
+            call.settle(err);
+            return;
+          }
+          call.settle(null, value);
+        },
+      };
+      if (timeout > 0) {
+        call.timer = setTimeout(() => {
+          call.settle(new KvError(
+            ErrorCodes.TIMEOUT,
+            `${op} timed out after ${timeout} ms waiting for the kvsidecar daemon at ${this.#socketPath}; a write may or may not have been applied`,
+            { op },
+          ));
+        }, timeout);
+      }
+      this.#connection().submit(call);
+    });
+  }
+
+  /**
+   * Returns the value stored under key, or undefined when there is none.
+   * @param {string} key
+   */
+  async get(key) {
+    checkKey(key, 'get');
+    return this.#call('get', { key }, (r) => decodeValue(r, key, 'get'));
+  }
+
+  /**
+   * Stores value (JSON-encoded) under key, replacing any entry and its TTL.
+   * @param {string} key
+   * @param {unknown} value
+   * @param {number} [ttl] milliseconds until the entry expires; absent or 0: never
+   * @returns {Promise<true>}
+   */
+  async set(key, value, ttl) {
+    checkKey(key, 'set');
+    const bytes = encodeValue(value, 'set');
+    const t = checkTTL(ttl, 'set');
+    const args = t === undefined ? { key, value: bytes } : { key, value: bytes, ttl: t };
+    return this.#call('set', args, () => true, (limits) => (
+      bytes.length > limits.maxValue
+        ? new KvError(ErrorCodes.VALUE_TOO_LARGE, `value too large: value is ${bytes.length} bytes, the limit is ${limits.maxValue} bytes`, { op: 'set' })
+        : null
+    ));
+  }
+
+  /**
+   * Whether key exists (and has not expired).
+   * @param {string} key
+   */
+  async has(key) {
+    checkKey(key, 'has');
+    return this.#call('has', { key }, (r) => r === true);
+  }
+
+  /**
+   * Deletes key; resolves to whether it existed.
+   * @param {string} key
+   */
+  async delete(key) {
+    checkKey(key, 'delete');
+    return this.#call('delete', { key }, (r) => r === true);
+  }
+
+  /**
+   * Deletes every entry of the project; resolves to how many were removed.
+   */
+  async clear() {
+    return this.#call('clear', {}, (r) => (typeof r === 'number' ? r : 0));
+  }
+
+  /**
+   * Values of several keys, in order; undefined for a missing key.
+   * Requests are split to respect the daemon's max_batch and max_frame.
+   * @param {string[]} keys
+   */
+  async getMany(keys) {
+    checkKeys(keys, 'getMany');
+    if (keys.length === 0) return [];
+    const { limits } = await this.connect();
+    const parts = await Promise.all(chunk(keys, byteLength, limits).map((part) => (
+      this.#call('getMany', { keys: part }, (r) => {
+        if (!Array.isArray(r) || r.length !== part.length) throw this.#badResult('getMany', r);
+        return r.map((v, i) => decodeValue(v, part[i], 'getMany'));
+      })
+    )));
+    return parts.flat();
+  }
+
+  /**
+   * Stores several entries. One request (max_batch items, max_frame bytes) is
+   * atomic: all of its items are written or none. A larger call is split
+   * into requests sent one after another; if one fails, those before it stay
+   * written and those after it are not sent.
+   * @param {Array<{ key: string, value: unknown, ttl?: number }>} entries
+   * @returns {Promise<true>}
+   */
+  async setMany(entries) {
+    if (!Array.isArray(entries)) {
+      throw new KvError(ErrorCodes.BAD_REQUEST, 'setMany: entries must be an array of { key, value, ttl? }', { op: 'setMany' });
+    }
+    const items = entries.map((e, i) => {
+      if (e === null || typeof e !== 'object') {
+        throw new KvError(ErrorCodes.BAD_REQUEST, `setMany: entry ${i} must be an object { key, value, ttl? }`, { op: 'setMany' });
+      }
+      const key = checkKey(e.key, 'setMany');
+      const value = encodeValue(e.value, 'setMany');
+      const ttl = checkTTL(e.ttl, 'setMany');
+      return ttl === undefined ? { key, value } : { key, value, ttl };
+    });
+    if (items.length === 0) return true;
+    const { limits } = await this.connect();
+    for (const it of items) {
+      if (it.value.length > limits.maxValue) {
+        throw new KvError(
+          ErrorCodes.VALUE_TOO_LARGE,
+          `value too large: value of key ${JSON.stringify(it.key)} is ${it.value.length} bytes, the limit is ${limits.maxValue} bytes`,
+          { op: 'setMany' },
+        );
+      }
+    }
+    for (const part of chunk(items, (it) => byteLength(it.key) + it.value.length, limits)) {
+      await this.#call('setMany', { items: part }, () => true);
+    }
+    return true;
+  }
+
+  /**
+   * Deletes several keys; resolves to one boolean per key: whether it existed.
+   * @param {string[]} keys
+   */
+  async deleteMany(keys) {
+    return this.#bools('deleteMany', keys);
+  }
+
+  /**
+   * One boolean per key: whether it exists.
+   * @param {string[]} keys
+   */
+  async hasMany(keys) {
+    return this.#bools('hasMany', keys);
+  }
+
+  async #bools(op, keys) {
+    checkKeys(keys, op);
+    if (keys.length === 0) return [];
+    const { limits } = await this.connect();
+    const parts = await Promise.all(chunk(keys, byteLength, limits).map((part) => (
+      this.#call(op, { keys: part }, (r) => {
+        if (!Array.isArray(r) || r.length !== part.length) throw this.#badResult(op, r);
+        return r.map((b) => b === true);
+      })
+    )));
+    return parts.flat();
+  }
+
+  /**
+   * One page of the keys that start with prefix, in ascending byte order.
+   * Pass the returned cursor to get the next page; null means no more pages.
+   * @param {{ prefix?: string, cursor?: string | null, limit?: number, values?: boolean }} [options]
+   */
+  async list(options = {}) {
+    const { prefix = '', cursor = null, limit = 0, values = false } = options;
+    if (typeof prefix !== 'string') {
+      throw new KvError(ErrorCodes.BAD_REQUEST, 'list: prefix must be a string', { op: 'list' });
+    }
+    if (cursor !== null && typeof cursor !== 'string') {
+      throw new KvError(ErrorCodes.BAD_REQUEST, 'list: cursor must be a string or null', { op: 'list' });
+    }
+    if (!Number.isInteger(limit) || limit < 0) {
+      throw new KvError(ErrorCodes.BAD_REQUEST, `list: limit must be a non-negative integer, got ${String(limit)}`, { op: 'list' });
+    }
+    const args = {};
+    if (prefix !== '') args.prefix = prefix;
+    if (cursor) args.cursor = cursor;
+    if (limit > 0) args.limit = limit;
+    if (values) args.values = true;
+    return this.#call('list', args, (r) => {
+      if (r === null || typeof r !== 'object' || !Array.isArray(r.keys)) throw this.#badResult('list', r);
+      const page = {
+        keys: r.keys,
+        cursor: typeof r.cursor === 'string' && r.cursor !== '' ? r.cursor : null,
+      };
+      if (values) {
+        if (!Array.isArray(r.values) || r.values.length !== r.keys.length) throw this.#badResult('list', r);
+        page.values = r.values.map((v, i) => decodeValue(v, r.keys[i], 'list'));
+      }
+      return page;
+    });
+  }
+
+  async #pageSize(pageSize, fallback) {
+    if (pageSize !== undefined && (!Number.isInteger(pageSize) || pageSize <= 0)) {
+      throw new KvError(ErrorCodes.BAD_REQUEST, `pageSize must be a positive integer, got ${String(pageSize)}`);
+    }
+    const { limits } = await this.connect();
+    return Math.min(pageSize ?? fallback, limits.maxBatch);
+  }
+
+  /**
+   * Iterates over the keys that start with prefix, in ascending byte order,
+   * fetching them page by page.
+   * @param {string} [prefix]
+   * @param {{ pageSize?: number }} [options]
+   * @returns {AsyncGenerator<string>}
+   */
+  async *keys(prefix = '', options = {}) {
+    const limit = await this.#pageSize(options.pageSize, KEYS_PAGE);
+    let cursor = null;
+    do {
+      const page = await this.list({ prefix, cursor, limit });
+      yield* page.keys;
+      cursor = page.cursor;
+    } while (cursor !== null);
+  }
+
+  /**
+   * Iterates over [key, value] of the entries whose keys start with prefix,
+   * in ascending key order, fetching them page by page.
+   * @param {string} [prefix]
+   * @param {{ pageSize?: number }} [options]
+   * @returns {AsyncGenerator<[string, unknown]>}
+   */
+  async *entries(prefix = '', options = {}) {
+    const limit = await this.#pageSize(options.pageSize, ENTRIES_PAGE);
+    let cursor = null;
+    do {
+      const page = await this.list({ prefix, cursor, limit, values: true });
+      for (let i = 0; i < page.keys.length; i++) yield [page.keys[i], page.values[i]];
+      cursor = page.cursor;
+    } while (cursor !== null);
+  }
+
+  /**
+   * Atomically adds delta to the integer stored under key and resolves to
+   * the new value. A missing key counts as 0 and is created with ttl; an
+   * existing key keeps its expiry.
+   * @param {string} key
+   * @param {number} [delta=1]
+   * @param {number} [ttl] milliseconds, applied only when the key is created
+   */
+  async incr(key, delta = 1, ttl) {
+    checkKey(key, 'incr');
+    if (!Number.isSafeInteger(delta)) {
+      throw new KvError(ErrorCodes.BAD_REQUEST, `incr: delta must be an integer within ±2^53, got ${String(delta)}`, { op: 'incr' });
+    }
+    const t = checkTTL(ttl, 'incr');
+    const args = t === undefined ? { key, delta } : { key, delta, ttl: t };
+    return this.#call('incr', args, (r) => {
+      if (typeof r === 'number') return r;
+      if (typeof r === 'bigint') return Number(r);
+      throw this.#badResult('incr', r);
+    });
+  }
+
+  /**
+   * The project's storage: bytes used (keys plus values), entries, quota.
+   * @returns {Promise<{ bytes: number, entries: number, quota: number }>}
+   */
+  async usage() {
+    return this.#call('usage', {}, (r) => {
+      if (r === null || typeof r !== 'object') throw this.#badResult('usage', r);
+      const n = (v) => (typeof v === 'number' ? v : typeof v === 'bigint' ? Number(v) : 0);
+      return { bytes: n(r.bytes), entries: n(r.entries), quota: n(r.quota) };
+    });
+  }
+
+  /** Resolves when the daemon answers. */
+  async ping() {
+    await this.#call('ping', {}, () => undefined);
+  }
+
+  /**
+   * Stops the client: new calls fail with CLOSED at once, calls in flight
+   * get their responses (or time out), then the connection is closed.
+   */
+  close() {
+    if (this.#closed === null) {
+      this.#closing = true;
+      this.#closed = (async () => {
+        if (this.#inflight > 0) {
+          await new Promise((resolve) => {
+            this.#idle = resolve;
+          });
+          this.#idle = null;
+        }
+        const conn = this.#conn;
+        this.#conn = null;
+        if (conn !== null) conn.fail(null);
+      })();
+    }
+    return this.#closed;
+  }
+
+  #badResult(op, r) {
+    return new KvError(
+      ErrorCodes.INTERNAL,
+      `${op}: the daemon's result does not match the protocol (got ${r === null ? 'nil' : Array.isArray(r) ? 'array' : typeof r})`,
+      { op },
+    );
+  }
+}
+
+/**
+ * Creates a client. The socket is options.socketPath, else $KV_SOCKET,
+ * else /run/kvsidecar/kv.sock.
+ * @param {{ socketPath?: string, timeout?: number }} [options]
+ */
+export function createClient(options) {
+  return new Client(options);
+}
