@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
 
 	"github.com/vmihailenco/msgpack/v5"
 	"github.com/vmihailenco/msgpack/v5/msgpcode"
@@ -28,8 +29,9 @@ func malformed(format string, args ...any) error {
 // Decoder decodes frame payloads. It is not safe for concurrent use; keep
 // one per connection.
 type Decoder struct {
-	r bytes.Reader
-	d *msgpack.Decoder
+	r       bytes.Reader
+	d       *msgpack.Decoder
+	scratch [32]byte
 }
 
 // NewDecoder returns a Decoder.
@@ -49,7 +51,7 @@ func (dec *Decoder) reset(payload []byte) {
 func (dec *Decoder) DecodeRequest(payload []byte, req *Request) error {
 	*req = Request{}
 	dec.reset(payload)
-	if err := req.DecodeMsgpack(dec.d); err != nil {
+	if err := req.decode(&reader{d: dec.d, buf: &dec.scratch}); err != nil {
 		return err
 	}
 	if dec.r.Len() != 0 {
@@ -65,7 +67,7 @@ func (dec *Decoder) DecodeResponse(payload []byte, resp *Response) error {
 	op := resp.Op
 	*resp = Response{Op: op}
 	dec.reset(payload)
-	if err := resp.DecodeMsgpack(dec.d); err != nil {
+	if err := resp.decode(&reader{d: dec.d, buf: &dec.scratch}); err != nil {
 		return err
 	}
 	if dec.r.Len() != 0 {
@@ -250,17 +252,17 @@ func (r *Request) EncodeMsgpack(e *msgpack.Encoder) error {
 // DecodeMsgpack reads a request map. Unknown keys are skipped so that the
 // protocol can grow; a known key of the wrong type is an error.
 func (r *Request) DecodeMsgpack(d *msgpack.Decoder) error {
-	rd := reader{d: d}
+	return r.decode(&reader{d: d})
+}
+
+func (r *Request) decode(rd *reader) error {
 	n := rd.mapLen()
 	for i := 0; i < n && rd.err == nil; i++ {
-		switch k := rd.key(); k {
+		switch string(rd.key()) {
 		case "id":
 			r.ID = rd.uint("id")
 		case "op":
-			name := rd.str("op")
-			if r.Op = ParseOp(name); r.Op == OpInvalid {
-				r.UnknownOp = name
-			}
+			r.Op, r.UnknownOp = rd.op()
 		case "key":
 			r.Key = rd.str("key")
 		case "value":
@@ -407,10 +409,13 @@ func (r *Response) EncodeMsgpack(e *msgpack.Encoder) error {
 
 // DecodeMsgpack reads a response map. r.Op must be set to the request's op.
 func (r *Response) DecodeMsgpack(d *msgpack.Decoder) error {
-	rd := reader{d: d}
+	return r.decode(&reader{d: d})
+}
+
+func (r *Response) decode(rd *reader) error {
 	n := rd.mapLen()
 	for i := 0; i < n && rd.err == nil; i++ {
-		switch rd.key() {
+		switch string(rd.key()) {
 		case "id":
 			r.ID = rd.uint("id")
 		case "error":
@@ -455,6 +460,7 @@ func (w *writer) bytes(b []byte) {
 type reader struct {
 	d   *msgpack.Decoder
 	err error
+	buf *[32]byte // scratch space for map keys and op names
 }
 
 func (rd *reader) fail(field string, err error) {
@@ -479,15 +485,62 @@ func (rd *reader) mapLen() int {
 	return n
 }
 
-func (rd *reader) key() string {
+// key reads a map key. Keys are compared, not kept, so when the frame is
+// in memory (always, in this package) the key is read into a small buffer
+// instead of a new string: the decoder's hot path allocates nothing for it.
+func (rd *reader) key() []byte {
 	if rd.err != nil {
-		return ""
+		return nil
 	}
-	k, err := rd.d.DecodeString()
+	b, err := rd.shortStr()
 	if err != nil {
 		rd.err = malformed("map key is not a string: %v", err)
+		return nil
 	}
-	return k
+	return b
+}
+
+// shortStr reads a str of up to len(rd.buf) bytes into rd.buf when the
+// decoder reads from a bytes.Reader, and falls back to DecodeString.
+func (rd *reader) shortStr() ([]byte, error) {
+	br, ok := rd.d.Buffered().(*bytes.Reader)
+	if !ok {
+		s, err := rd.d.DecodeString()
+		return []byte(s), err
+	}
+	n, err := rd.d.DecodeBytesLen()
+	if err != nil {
+		return nil, err
+	}
+	if n < 0 {
+		return nil, errors.New("nil where a string was expected")
+	}
+	if rd.buf == nil {
+		rd.buf = new([32]byte)
+	}
+	if n > len(rd.buf) {
+		s := make([]byte, n)
+		_, err := io.ReadFull(br, s)
+		return s, err
+	}
+	_, err = io.ReadFull(br, rd.buf[:n])
+	return rd.buf[:n], err
+}
+
+// op reads an op name; an unknown name is returned as a string.
+func (rd *reader) op() (Op, string) {
+	if rd.err != nil {
+		return OpInvalid, ""
+	}
+	b, err := rd.shortStr()
+	if err != nil {
+		rd.fail("op", err)
+		return OpInvalid, ""
+	}
+	if op := parseOpBytes(b); op != OpInvalid {
+		return op, ""
+	}
+	return OpInvalid, string(b)
 }
 
 func (rd *reader) str(field string) string {
@@ -598,7 +651,7 @@ func (rd *reader) skip() {
 func (rd *reader) item(it *Item) {
 	n := rd.mapLen()
 	for i := 0; i < n && rd.err == nil; i++ {
-		switch rd.key() {
+		switch string(rd.key()) {
 		case "key":
 			it.Key = rd.str("items[].key")
 		case "value":
@@ -615,7 +668,7 @@ func (rd *reader) errorMap() *Error {
 	e := &Error{}
 	n := rd.mapLen()
 	for i := 0; i < n && rd.err == nil; i++ {
-		switch rd.key() {
+		switch string(rd.key()) {
 		case "code":
 			e.Code = Code(rd.str("error.code"))
 		case "message":
@@ -680,7 +733,7 @@ func (rd *reader) result(r *Response) {
 	case OpList:
 		n := rd.mapLen()
 		for i := 0; i < n && rd.err == nil; i++ {
-			switch rd.key() {
+			switch string(rd.key()) {
 			case "keys":
 				m := rd.arrayLen("result.keys")
 				if m >= 0 {
@@ -708,7 +761,7 @@ func (rd *reader) result(r *Response) {
 	case OpUsage:
 		n := rd.mapLen()
 		for i := 0; i < n && rd.err == nil; i++ {
-			switch rd.key() {
+			switch string(rd.key()) {
 			case "bytes":
 				r.Usage.Bytes = rd.int("result.bytes")
 			case "entries":
@@ -723,7 +776,7 @@ func (rd *reader) result(r *Response) {
 		h := &r.Hello
 		n := rd.mapLen()
 		for i := 0; i < n && rd.err == nil; i++ {
-			switch rd.key() {
+			switch string(rd.key()) {
 			case "version":
 				h.Version = rd.int("result.version")
 			case "server":
@@ -733,7 +786,7 @@ func (rd *reader) result(r *Response) {
 			case "limits":
 				m := rd.mapLen()
 				for j := 0; j < m && rd.err == nil; j++ {
-					switch rd.key() {
+					switch string(rd.key()) {
 					case "max_key":
 						h.Limits.MaxKey = rd.int("limits.max_key")
 					case "max_value":

@@ -62,6 +62,15 @@ func ParseOp(name string) Op {
 	return OpInvalid
 }
 
+func parseOpBytes(name []byte) Op {
+	for i := OpHello; i < opCount; i++ {
+		if opNames[i] == string(name) {
+			return i
+		}
+	}
+	return OpInvalid
+}
+
 // Ops lists every valid op, in wire-name order of PROTOCOL.md.
 func Ops() []Op {
 	ops := make([]Op, 0, opCount-1)

@@ -1,0 +1,49 @@
+# kvsidecar — build, run and test. `make help` lists the targets.
+
+GO        ?= go
+NPM       ?= npm
+SOCKET    ?= $(CURDIR)/var/kv.sock
+DATA_DIR  ?= $(CURDIR)/var/data
+METRICS   ?= 127.0.0.1:9477
+GOFLAGS_TEST ?= -race -count=1 -timeout 20m
+
+.PHONY: help build run test test-go test-node vet bench node-deps clean
+
+help:
+	@echo "make build   build bin/kvsidecar, bin/kvbench"
+	@echo "make run     build and start the daemon on the embedded store under ./var (project 'dev')"
+	@echo "make test    vet, Go tests with -race (PostgreSQL included), Node.js tests"
+	@echo "make bench   Go benchmarks of the protocol and stores"
+	@echo "make clean   remove bin/ and var/"
+
+build:
+	$(GO) build -o bin/kvsidecar ./cmd/kvsidecar
+
+run: build
+	@mkdir -p $(dir $(SOCKET)) $(DATA_DIR)
+	@echo "kvsidecar: socket $(SOCKET)  (project 'dev', data in $(DATA_DIR), metrics on http://$(METRICS)/metrics)"
+	@echo "try it:    KV_SOCKET=$(SOCKET) go run ./examples/quickstart"
+	@exec bin/kvsidecar --socket $(SOCKET) --data-dir $(DATA_DIR) --project dev \
+		--log-format console --metrics-addr $(METRICS)
+
+vet:
+	$(GO) vet ./...
+
+test: vet test-go test-node
+
+test-go:
+	$(GO) test $(GOFLAGS_TEST) ./...
+
+node-deps:
+	cd client/node && $(NPM) ci --no-audit --no-fund
+	cd examples/kv-test-function && $(NPM) ci --no-audit --no-fund
+
+test-node: build node-deps
+	cd client/node && KVSIDECAR_BIN=$(CURDIR)/bin/kvsidecar $(NPM) test
+	cd examples/kv-test-function && KVSIDECAR_BIN=$(CURDIR)/bin/kvsidecar $(NPM) test
+
+bench:
+	$(GO) test -run '^$$' -bench . -benchmem ./protocol/ ./store/...
+
+clean:
+	rm -rf bin var
