@@ -114,7 +114,7 @@ func TestSpecExampleBytes(t *testing.T) {
 func TestUnknownKeysIgnored(t *testing.T) {
 	payload, err := msgpack.Marshal(map[string]any{
 		"id": 7, "op": "get", "key": "k",
-		"trace": map[string]any{"span": []any{1, "x", map[string]any{"deep": true}}},
+		"trace":  map[string]any{"span": []any{1, "x", map[string]any{"deep": true}}},
 		"future": 1.5,
 	})
 	if err != nil {
