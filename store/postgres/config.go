@@ -1,0 +1,159 @@
+package postgres
+
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/kvsidecar/kvsidecar/store"
+)
+
+// Defaults of Config.
+const (
+	// DefaultCommitters is the number of transactions one daemon keeps in
+	// flight. Writes of one project always go through the same committer
+	// (they serialize on the project's usage row anyway, in every daemon), so
+	// more committers only help when several projects write at once; four
+	// keep a small PostgreSQL busy without holding many connections per
+	// daemon.
+	DefaultCommitters = 4
+	// DefaultMaxConns is the pool size: one connection per committer, one
+	// for the reader, one for the sweeper, and the rest for List, Usage and
+	// the admin calls, which do not go through a queue.
+	DefaultMaxConns = DefaultCommitters + 6
+	// DefaultStatementTimeout bounds each statement on the server and each
+	// transaction or read round trip on the client. Batches take
+	// milliseconds; a statement that runs for seconds means the database is
+	// in trouble, and callers are better served by ErrUnavailable than by
+	// waiting longer.
+	DefaultStatementTimeout = 5 * time.Second
+	// DefaultQueueSize bounds the write calls waiting for a committer, over
+	// all committers. It holds a couple of full batches per committer, so
+	// under load a committer always finds its next batch ready; beyond that
+	// callers wait to enqueue (and get ErrBusy when their context ends)
+	// instead of piling up memory and queueing delay behind a slow database.
+	DefaultQueueSize = 4 * DefaultMaxBatch
+	// DefaultMaxBatch bounds the items (a SetMany counts each of its items)
+	// of one transaction. A few hundred ~100-byte writes cost PostgreSQL
+	// about as much as the commit's WAL flush, so beyond this size
+	// throughput gains little while the first writer of a batch waits longer
+	// and the project's usage row stays locked longer. A single call larger
+	// than this (a SetMany of store.MaxBatchItems) still goes alone.
+	DefaultMaxBatch = 256
+	// DefaultSweepInterval is how often the background sweeper deletes
+	// expired entries. Expired entries are invisible and cost no quota from
+	// the moment they expire; sweeping only reclaims space, so it need not
+	// be prompt.
+	DefaultSweepInterval = 30 * time.Second
+	// DefaultSweepBatch bounds the entries one Sweep deletes, so that one
+	// sweep holds a project's usage row for milliseconds, not seconds.
+	DefaultSweepBatch = 1000
+)
+
+// maxBatchBytes bounds the keys and values of one write transaction (the
+// first call of a batch always goes in, however large), so that a run of
+// large SetMany calls does not build a transaction of gigabytes in memory.
+const maxBatchBytes = 16 << 20
+
+// Config configures Open. The zero value of every field but DSN is usable.
+type Config struct {
+	// DSN is the PostgreSQL connection string, in any form pgx parses (URL or
+	// key=value). Required.
+	DSN string
+	// Limits are the key and value size limits; zero fields take the store
+	// defaults (store.DefaultMaxKeyBytes, store.DefaultMaxValueBytes).
+	Limits store.Limits
+	// DefaultQuota is the quota in bytes of projects without an override.
+	// The default quota lives in the database, so that every daemon agrees:
+	// when > 0 it is written there at Open, replacing what SetDefaultQuota
+	// stored before; when 0 the database's value stays, or store.DefaultQuota
+	// if it has none.
+	DefaultQuota int64
+	// MaxConns is the most connections the pool opens. 0 means
+	// DefaultMaxConns. It must leave room for the committers, the reader and
+	// the sweeper: at least Committers+2.
+	MaxConns int32
+	// StatementTimeout is sent to the server as statement_timeout and also
+	// bounds, on the client, each write transaction, each read round trip
+	// and each admin call, so that no call hangs when the database does not
+	// answer. The server also ends a transaction left idle by a vanished
+	// daemon after twice this (idle_in_transaction_session_timeout). 0 means
+	// DefaultStatementTimeout.
+	StatementTimeout time.Duration
+	// Committers is the number of goroutines that commit writes, each with
+	// its own queue and at most one transaction in flight. Writes are
+	// partitioned by project, so the writes of one project stay in order.
+	// 0 means DefaultCommitters.
+	Committers int
+	// QueueSize bounds the write calls waiting to be committed, over all
+	// committers. 0 means DefaultQueueSize.
+	QueueSize int
+	// MaxBatch bounds the items of one write transaction. 0 means
+	// DefaultMaxBatch.
+	MaxBatch int
+	// SweepInterval is how often the background sweeper deletes expired
+	// entries. 0 means DefaultSweepInterval; < 0 disables the sweeper (Sweep
+	// can still be called).
+	SweepInterval time.Duration
+	// SweepBatch is the most entries one Sweep deletes. 0 means
+	// DefaultSweepBatch.
+	SweepBatch int
+	// Now, if set, is the clock used for TTLs: its reading is sent as a
+	// parameter with every statement that needs the time. nil means the
+	// database's clock (now()), so that every daemon of a cluster agrees on
+	// what has expired; set it only in tests.
+	Now func() time.Time
+	// ObserveBatch, if set, is called after each write transaction commits,
+	// with the number of write calls it committed. It runs on a committer
+	// goroutine, so it must be fast (a histogram observation).
+	ObserveBatch func(n int)
+	// Logger receives the store's own events: sweeper failures and batches
+	// retried one call at a time. Errors returned to callers are not logged.
+	// nil means zap.NewNop().
+	Logger *zap.Logger
+}
+
+// withDefaults returns c with zero fields set to their defaults, or an error
+// naming the first field that is out of range.
+func (c Config) withDefaults() (Config, error) {
+	if c.DSN == "" {
+		return c, errors.New("config: DSN is empty")
+	}
+	if c.DefaultQuota < 0 {
+		return c, fmt.Errorf("config: DefaultQuota is negative (%d)", c.DefaultQuota)
+	}
+	c.Limits = c.Limits.WithDefaults()
+	if c.Committers <= 0 {
+		c.Committers = DefaultCommitters
+	}
+	if c.MaxConns <= 0 {
+		c.MaxConns = max(DefaultMaxConns, int32(c.Committers)+6)
+	}
+	if c.MaxConns < int32(c.Committers)+2 {
+		return c, fmt.Errorf("config: MaxConns is %d, it must be at least Committers+2 (%d): one connection per committer, one for the reader, one for the sweeper", c.MaxConns, c.Committers+2)
+	}
+	if c.StatementTimeout <= 0 {
+		c.StatementTimeout = DefaultStatementTimeout
+	}
+	if c.QueueSize <= 0 {
+		c.QueueSize = DefaultQueueSize
+	}
+	if c.MaxBatch <= 0 {
+		c.MaxBatch = DefaultMaxBatch
+	}
+	if c.SweepInterval == 0 {
+		c.SweepInterval = DefaultSweepInterval
+	}
+	if c.SweepBatch <= 0 {
+		c.SweepBatch = DefaultSweepBatch
+	}
+	if c.ObserveBatch == nil {
+		c.ObserveBatch = func(int) {}
+	}
+	if c.Logger == nil {
+		c.Logger = zap.NewNop()
+	}
+	return c, nil
+}

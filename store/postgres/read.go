@@ -1,0 +1,388 @@
+package postgres
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/kvsidecar/kvsidecar/store"
+)
+
+// readReq is one point read (Get, Has, GetMany, HasMany) waiting for the
+// reader.
+type readReq struct {
+	project string
+	keys    []string
+	values  bool // Get and GetMany want values; Has and HasMany only presence
+
+	abandoned <-chan struct{} // the caller's ctx.Done()
+	done      chan readResult // buffered: the reader never blocks on a caller
+}
+
+// readResult is the answer to one read: per key, whether it is live and,
+// if values were asked for, its value.
+type readResult struct {
+	found  []bool
+	values [][]byte
+	err    error
+}
+
+// read queues r for the reader and waits for the answer, within ctx. While
+// the queue is full the caller waits; when ctx ends first the call fails
+// with store.ErrBusy. A caller whose ctx ends while its round is in flight
+// gets store.ErrUnavailable.
+func (s *Store) read(ctx context.Context, r *readReq) readResult {
+	if err := ctx.Err(); err != nil {
+		return readResult{err: err}
+	}
+	r.abandoned = ctx.Done()
+	r.done = make(chan readResult, 1)
+
+	s.mu.RLock()
+	if s.closed {
+		s.mu.RUnlock()
+		return readResult{err: store.ErrClosed}
+	}
+	select {
+	case s.readQ <- r:
+	default:
+		select {
+		case s.readQ <- r:
+		case <-ctx.Done():
+			s.mu.RUnlock()
+			return readResult{err: fmt.Errorf("%w: the read queue stayed full: %w", store.ErrBusy, ctx.Err())}
+		}
+	}
+	s.mu.RUnlock()
+
+	select {
+	case res := <-r.done:
+		return res
+	case <-ctx.Done():
+		select {
+		case res := <-r.done:
+			return res
+		default:
+		}
+		return readResult{err: fmt.Errorf("%w: no answer from the database in time: %w", store.ErrUnavailable, ctx.Err())}
+	}
+}
+
+// Get returns the value of key. See store.Store.
+func (s *Store) Get(ctx context.Context, project, key string) ([]byte, bool, error) {
+	if err := checkProject(project); err != nil {
+		return nil, false, err
+	}
+	if err := s.cfg.Limits.CheckKey(key); err != nil {
+		return nil, false, err
+	}
+	res := s.read(ctx, &readReq{project: project, keys: []string{key}, values: true})
+	if res.err != nil {
+		return nil, false, res.err
+	}
+	return res.values[0], res.found[0], nil
+}
+
+// GetMany returns one value per key, nil for a missing key. See store.Store.
+func (s *Store) GetMany(ctx context.Context, project string, keys []string) ([][]byte, error) {
+	if err := checkProject(project); err != nil {
+		return nil, err
+	}
+	if err := s.cfg.Limits.CheckKeys(keys); err != nil {
+		return nil, err
+	}
+	if len(keys) == 0 {
+		if err := s.ready(ctx); err != nil {
+			return nil, err
+		}
+		return [][]byte{}, nil
+	}
+	res := s.read(ctx, &readReq{project: project, keys: keys, values: true})
+	return res.values, res.err
+}
+
+// Has reports whether key exists. See store.Store.
+func (s *Store) Has(ctx context.Context, project, key string) (bool, error) {
+	if err := checkProject(project); err != nil {
+		return false, err
+	}
+	if err := s.cfg.Limits.CheckKey(key); err != nil {
+		return false, err
+	}
+	res := s.read(ctx, &readReq{project: project, keys: []string{key}})
+	if res.err != nil {
+		return false, res.err
+	}
+	return res.found[0], nil
+}
+
+// HasMany reports, per key, whether it exists. See store.Store.
+func (s *Store) HasMany(ctx context.Context, project string, keys []string) ([]bool, error) {
+	if err := checkProject(project); err != nil {
+		return nil, err
+	}
+	if err := s.cfg.Limits.CheckKeys(keys); err != nil {
+		return nil, err
+	}
+	if len(keys) == 0 {
+		if err := s.ready(ctx); err != nil {
+			return nil, err
+		}
+		return []bool{}, nil
+	}
+	res := s.read(ctx, &readReq{project: project, keys: keys})
+	return res.found, res.err
+}
+
+// readLoop is the reader: it takes what is queued right now, up to
+// Config.MaxBatch keys, answers it with one round trip, and repeats until
+// the queue is closed and drained. While a round is in flight, new reads
+// queue for the next one.
+func (s *Store) readLoop() {
+	defer s.workers.Done()
+	var next *readReq
+	for {
+		first := next
+		next = nil
+		if first == nil {
+			r, ok := <-s.readQ
+			if !ok {
+				return
+			}
+			first = r
+		}
+		round := []*readReq{first}
+		keys := len(first.keys)
+	fill:
+		for keys < s.cfg.MaxBatch {
+			select {
+			case r, ok := <-s.readQ:
+				if !ok {
+					break fill
+				}
+				if keys+len(r.keys) > s.cfg.MaxBatch {
+					next = r
+					break fill
+				}
+				round = append(round, r)
+				keys += len(r.keys)
+			default:
+				break fill
+			}
+		}
+		s.readRound(round)
+	}
+}
+
+// readProject is one project's part of a read round.
+type readProject struct {
+	valueKeys map[string]bool // keys to read with their values
+	hasKeys   map[string]bool // keys to test only (none of valueKeys)
+	found     map[string][]byte
+}
+
+// readRound answers a round of reads with one pipelined round trip: per
+// project, one statement for the keys whose values are wanted and one for
+// the keys only tested.
+func (s *Store) readRound(round []*readReq) {
+	live := round[:0]
+	for _, r := range round {
+		select {
+		case <-r.abandoned:
+			r.done <- readResult{err: fmt.Errorf("%w: the caller gave up", store.ErrUnavailable)}
+		default:
+			live = append(live, r)
+		}
+	}
+	if len(live) == 0 {
+		return
+	}
+
+	projects := map[string]*readProject{}
+	for _, r := range live {
+		p := projects[r.project]
+		if p == nil {
+			p = &readProject{valueKeys: map[string]bool{}, hasKeys: map[string]bool{}, found: map[string][]byte{}}
+			projects[r.project] = p
+		}
+		for _, k := range r.keys {
+			if r.values {
+				p.valueKeys[k] = true
+			} else {
+				p.hasKeys[k] = true
+			}
+		}
+	}
+
+	now := s.nowArg()
+	b := &pgx.Batch{}
+	for name, p := range projects {
+		if len(p.valueKeys) > 0 {
+			b.Queue(sqlGetValues, name, keyBytes(p.valueKeys, nil), now).Query(func(rows pgx.Rows) error {
+				for rows.Next() {
+					var key, value []byte
+					if err := rows.Scan(&key, &value); err != nil {
+						return err
+					}
+					if value == nil {
+						value = []byte{} // a present empty value is not nil
+					}
+					p.found[string(key)] = value
+				}
+				return rows.Err()
+			})
+		}
+		if len(p.hasKeys) > 0 {
+			b.Queue(sqlHasKeys, name, keyBytes(p.hasKeys, p.valueKeys), now).Query(func(rows pgx.Rows) error {
+				for rows.Next() {
+					var key []byte
+					if err := rows.Scan(&key); err != nil {
+						return err
+					}
+					p.found[string(key)] = nil
+				}
+				return rows.Err()
+			})
+		}
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.StatementTimeout)
+	err := s.pool.SendBatch(ctx, b).Close()
+	cancel()
+	if err != nil {
+		err = dbError(err)
+		for _, r := range live {
+			r.done <- readResult{err: err}
+		}
+		return
+	}
+
+	// A value read for several callers is handed to the first as is and
+	// copied for the others, so that no two callers share a buffer.
+	handed := map[*byte]bool{}
+	for _, r := range live {
+		p := projects[r.project]
+		res := readResult{found: make([]bool, len(r.keys))}
+		if r.values {
+			res.values = make([][]byte, len(r.keys))
+		}
+		for i, k := range r.keys {
+			v, ok := p.found[k]
+			res.found[i] = ok
+			if ok && r.values {
+				if len(v) > 0 && handed[&v[0]] {
+					v = bytes.Clone(v)
+				} else if len(v) > 0 {
+					handed[&v[0]] = true
+				}
+				res.values[i] = v
+			}
+		}
+		r.done <- res
+	}
+}
+
+// keyBytes returns the keys of set that are not in except, as bytea
+// parameters.
+func keyBytes(set, except map[string]bool) [][]byte {
+	out := make([][]byte, 0, len(set))
+	for k := range set {
+		if !except[k] {
+			out = append(out, []byte(k))
+		}
+	}
+	return out
+}
+
+// List returns a page of live entries in key order. See store.Store.
+func (s *Store) List(ctx context.Context, project string, opts store.ListOptions) (store.Page, error) {
+	if err := checkProject(project); err != nil {
+		return store.Page{}, err
+	}
+	if err := s.ready(ctx); err != nil {
+		return store.Page{}, err
+	}
+	limit := opts.Limit
+	if limit <= 0 || limit > store.MaxListLimit {
+		limit = store.MaxListLimit
+	}
+	after, prefix := []byte(opts.After), []byte(opts.Prefix)
+	now := s.nowArg()
+	var rows pgx.Rows
+	var err error
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.StatementTimeout)
+	defer cancel()
+	if upper := prefixEnd(prefix); upper != nil {
+		rows, err = s.pool.Query(ctx, sqlListRange, project, after, prefix, upper, opts.Values, now, limit+1)
+	} else {
+		rows, err = s.pool.Query(ctx, sqlListFrom, project, after, prefix, opts.Values, now, limit+1)
+	}
+	if err != nil {
+		return store.Page{}, dbError(err)
+	}
+	defer rows.Close()
+	var page store.Page
+	for rows.Next() {
+		var (
+			key     []byte
+			e       store.Entry
+			expires *time.Time
+		)
+		if err := rows.Scan(&key, &e.Size, &e.Value, &expires); err != nil {
+			return store.Page{}, dbError(err)
+		}
+		if len(page.Entries) == limit {
+			page.More = true
+			break
+		}
+		e.Key = string(key)
+		if opts.Values && e.Value == nil {
+			e.Value = []byte{}
+		}
+		e.Expires = entryExpiry(expires)
+		page.Entries = append(page.Entries, e)
+	}
+	if err := rows.Err(); err != nil {
+		return store.Page{}, dbError(err)
+	}
+	return page, nil
+}
+
+// prefixEnd returns the least byte string greater than every string that
+// starts with prefix, or nil when there is none (prefix is empty or all
+// 0xff).
+func prefixEnd(prefix []byte) []byte {
+	end := bytes.Clone(prefix)
+	for i := len(end) - 1; i >= 0; i-- {
+		if end[i] < 0xff {
+			end[i]++
+			return end[:i+1]
+		}
+	}
+	return nil
+}
+
+// Usage returns the project's live usage and quota: what its stored rows
+// use, less what its expired but not yet swept rows use.
+func (s *Store) Usage(ctx context.Context, project string) (store.Usage, error) {
+	if err := checkProject(project); err != nil {
+		return store.Usage{}, err
+	}
+	if err := s.ready(ctx); err != nil {
+		return store.Usage{}, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.StatementTimeout)
+	defer cancel()
+	var u store.Usage
+	var expiredBytes, expiredEntries int64
+	err := s.pool.QueryRow(ctx, sqlUsage, project, s.nowArg()).Scan(&u.Bytes, &u.Entries, &u.Quota, &expiredBytes, &expiredEntries)
+	if err != nil {
+		return store.Usage{}, dbError(err)
+	}
+	u.Bytes -= expiredBytes
+	u.Entries -= expiredEntries
+	return u, nil
+}

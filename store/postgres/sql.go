@@ -1,0 +1,190 @@
+package postgres
+
+// Every statement the store runs, in one place so that they can be reviewed
+// together. All of them take their data as parameters, and all but the
+// sweeper's search for candidate projects name exactly one project, by
+// equality on the leading column of the primary key, so that on a database
+// distributed by project each is routed to one node.
+//
+// Where a statement needs the time it reads coalesce($n::timestamptz, now()):
+// the parameter is NULL in production, so the database's clock decides, and
+// tests pass their fake clock's reading.
+
+const (
+	// sqlLockUsage locks a project's usage row for the rest of the write
+	// transaction and reads its usage and quota in force. Transactions lock
+	// the rows of their projects in sorted order, so they never deadlock.
+	sqlLockUsage = `
+SELECT u.bytes, u.entries,
+       coalesce(u.quota, (SELECT s.value FROM kv_settings s WHERE s.name = 'default_quota'))
+FROM kv_usage u
+WHERE u.project = $1
+FOR UPDATE`
+
+	// sqlEnsureUsage creates missing usage rows, in its own short
+	// transaction before the write transaction locks them.
+	sqlEnsureUsage = `
+INSERT INTO kv_usage (project) SELECT unnest($1::text[]) ON CONFLICT DO NOTHING`
+
+	// sqlLoadEntries reads, for the keys a write batch touches, what each
+	// stored row counts against the quota, its expiry and whether it is
+	// live; values only for the keys in $3 (those an Incr reads).
+	sqlLoadEntries = `
+SELECT key, octet_length(value),
+       CASE WHEN key = ANY($3::bytea[]) THEN value END,
+       expires_at,
+       expires_at IS NULL OR expires_at > coalesce($4::timestamptz, now())
+FROM kv_entries
+WHERE project = $1 AND key = ANY($2::bytea[])`
+
+	// sqlUpsertEntries writes a batch's final state of its keys. An expiry
+	// is either kept as stored ($4) or computed from a TTL in microseconds
+	// ($5, 0 for none) on the transaction's clock.
+	sqlUpsertEntries = `
+INSERT INTO kv_entries (project, key, value, expires_at)
+SELECT $1::text, u.k, u.v,
+       coalesce(u.a, CASE WHEN u.t > 0 THEN coalesce($6::timestamptz, now()) + u.t * interval '1 microsecond' END)
+FROM unnest($2::bytea[], $3::bytea[], $4::timestamptz[], $5::int8[]) AS u(k, v, a, t)
+ON CONFLICT (project, key) DO UPDATE SET value = excluded.value, expires_at = excluded.expires_at`
+
+	// sqlDeleteEntries deletes keys a batch removed.
+	sqlDeleteEntries = `
+DELETE FROM kv_entries WHERE project = $1 AND key = ANY($2::bytea[])`
+
+	// sqlUpdateUsage stores a batch's resulting usage (computed under the
+	// lock, so absolute) and lowers the project's next expiry to the
+	// earliest the batch wrote: a stored one ($4) or one computed from a TTL
+	// ($5). least ignores NULLs.
+	sqlUpdateUsage = `
+UPDATE kv_usage
+SET bytes = $2, entries = $3,
+    next_expiry = least(next_expiry, $4::timestamptz,
+                        coalesce($6::timestamptz, now()) + $5::int8 * interval '1 microsecond')
+WHERE project = $1`
+
+	// sqlClearProject deletes every entry of a project and counts the live
+	// ones among them.
+	sqlClearProject = `
+WITH d AS (DELETE FROM kv_entries WHERE project = $1 RETURNING expires_at)
+SELECT count(*) FILTER (WHERE expires_at IS NULL OR expires_at > coalesce($2::timestamptz, now())) FROM d`
+
+	// sqlForgetExpiry clears a project's next expiry after a Clear.
+	sqlForgetExpiry = `
+UPDATE kv_usage SET next_expiry = NULL WHERE project = $1`
+
+	// sqlPurgeExpired deletes every expired entry of a project and returns
+	// what they used. A write that would exceed the quota runs it first,
+	// under the usage row's lock, since expired entries never count.
+	sqlPurgeExpired = `
+WITH d AS (
+    DELETE FROM kv_entries
+    WHERE project = $1 AND expires_at <= coalesce($2::timestamptz, now())
+    RETURNING octet_length(key) + octet_length(value) AS size
+)
+SELECT coalesce(sum(size), 0)::int8, count(*) FROM d`
+
+	// sqlResetNextExpiry sets a project's next expiry to the earliest of its
+	// stored entries, after expired ones were deleted.
+	sqlResetNextExpiry = `
+UPDATE kv_usage
+SET next_expiry = (SELECT min(e.expires_at) FROM kv_entries e
+                   WHERE e.project = $1 AND e.expires_at IS NOT NULL)
+WHERE project = $1`
+
+	// sqlGetValues reads the live values of keys.
+	sqlGetValues = `
+SELECT key, value FROM kv_entries
+WHERE project = $1 AND key = ANY($2::bytea[])
+  AND (expires_at IS NULL OR expires_at > coalesce($3::timestamptz, now()))`
+
+	// sqlHasKeys reads which keys are live.
+	sqlHasKeys = `
+SELECT key FROM kv_entries
+WHERE project = $1 AND key = ANY($2::bytea[])
+  AND (expires_at IS NULL OR expires_at > coalesce($3::timestamptz, now()))`
+
+	// sqlListRange and sqlListFrom read a page of live entries in key order:
+	// keys after $2 and at or after $3 (the prefix), and below $4 (the first
+	// byte string after every key with the prefix). sqlListFrom serves
+	// prefixes that have no such bound (empty, or all 0xff bytes). Both
+	// fetch one more row than asked to tell whether more follow.
+	sqlListRange = `
+SELECT key, octet_length(key) + octet_length(value), CASE WHEN $5::bool THEN value END, expires_at
+FROM kv_entries
+WHERE project = $1 AND key > $2::bytea AND key >= $3::bytea AND key < $4::bytea
+  AND (expires_at IS NULL OR expires_at > coalesce($6::timestamptz, now()))
+ORDER BY key
+LIMIT $7`
+	sqlListFrom = `
+SELECT key, octet_length(key) + octet_length(value), CASE WHEN $4::bool THEN value END, expires_at
+FROM kv_entries
+WHERE project = $1 AND key > $2::bytea AND key >= $3::bytea
+  AND (expires_at IS NULL OR expires_at > coalesce($5::timestamptz, now()))
+ORDER BY key
+LIMIT $6`
+
+	// sqlUsage reads a project's stored usage, its quota in force and, when
+	// its next expiry has passed, what its expired entries use, all in one
+	// snapshot: Usage reports stored minus expired.
+	sqlUsage = `
+SELECT coalesce(u.bytes, 0), coalesce(u.entries, 0), coalesce(u.quota, s.value),
+       coalesce(x.bytes, 0), coalesce(x.entries, 0)
+FROM kv_settings s
+LEFT JOIN kv_usage u ON u.project = $1
+LEFT JOIN LATERAL (
+    SELECT sum(octet_length(e.key) + octet_length(e.value))::int8 AS bytes, count(*) AS entries
+    FROM kv_entries e
+    WHERE e.project = $1 AND u.next_expiry <= coalesce($2::timestamptz, now())
+      AND e.expires_at <= coalesce($2::timestamptz, now())
+) x ON true
+WHERE s.name = 'default_quota'`
+
+	// sqlSetQuota sets or (with NULL) removes a project's quota override.
+	sqlSetQuota = `
+INSERT INTO kv_usage (project, quota) VALUES ($1, $2)
+ON CONFLICT (project) DO UPDATE SET quota = excluded.quota`
+
+	// sqlSetDefaultQuota sets the default quota; sqlInitDefaultQuota stores
+	// one only if none is stored yet.
+	sqlSetDefaultQuota = `
+INSERT INTO kv_settings (name, value) VALUES ('default_quota', $1)
+ON CONFLICT (name) DO UPDATE SET value = excluded.value`
+	sqlInitDefaultQuota = `
+INSERT INTO kv_settings (name, value) VALUES ('default_quota', $1)
+ON CONFLICT (name) DO NOTHING`
+
+	// sqlSweepCandidates finds projects whose earliest expiry has passed,
+	// most overdue first. It is the one statement that spans projects; it
+	// reads only kv_usage, one small row per project.
+	sqlSweepCandidates = `
+SELECT project FROM kv_usage
+WHERE next_expiry <= coalesce($1::timestamptz, now())
+ORDER BY next_expiry
+LIMIT $2`
+
+	// sqlSweepLock locks a project's usage row for a sweep, skipping a
+	// project whose row another transaction holds (a write batch, or the
+	// sweeper of another daemon): it is swept on a later round.
+	sqlSweepLock = `
+SELECT 1 FROM kv_usage WHERE project = $1 FOR UPDATE SKIP LOCKED`
+
+	// sqlSweepDelete deletes a bounded batch of a project's expired entries
+	// and frees what they used, in one statement.
+	sqlSweepDelete = `
+WITH doomed AS (
+    SELECT key FROM kv_entries
+    WHERE project = $1 AND expires_at <= coalesce($2::timestamptz, now())
+    ORDER BY expires_at
+    LIMIT $3
+    FOR UPDATE SKIP LOCKED
+), d AS (
+    DELETE FROM kv_entries e USING doomed
+    WHERE e.project = $1 AND e.key = doomed.key
+    RETURNING octet_length(e.key) + octet_length(e.value) AS size
+)
+UPDATE kv_usage
+SET bytes = bytes - (SELECT coalesce(sum(size), 0) FROM d),
+    entries = entries - (SELECT count(*) FROM d)
+WHERE project = $1
+RETURNING (SELECT count(*) FROM d)`
+)

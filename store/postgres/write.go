@@ -1,0 +1,248 @@
+package postgres
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/kvsidecar/kvsidecar/store"
+)
+
+// writeOp is the kind of a write call.
+type writeOp uint8
+
+const (
+	opSet writeOp = iota
+	opSetMany
+	opDelete
+	opDeleteMany
+	opClear
+	opIncr
+)
+
+// writeReq is one write call waiting for its committer.
+type writeReq struct {
+	op      writeOp
+	project string
+	items   []store.Item // opSet (one item), opSetMany
+	keys    []string     // opDelete (one key), opDeleteMany, opIncr (one key)
+	delta   int64        // opIncr
+	ttl     time.Duration
+
+	// abandoned is the caller's ctx.Done(): a call whose caller has given
+	// up before its batch starts is not applied.
+	abandoned <-chan struct{}
+	done      chan writeResult // buffered: the committer never blocks on a caller
+}
+
+// writeResult is the answer to one write call.
+type writeResult struct {
+	n       int64  // opClear: entries removed; opIncr: the new value
+	existed []bool // opDelete, opDeleteMany
+	err     error
+}
+
+// weight is what the call counts against Config.MaxBatch.
+func (r *writeReq) weight() int {
+	return max(len(r.items)+len(r.keys), 1)
+}
+
+// bytes is what the call counts against maxBatchBytes.
+func (r *writeReq) bytes() int {
+	n := 0
+	for _, it := range r.items {
+		n += len(it.Key) + len(it.Value)
+	}
+	for _, k := range r.keys {
+		n += len(k)
+	}
+	return n
+}
+
+// write queues r on its project's committer and waits for the result.
+//
+// While the queue is full the caller waits, within ctx; when ctx ends first
+// the call fails with store.ErrBusy and nothing is written. Once queued, a
+// caller whose ctx ends gets store.ErrUnavailable: the write may still
+// commit (if its batch had started) or not.
+func (s *Store) write(ctx context.Context, r *writeReq) writeResult {
+	if err := ctx.Err(); err != nil {
+		return writeResult{err: err}
+	}
+	r.abandoned = ctx.Done()
+	r.done = make(chan writeResult, 1)
+
+	s.mu.RLock()
+	if s.closed {
+		s.mu.RUnlock()
+		return writeResult{err: store.ErrClosed}
+	}
+	q := s.writeQs[partition(r.project, len(s.writeQs))]
+	select {
+	case q <- r:
+	default:
+		select {
+		case q <- r:
+		case <-ctx.Done():
+			s.mu.RUnlock()
+			return writeResult{err: fmt.Errorf("%w: the write queue stayed full: %w", store.ErrBusy, ctx.Err())}
+		}
+	}
+	s.mu.RUnlock()
+
+	select {
+	case res := <-r.done:
+		return res
+	case <-ctx.Done():
+		select {
+		case res := <-r.done:
+			return res
+		default:
+		}
+		return writeResult{err: fmt.Errorf("%w: gave up waiting for the commit, the write may or may not be applied: %w", store.ErrUnavailable, ctx.Err())}
+	}
+}
+
+// copyValues returns items with their values copied into one allocation. A
+// caller may return before its write is applied (when its ctx ends) and then
+// reuse its buffers; the committer must not see that.
+func copyValues(items []store.Item) []store.Item {
+	n := 0
+	for _, it := range items {
+		n += len(it.Value)
+	}
+	buf := make([]byte, 0, n)
+	out := make([]store.Item, len(items))
+	for i, it := range items {
+		start := len(buf)
+		buf = append(buf, it.Value...)
+		out[i] = store.Item{Key: it.Key, Value: buf[start:len(buf):len(buf)], TTL: it.TTL}
+	}
+	return out
+}
+
+// Set stores value under key. See store.Store.
+func (s *Store) Set(ctx context.Context, project, key string, value []byte, ttl time.Duration) error {
+	if err := checkProject(project); err != nil {
+		return err
+	}
+	if err := s.cfg.Limits.CheckSet(key, value, ttl); err != nil {
+		return err
+	}
+	items := []store.Item{{Key: key, Value: value, TTL: ttl}}
+	return s.write(ctx, &writeReq{op: opSet, project: project, items: copyValues(items)}).err
+}
+
+// SetMany stores every item atomically. See store.Store.
+func (s *Store) SetMany(ctx context.Context, project string, items []store.Item) error {
+	if err := checkProject(project); err != nil {
+		return err
+	}
+	if err := s.cfg.Limits.CheckItems(items); err != nil {
+		return err
+	}
+	if len(items) == 0 {
+		return s.ready(ctx)
+	}
+	return s.write(ctx, &writeReq{op: opSetMany, project: project, items: copyValues(items)}).err
+}
+
+// Delete removes key and reports whether it existed. See store.Store.
+func (s *Store) Delete(ctx context.Context, project, key string) (bool, error) {
+	if err := checkProject(project); err != nil {
+		return false, err
+	}
+	if err := s.cfg.Limits.CheckKey(key); err != nil {
+		return false, err
+	}
+	res := s.write(ctx, &writeReq{op: opDelete, project: project, keys: []string{key}})
+	if res.err != nil {
+		return false, res.err
+	}
+	return res.existed[0], nil
+}
+
+// DeleteMany removes keys and reports, per key, whether it existed. See
+// store.Store.
+func (s *Store) DeleteMany(ctx context.Context, project string, keys []string) ([]bool, error) {
+	if err := checkProject(project); err != nil {
+		return nil, err
+	}
+	if err := s.cfg.Limits.CheckKeys(keys); err != nil {
+		return nil, err
+	}
+	if len(keys) == 0 {
+		if err := s.ready(ctx); err != nil {
+			return nil, err
+		}
+		return []bool{}, nil
+	}
+	res := s.write(ctx, &writeReq{op: opDeleteMany, project: project, keys: keys})
+	return res.existed, res.err
+}
+
+// Clear removes every entry of the project. See store.Store.
+func (s *Store) Clear(ctx context.Context, project string) (int64, error) {
+	if err := checkProject(project); err != nil {
+		return 0, err
+	}
+	res := s.write(ctx, &writeReq{op: opClear, project: project})
+	return res.n, res.err
+}
+
+// Incr adds delta to the integer under key. See store.Store.
+func (s *Store) Incr(ctx context.Context, project, key string, delta int64, ttl time.Duration) (int64, error) {
+	if err := checkProject(project); err != nil {
+		return 0, err
+	}
+	if err := s.cfg.Limits.CheckKey(key); err != nil {
+		return 0, err
+	}
+	if err := store.CheckTTL(ttl); err != nil {
+		return 0, err
+	}
+	res := s.write(ctx, &writeReq{op: opIncr, project: project, keys: []string{key}, delta: delta, ttl: ttl})
+	return res.n, res.err
+}
+
+// SetQuota sets or (with 0) removes the project's quota override. It takes
+// effect for every batch that starts after it returns, in every daemon.
+func (s *Store) SetQuota(ctx context.Context, project string, quota int64) error {
+	if err := checkProject(project); err != nil {
+		return err
+	}
+	if quota < 0 {
+		return fmt.Errorf("%w: quota is negative (%d)", store.ErrBadArgument, quota)
+	}
+	if err := s.ready(ctx); err != nil {
+		return err
+	}
+	var arg any // NULL removes the override
+	if quota > 0 {
+		arg = quota
+	}
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.StatementTimeout)
+	defer cancel()
+	if _, err := s.pool.Exec(ctx, sqlSetQuota, project, arg); err != nil {
+		return dbError(err)
+	}
+	s.known.Store(project, true)
+	return nil
+}
+
+// SetDefaultQuota sets the quota of projects without an override, for every
+// daemon sharing the database.
+func (s *Store) SetDefaultQuota(ctx context.Context, quota int64) error {
+	if quota <= 0 {
+		return fmt.Errorf("%w: default quota must be positive, got %d", store.ErrBadArgument, quota)
+	}
+	if err := s.ready(ctx); err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.StatementTimeout)
+	defer cancel()
+	if _, err := s.pool.Exec(ctx, sqlSetDefaultQuota, quota); err != nil {
+		return dbError(err)
+	}
+	return nil
+}
