@@ -170,11 +170,20 @@ class Connection {
     socket.write(encodeFrame({ id: HELLO_ID, op: 'hello', version: PROTOCOL_VERSION, client: `kvsidecar-node/${VERSION}` }));
     if (timeout > 0) {
       this.helloTimer = setTimeout(() => {
+        // Give up on this connection. The calls waiting for it were never
+        // sent, so they move to a fresh one; their own timers still run.
+        const waiting = this.queued.filter((call) => !call.settled);
+        this.queued = [];
+        for (const call of waiting) {
+          call.conn = null;
+          this.release();
+        }
         this.fail(new KvError(
           ErrorCodes.TIMEOUT,
           `no hello result from the kvsidecar daemon at ${socketPath} within ${timeout} ms`,
           { op: 'hello' },
         ));
+        for (const call of waiting) client.submit(call);
       }, timeout);
       this.helloTimer.unref();
     }
@@ -443,6 +452,11 @@ export class Client extends EventEmitter {
     if (failure !== null && this.listenerCount('connectionError') > 0) {
       this.emit('connectionError', failure);
     }
+  }
+
+  /** @internal sends a call on the current connection, dialing if needed. */
+  submit(call) {
+    this.#connection().submit(call);
   }
 
   #connection() {

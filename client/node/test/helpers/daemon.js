@@ -53,6 +53,8 @@ export async function startDaemon(options = {}) {
     '--project', 'test',
     '--log-format', 'console',
     '--default-quota', String(options.quota ?? 1024 * 1024 * 1024),
+    // No metrics listener: several daemons run at once during the tests.
+    '--metrics-addr', '',
     ...(options.args ?? []),
   ];
   let output = '';
@@ -89,6 +91,29 @@ export async function startDaemon(options = {}) {
       const timer = setTimeout(() => proc.kill('SIGKILL'), 10000);
       await done;
       clearTimeout(timer);
+    },
+    /** Freezes the daemon (SIGSTOP) and waits until it is stopped. */
+    async pause() {
+      d.proc.kill('SIGSTOP');
+      const stat = `/proc/${d.proc.pid}/stat`;
+      const deadline = Date.now() + 5000;
+      while (Date.now() < deadline) {
+        let state = null;
+        try {
+          // pid (comm) state ...; comm may contain spaces, so split after ')'.
+          state = fs.readFileSync(stat, 'utf8').split(') ')[1]?.[0];
+        } catch {
+          await new Promise((r) => setTimeout(r, 200)); // no /proc: just wait
+          return;
+        }
+        if (state === 'T' || state === 't') return;
+        await new Promise((r) => setTimeout(r, 5));
+      }
+      throw new Error('the daemon did not stop on SIGSTOP');
+    },
+    /** Lets a paused daemon run again. */
+    resume() {
+      d.proc.kill('SIGCONT');
     },
     /** Stops the daemon and removes its files. */
     async destroy() {
