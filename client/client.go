@@ -201,23 +201,24 @@ func (c *Client) conn(ctx context.Context) (*conn, error) {
 // pending map (the reader, a failing connection, or the caller giving up)
 // owns it from then on; the first two signal done exactly once.
 type call struct {
-	resp protocol.Response // the response; resp.Op is the request's op
-	err  error             // set instead of resp when the connection broke
-	done chan struct{}     // capacity 1: signalling never blocks
+	resp   protocol.Response // the response; resp.Op is the request's op
+	err    error             // set instead of resp when the connection broke
+	unsent bool              // with err: the request never left, so it may be sent again
+	cn     *conn             // the connection the request was queued on
+	done   chan struct{}     // capacity 1: signalling never blocks
 }
 
 var callPool = sync.Pool{New: func() any { return &call{done: make(chan struct{}, 1)} }}
 
 func putCall(cl *call) {
-	cl.resp = protocol.Response{}
-	cl.err = nil
+	*cl = call{done: cl.done}
 	callPool.Put(cl)
 }
 
 // sendRetries is how many times a request is sent again on a fresh
-// connection when the one it was given broke before the request was queued:
-// the daemon never saw it, so sending it again is safe. Once covers a
-// daemon restart between picking the connection and queueing.
+// connection when the one it was queued on broke before the request left:
+// the daemon never saw it, so sending it again is safe. Once covers a call
+// made just after a daemon restart, before the client noticed the drop.
 const sendRetries = 1
 
 // do sends req and waits for its response. On success the caller reads
@@ -231,42 +232,20 @@ func (c *Client) do(ctx context.Context, req *protocol.Request) (*call, error) {
 		return nil, err
 	}
 	cl := callPool.Get().(*call)
-	cl.resp.Op = req.Op
-	var cn *conn
 	for attempt := 0; ; attempt++ {
-		var err error
-		retry := false
-		cn, err = c.conn(ctx)
+		cl.resp.Op = req.Op
+		err := c.send(ctx, req, cl)
 		if err == nil {
-			retry, err = cn.send(req, cl)
+			err = c.wait(ctx, req.ID, cl)
 		}
 		if err == nil {
 			break
 		}
-		if !retry || attempt == sendRetries {
+		if !cl.unsent || attempt == sendRetries || ctx.Err() != nil {
 			putCall(cl)
 			return nil, err
 		}
-	}
-
-	if done := ctx.Done(); done != nil {
-		select {
-		case <-cl.done:
-		case <-done:
-			if cn.abandon(req.ID, cl) {
-				putCall(cl)
-				return nil, ctx.Err()
-			}
-			// The response is being delivered right now; take it.
-			<-cl.done
-		}
-	} else {
-		<-cl.done
-	}
-	if cl.err != nil {
-		err := cl.err
-		putCall(cl)
-		return nil, err
+		cl.unsent, cl.err = false, nil
 	}
 	if cl.resp.Err != nil {
 		err := cl.resp.Err
@@ -274,4 +253,32 @@ func (c *Client) do(ctx context.Context, req *protocol.Request) (*call, error) {
 		return nil, err
 	}
 	return cl, nil
+}
+
+// send queues req on a live connection.
+func (c *Client) send(ctx context.Context, req *protocol.Request, cl *call) error {
+	cn, err := c.conn(ctx)
+	if err != nil {
+		return err
+	}
+	cl.cn = cn
+	return cn.send(req, cl)
+}
+
+// wait waits for the response of a sent call, or for ctx to end.
+func (c *Client) wait(ctx context.Context, id uint64, cl *call) error {
+	if done := ctx.Done(); done != nil {
+		select {
+		case <-cl.done:
+		case <-done:
+			if cl.cn.abandon(id, cl) {
+				return ctx.Err()
+			}
+			// The response is being delivered right now; take it.
+			<-cl.done
+		}
+	} else {
+		<-cl.done
+	}
+	return cl.err
 }

@@ -60,7 +60,17 @@ type conn struct {
 	mu      sync.Mutex
 	pending map[uint64]*call // requests sent or queued, by id
 	wbuf    []byte           // frames queued for the writer
-	err     error            // why the connection broke; nil while it works
+	wq      []queued         // the frames in wbuf, in order
+	err     error            // the error of calls in flight when the connection broke; nil while it works
+	unsent  error            // the error of calls whose requests never left
+}
+
+// queued is a frame in a write buffer: the id of its request and the offset
+// where it ends, so that after a failed write the requests that never left
+// can be told from those the daemon may have received.
+type queued struct {
+	id  uint64
+	end int
 }
 
 // dialConn opens the socket. The hello is the caller's next step.
@@ -144,14 +154,14 @@ func (cn *conn) start(l *protocol.Limits) {
 }
 
 // send queues req for the writer, registering cl under a fresh id. When the
-// connection has already broken the request was not queued, and retry says
-// it may be sent again on a new connection.
-func (cn *conn) send(req *protocol.Request, cl *call) (retry bool, err error) {
+// connection has already broken, the request is not queued and cl is marked
+// unsent.
+func (cn *conn) send(req *protocol.Request, cl *call) error {
 	req.ID = cn.nextID.Add(1)
 	enc := encoderPool.Get().(*protocol.Encoder)
 	frame, err := enc.Request(req)
 	if err != nil {
-		return false, fmt.Errorf("%w: encode request: %w", ErrBadRequest, err)
+		return fmt.Errorf("%w: encode request: %w", ErrBadRequest, err)
 	}
 	defer func() {
 		if cap(frame) <= maxIdleBuffer {
@@ -161,18 +171,20 @@ func (cn *conn) send(req *protocol.Request, cl *call) (retry bool, err error) {
 	// The daemon answers an oversized frame by closing the connection,
 	// which would fail every other call in flight on it: refuse it here.
 	if n := len(frame) - protocol.HeaderSize; n > cn.maxFrame {
-		return false, newError(protocol.CodeFrameTooLarge, "frame too large: the request is %d bytes, the limit is %d bytes", n, cn.maxFrame)
+		return newError(protocol.CodeFrameTooLarge, "frame too large: the request is %d bytes, the limit is %d bytes", n, cn.maxFrame)
 	}
 
 	cn.mu.Lock()
 	if cn.err != nil {
-		err := cn.err
+		err := cn.unsent
 		cn.mu.Unlock()
-		return !errors.Is(err, ErrClosed), err
+		cl.unsent = true
+		return err
 	}
 	cn.pending[req.ID] = cl
 	wake := len(cn.wbuf) == 0
 	cn.wbuf = append(cn.wbuf, frame...)
+	cn.wq = append(cn.wq, queued{id: req.ID, end: len(cn.wbuf)})
 	cn.mu.Unlock()
 	if wake {
 		select {
@@ -180,7 +192,7 @@ func (cn *conn) send(req *protocol.Request, cl *call) (retry bool, err error) {
 		default:
 		}
 	}
-	return false, nil
+	return nil
 }
 
 // abandon removes a call whose caller gives up. It reports false when the
@@ -198,27 +210,33 @@ func (cn *conn) abandon(id uint64, cl *call) bool {
 
 // writeLoop writes whatever is queued in one write, then waits for more: under
 // load many frames go out per syscall; when idle a frame goes out at once.
+// When the connection breaks it fails the calls in flight: it alone knows
+// which requests never left.
 func (cn *conn) writeLoop() {
 	defer cn.c.wg.Done()
 	var buf []byte
+	var batch []queued
 	for {
 		select {
 		case <-cn.wake:
 		case <-cn.done:
+			cn.failCalls(nil, 0)
 			return
 		}
 		cn.mu.Lock()
 		buf, cn.wbuf = cn.wbuf, buf[:0]
+		batch, cn.wq = cn.wq, batch[:0]
 		cn.mu.Unlock()
 		if len(buf) == 0 {
 			continue
 		}
-		if _, err := cn.nc.Write(buf); err != nil {
+		if n, err := cn.nc.Write(buf); err != nil {
 			cn.fail(err)
+			cn.failCalls(batch, n)
 			return
 		}
 		if cap(buf) > maxIdleBuffer {
-			buf = nil
+			buf, batch = nil, nil
 		}
 	}
 }
@@ -281,30 +299,58 @@ func (cn *conn) deliver(payload []byte) error {
 	return nil
 }
 
-// fail breaks the connection: it records why, closes the socket and fails
-// every call in flight. Only the first call has an effect.
+// fail breaks the connection: it records why and closes the socket, which
+// ends the reader; the writer then fails the calls in flight. Only the first
+// call has an effect.
 func (cn *conn) fail(cause error) {
-	err := cause
+	err, unsent := cause, cause
 	if !errors.Is(cause, ErrClosed) {
 		err = lostError(cn.c.socket, cause)
+		unsent = fmt.Errorf("%w: connection to %s lost before the request was sent: %w", ErrUnavailable, cn.c.socket, cause)
 	}
 	cn.mu.Lock()
 	if cn.err != nil {
 		cn.mu.Unlock()
 		return
 	}
-	cn.err = err
+	cn.err, cn.unsent = err, unsent
 	cn.broken.Store(true)
-	pending := cn.pending
-	cn.pending = nil
-	cn.wbuf = nil
 	cn.mu.Unlock()
 
 	close(cn.done)
 	cn.nc.Close()
+	cn.c.forget(cn)
+}
+
+// failCalls fails every call still waiting on a broken connection. The calls
+// whose requests never reached the socket — still queued, or in the part of
+// the writer's last batch after the n bytes it wrote — are marked unsent, so
+// they are sent again on a new connection; the others fail with the
+// connection's error, their outcome unknown.
+func (cn *conn) failCalls(batch []queued, n int) {
+	cn.mu.Lock()
+	pending, err, unsentErr := cn.pending, cn.err, cn.unsent
+	cn.pending = nil
+	start := 0
+	for _, q := range batch {
+		if start >= n {
+			cn.wq = append(cn.wq, q)
+		}
+		start = q.end
+	}
+	unsent := cn.wq
+	cn.wq, cn.wbuf = nil, nil
+	cn.mu.Unlock()
+
+	for _, q := range unsent {
+		if cl := pending[q.id]; cl != nil {
+			delete(pending, q.id)
+			cl.err, cl.unsent = unsentErr, true
+			cl.done <- struct{}{}
+		}
+	}
 	for _, cl := range pending {
 		cl.err = err
 		cl.done <- struct{}{}
 	}
-	cn.c.forget(cn)
 }

@@ -1,0 +1,253 @@
+package client
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/kvsidecar/kvsidecar/protocol"
+)
+
+// peer is a scripted daemon for what a real one cannot be made to do on
+// cue: hold a response back, or answer after the caller gave up. It answers
+// the hello and hands every later request to the test.
+type peer struct {
+	t      *testing.T
+	socket string
+	reqs   chan *protocol.Request
+	conns  chan net.Conn
+}
+
+func startPeer(t *testing.T) *peer {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "kvpeer")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	p := &peer{t: t, socket: filepath.Join(dir, "kv.sock"), reqs: make(chan *protocol.Request, 16), conns: make(chan net.Conn, 1)}
+	ln, err := net.Listen("unix", p.socket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	t.Cleanup(func() { ln.Close(); <-done })
+	go func() {
+		defer close(done)
+		nc, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer nc.Close()
+		p.conns <- nc
+		p.serve(nc)
+	}()
+	return p
+}
+
+func (p *peer) serve(nc net.Conn) {
+	br := bufio.NewReader(nc)
+	dec := protocol.NewDecoder()
+	for first := true; ; first = false {
+		payload, err := protocol.ReadFrame(br, 1<<20, nil)
+		if err != nil {
+			return
+		}
+		req := &protocol.Request{}
+		if err := dec.DecodeRequest(payload, req); err != nil {
+			p.t.Errorf("peer: %v", err)
+			return
+		}
+		if first {
+			p.respond(nc, &protocol.Response{ID: req.ID, Op: protocol.OpHello, Hello: protocol.HelloResult{
+				Version: 1, Server: "peer", Project: "p",
+				Limits: protocol.Limits{MaxKey: 1024, MaxValue: 1 << 20, MaxFrame: 2 << 20, MaxInflight: 128, MaxBatch: 1000},
+			}})
+			continue
+		}
+		p.reqs <- req
+	}
+}
+
+func (p *peer) respond(nc net.Conn, resp *protocol.Response) {
+	frame, err := protocol.NewEncoder().Response(resp)
+	if err == nil {
+		_, err = nc.Write(frame)
+	}
+	if err != nil {
+		p.t.Errorf("peer: respond: %v", err)
+	}
+}
+
+func (p *peer) next() *protocol.Request {
+	p.t.Helper()
+	select {
+	case req := <-p.reqs:
+		return req
+	case <-time.After(5 * time.Second):
+		p.t.Fatal("peer: no request arrived")
+		return nil
+	}
+}
+
+func pendingCount(c *Client) int {
+	cn := c.slots[0].cur.Load()
+	cn.mu.Lock()
+	defer cn.mu.Unlock()
+	return len(cn.pending)
+}
+
+func TestDeadlineWhileWaiting(t *testing.T) {
+	p := startPeer(t)
+	c, err := Dial(t.Context(), p.socket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	nc := <-p.conns
+
+	ctx, cancel := context.WithTimeout(t.Context(), 50*time.Millisecond)
+	defer cancel()
+	errc := make(chan error, 1)
+	go func() { _, _, err := c.GetBytes(ctx, "slow"); errc <- err }()
+	held := p.next() // the daemon has the request and does not answer
+	select {
+	case err := <-errc:
+		if !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("err = %v, want context.DeadlineExceeded", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the call outlived its deadline")
+	}
+	if n := pendingCount(c); n != 0 {
+		t.Fatalf("%d calls still pending after the caller gave up", n)
+	}
+
+	// The late response is dropped; the next call gets its own answer.
+	p.respond(nc, &protocol.Response{ID: held.ID, Op: protocol.OpGet, Found: true, Value: []byte(`"late"`)})
+	go func() { _, _, err := c.GetBytes(t.Context(), "next"); errc <- err }()
+	req := p.next()
+	if req.Key != "next" || req.ID == held.ID {
+		t.Fatalf("second request: %+v", req)
+	}
+	p.respond(nc, &protocol.Response{ID: req.ID, Op: protocol.OpGet})
+	if err := <-errc; err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestCloseFailsCallsInFlight(t *testing.T) {
+	p := startPeer(t)
+	c, err := Dial(t.Context(), p.socket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- c.SetBytes(t.Context(), "k", []byte("1"), 0) }()
+	p.next()
+	c.Close()
+	if err := <-errc; !errors.Is(err, ErrClosed) {
+		t.Fatalf("call in flight at Close: %v, want ErrClosed", err)
+	}
+}
+
+func TestConnectionLostInFlight(t *testing.T) {
+	p := startPeer(t)
+	c, err := Dial(t.Context(), p.socket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	nc := <-p.conns
+	errc := make(chan error, 1)
+	go func() { errc <- c.SetBytes(t.Context(), "k", []byte("1"), 0) }()
+	p.next()
+	nc.Close()
+	err = <-errc
+	if !errors.Is(err, ErrUnavailable) || !strings.Contains(err.Error(), "outcome") {
+		t.Fatalf("call in flight when the connection broke: %v, want ErrUnavailable saying the outcome is unknown", err)
+	}
+}
+
+func TestErrorSentinelsMatchResponses(t *testing.T) {
+	sentinels := map[protocol.Code]error{
+		protocol.CodeBadFrame: ErrBadFrame, protocol.CodeFrameTooLarge: ErrFrameTooLarge,
+		protocol.CodeUnsupportedVersion: ErrUnsupportedVersion, protocol.CodeForbidden: ErrForbidden,
+		protocol.CodeBadRequest: ErrBadRequest, protocol.CodeUnknownOp: ErrUnknownOp,
+		protocol.CodeKeyTooLarge: ErrKeyTooLarge, protocol.CodeValueTooLarge: ErrValueTooLarge,
+		protocol.CodeQuotaExceeded: ErrQuotaExceeded, protocol.CodeNotInteger: ErrNotInteger,
+		protocol.CodeOverflow: ErrOverflow, protocol.CodeUnavailable: ErrUnavailable,
+		protocol.CodeBusy: ErrBusy, protocol.CodeInternal: ErrInternal,
+	}
+	for _, code := range protocol.Codes {
+		if _, ok := sentinels[code]; !ok {
+			t.Errorf("no sentinel for code %s", code)
+			continue
+		}
+		resp := opError(protocol.OpSet, "k", protocol.NewError(code, "from the daemon"))
+		for other, s := range sentinels {
+			if got := errors.Is(resp, s); got != (other == code) {
+				t.Errorf("errors.Is(%s response, sentinel of %s) = %v", code, other, got)
+			}
+		}
+		if !strings.Contains(resp.Error(), "from the daemon") {
+			t.Errorf("%s: message %q lost the daemon's text", code, resp)
+		}
+	}
+	lost := lostError("/s", protocol.NewError(protocol.CodeBadFrame, "garbage"))
+	if !errors.Is(lost, ErrUnavailable) || !errors.Is(lost, ErrBadFrame) {
+		t.Errorf("a lost connection's error %q should match ErrUnavailable and its cause", lost)
+	}
+	if errors.Is(ErrClosed, ErrUnavailable) {
+		t.Error("ErrClosed matches ErrUnavailable")
+	}
+}
+
+func TestTTLMillis(t *testing.T) {
+	cases := []struct {
+		ttl  time.Duration
+		want int64
+	}{
+		{0, 0},
+		{time.Nanosecond, 1},
+		{time.Millisecond, 1},
+		{time.Millisecond + 1, 2},
+		{1500 * time.Microsecond, 2},
+		{time.Hour, 3600000},
+	}
+	for _, tc := range cases {
+		got, err := ttlMillis(tc.ttl)
+		if err != nil || got != tc.want {
+			t.Errorf("ttlMillis(%v) = %d, %v; want %d", tc.ttl, got, err, tc.want)
+		}
+	}
+	if _, err := ttlMillis(-time.Millisecond); !errors.Is(err, ErrBadRequest) {
+		t.Errorf("negative ttl: %v, want ErrBadRequest", err)
+	}
+}
+
+func TestDefaultSocket(t *testing.T) {
+	t.Setenv(SocketEnv, "")
+	_, err := Dial(t.Context(), "")
+	if err == nil || !strings.Contains(err.Error(), DefaultSocket) {
+		// Only a machine running the daemon at the default path gets nil.
+		if _, statErr := os.Stat(DefaultSocket); statErr != nil {
+			t.Fatalf("Dial(\"\") without $%s: %v, want an error naming %s", SocketEnv, err, DefaultSocket)
+		}
+	}
+}
+
+func TestJSONBufferKeepsHTML(t *testing.T) {
+	jb := getJSONBuffer()
+	defer putJSONBuffer(jb)
+	b, err := jb.marshal(map[string]string{"h": "<a&b>"})
+	if err != nil || string(b) != `{"h":"<a&b>"}` {
+		t.Fatalf("marshal = %q, %v", b, err)
+	}
+}
