@@ -49,7 +49,6 @@ export class KeyvSidecar extends EventEmitter {
   /** @param {Array<{ key: string, value: unknown, ttl?: number }>} entries */
   async setMany(entries) {
     await this.client.setMany(entries);
-    return entries.map(() => true);
   }
 
   async delete(key) {

@@ -1,5 +1,6 @@
 // `npm test`: builds the daemon once (unless $KVSIDECAR_BIN names one), then
-// runs the node:test files and the Keyv compliance suite (vitest) with it.
+// runs the node:test files, the type check of the declarations, and the Keyv
+// suites (vitest) with it.
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
@@ -26,6 +27,8 @@ let status = 0;
 try {
   const files = fs.readdirSync(here).filter((f) => f.endsWith('.test.js')).sort().map((f) => path.join('test', f));
   status = run(['--test', ...files]) || status;
+  console.log('type-checking index.d.ts and keyv.d.ts (tsc -p test/types)…');
+  status = run([path.join('node_modules', 'typescript', 'bin', 'tsc'), '-p', path.join('test', 'types')]) || status;
   status = run([path.join('node_modules', 'vitest', 'vitest.mjs'), 'run']) || status;
 } finally {
   if (tmp !== null) fs.rmSync(tmp, { recursive: true, force: true });

@@ -1,0 +1,1 @@
+export { KeyvSidecar, KeyvSidecar as default, KeyvSidecarOptions } from './index.js';
