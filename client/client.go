@@ -198,9 +198,12 @@ func (c *Client) conn(ctx context.Context) (*conn, error) {
 }
 
 // call is one request in flight. Whoever removes it from its connection's
-// pending map (the reader, a failing connection, or the caller giving up)
-// owns it from then on; the first two signal done exactly once.
+// pending map (the reader, the writer failing the connection's calls, or the
+// caller giving up) owns it from then on; the first two signal done exactly
+// once. Calls are pooled: an operation takes one with newCall, fills req,
+// runs do, reads resp and gives it back with putCall.
 type call struct {
+	req    protocol.Request
 	resp   protocol.Response // the response; resp.Op is the request's op
 	err    error             // set instead of resp when the connection broke
 	unsent bool              // with err: the request never left, so it may be sent again
@@ -209,6 +212,12 @@ type call struct {
 }
 
 var callPool = sync.Pool{New: func() any { return &call{done: make(chan struct{}, 1)} }}
+
+func newCall(op protocol.Op) *call {
+	cl := callPool.Get().(*call)
+	cl.req.Op = op
+	return cl
+}
 
 func putCall(cl *call) {
 	*cl = call{done: cl.done}
@@ -221,57 +230,52 @@ func putCall(cl *call) {
 // made just after a daemon restart, before the client noticed the drop.
 const sendRetries = 1
 
-// do sends req and waits for its response. On success the caller reads
-// cl.resp and then calls putCall(cl). Errors are not yet wrapped with the
-// operation.
-func (c *Client) do(ctx context.Context, req *protocol.Request) (*call, error) {
+// do sends cl.req and waits for its response in cl.resp. An error response
+// is returned as the error. Errors are not yet wrapped with the operation.
+func (c *Client) do(ctx context.Context, cl *call) error {
 	if c.closed.Load() {
-		return nil, ErrClosed
+		return ErrClosed
 	}
 	if err := ctx.Err(); err != nil {
-		return nil, err
+		return err
 	}
-	cl := callPool.Get().(*call)
 	for attempt := 0; ; attempt++ {
-		cl.resp.Op = req.Op
-		err := c.send(ctx, req, cl)
+		cl.resp.Op = cl.req.Op
+		err := c.send(ctx, cl)
 		if err == nil {
-			err = c.wait(ctx, req.ID, cl)
+			err = c.wait(ctx, cl)
 		}
 		if err == nil {
 			break
 		}
 		if !cl.unsent || attempt == sendRetries || ctx.Err() != nil {
-			putCall(cl)
-			return nil, err
+			return err
 		}
 		cl.unsent, cl.err = false, nil
 	}
 	if cl.resp.Err != nil {
-		err := cl.resp.Err
-		putCall(cl)
-		return nil, err
+		return cl.resp.Err
 	}
-	return cl, nil
+	return nil
 }
 
-// send queues req on a live connection.
-func (c *Client) send(ctx context.Context, req *protocol.Request, cl *call) error {
+// send queues cl.req on a live connection.
+func (c *Client) send(ctx context.Context, cl *call) error {
 	cn, err := c.conn(ctx)
 	if err != nil {
 		return err
 	}
 	cl.cn = cn
-	return cn.send(req, cl)
+	return cn.send(cl)
 }
 
 // wait waits for the response of a sent call, or for ctx to end.
-func (c *Client) wait(ctx context.Context, id uint64, cl *call) error {
+func (c *Client) wait(ctx context.Context, cl *call) error {
 	if done := ctx.Done(); done != nil {
 		select {
 		case <-cl.done:
 		case <-done:
-			if cl.cn.abandon(id, cl) {
+			if cl.cn.abandon(cl) {
 				return ctx.Err()
 			}
 			// The response is being delivered right now; take it.

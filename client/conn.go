@@ -153,10 +153,11 @@ func (cn *conn) start(l *protocol.Limits) {
 	go cn.writeLoop()
 }
 
-// send queues req for the writer, registering cl under a fresh id. When the
-// connection has already broken, the request is not queued and cl is marked
-// unsent.
-func (cn *conn) send(req *protocol.Request, cl *call) error {
+// send queues cl.req for the writer, registering cl under a fresh id. When
+// the connection has already broken, the request is not queued and cl is
+// marked unsent.
+func (cn *conn) send(cl *call) error {
+	req := &cl.req
 	req.ID = cn.nextID.Add(1)
 	enc := encoderPool.Get().(*protocol.Encoder)
 	frame, err := enc.Request(req)
@@ -198,13 +199,13 @@ func (cn *conn) send(req *protocol.Request, cl *call) error {
 // abandon removes a call whose caller gives up. It reports false when the
 // call was already taken by the reader (or a failing connection), which
 // then signals it.
-func (cn *conn) abandon(id uint64, cl *call) bool {
+func (cn *conn) abandon(cl *call) bool {
 	cn.mu.Lock()
 	defer cn.mu.Unlock()
-	if cn.pending[id] != cl {
+	if cn.pending[cl.req.ID] != cl {
 		return false
 	}
-	delete(cn.pending, id)
+	delete(cn.pending, cl.req.ID)
 	return true
 }
 

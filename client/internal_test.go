@@ -251,3 +251,35 @@ func TestJSONBufferKeepsHTML(t *testing.T) {
 		t.Fatalf("marshal = %q, %v", b, err)
 	}
 }
+
+// BenchmarkEncodeSet measures the client's side of a set up to the write
+// queue: JSON-encoding the value, encoding the frame with a pooled encoder
+// and queueing it. It should not allocate.
+func BenchmarkEncodeSet(b *testing.B) {
+	cn := &conn{pending: make(map[uint64]*call), maxFrame: defaultMaxFrame, wake: make(chan struct{}, 1)}
+	value := struct {
+		Name  string   `json:"name"`
+		Email string   `json:"email"`
+		Roles []string `json:"roles"`
+		Seen  int64    `json:"seen"`
+	}{"John Smith", "john.smith@example.com", []string{"admin", "editor"}, 1712345678}
+	b.ReportAllocs()
+	for b.Loop() {
+		jb := getJSONBuffer()
+		v, err := jb.marshal(&value)
+		if err != nil {
+			b.Fatal(err)
+		}
+		cl := newCall(protocol.OpSet)
+		cl.req.Key, cl.req.Value, cl.req.TTL = "user:123", v, 3600000
+		if err := cn.send(cl); err != nil {
+			b.Fatal(err)
+		}
+		putJSONBuffer(jb)
+		// What the writer and reader would do.
+		cn.wbuf, cn.wq = cn.wbuf[:0], cn.wq[:0]
+		delete(cn.pending, cl.req.ID)
+		<-cn.wake
+		putCall(cl)
+	}
+}

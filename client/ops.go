@@ -15,12 +15,11 @@ import (
 
 // Ping checks that the daemon answers.
 func (c *Client) Ping(ctx context.Context) error {
-	req := protocol.Request{Op: protocol.OpPing}
-	cl, err := c.do(ctx, &req)
-	if err != nil {
-		return opError(req.Op, "", err)
+	cl := newCall(protocol.OpPing)
+	defer putCall(cl)
+	if err := c.do(ctx, cl); err != nil {
+		return opError(protocol.OpPing, "", err)
 	}
-	putCall(cl)
 	return nil
 }
 
@@ -40,22 +39,16 @@ func (c *Client) Set(ctx context.Context, key string, v any, ttl time.Duration) 
 // SetBytes stores value under key as it is. Values that other client
 // libraries read should be JSON text, as Set writes.
 func (c *Client) SetBytes(ctx context.Context, key string, value []byte, ttl time.Duration) error {
-	req := protocol.Request{Op: protocol.OpSet, Key: key, Value: value}
-	err := c.checkKey(key)
-	if err == nil {
-		err = c.checkValue(value)
-	}
-	if err == nil {
-		req.TTL, err = ttlMillis(ttl)
-	}
+	ms, err := c.checkSet(key, value, ttl)
 	if err != nil {
-		return opError(req.Op, key, err)
+		return opError(protocol.OpSet, key, err)
 	}
-	cl, err := c.do(ctx, &req)
-	if err != nil {
-		return opError(req.Op, key, err)
+	cl := newCall(protocol.OpSet)
+	defer putCall(cl)
+	cl.req.Key, cl.req.Value, cl.req.TTL = key, value, ms
+	if err := c.do(ctx, cl); err != nil {
+		return opError(protocol.OpSet, key, err)
 	}
-	putCall(cl)
 	return nil
 }
 
@@ -75,59 +68,57 @@ func (c *Client) Get(ctx context.Context, key string, v any) (found bool, err er
 // GetBytes returns the value of key as it is stored, and whether the key
 // exists.
 func (c *Client) GetBytes(ctx context.Context, key string) (value []byte, found bool, err error) {
-	if err := c.checkKey(key); err != nil {
-		return nil, false, opError(protocol.OpGet, key, err)
-	}
-	req := protocol.Request{Op: protocol.OpGet, Key: key}
-	cl, err := c.do(ctx, &req)
+	cl, err := c.keyCall(ctx, protocol.OpGet, key)
 	if err != nil {
-		return nil, false, opError(req.Op, key, err)
+		return nil, false, err
 	}
-	value, found = cl.resp.Value, cl.resp.Found
-	putCall(cl)
-	return value, found, nil
+	defer putCall(cl)
+	return cl.resp.Value, cl.resp.Found, nil
 }
 
 // Delete removes key and reports whether it existed.
 func (c *Client) Delete(ctx context.Context, key string) (existed bool, err error) {
-	if err := c.checkKey(key); err != nil {
-		return false, opError(protocol.OpDelete, key, err)
-	}
-	req := protocol.Request{Op: protocol.OpDelete, Key: key}
-	cl, err := c.do(ctx, &req)
+	cl, err := c.keyCall(ctx, protocol.OpDelete, key)
 	if err != nil {
-		return false, opError(req.Op, key, err)
+		return false, err
 	}
-	existed = cl.resp.Bool
-	putCall(cl)
-	return existed, nil
+	defer putCall(cl)
+	return cl.resp.Bool, nil
 }
 
 // Has reports whether key exists.
 func (c *Client) Has(ctx context.Context, key string) (bool, error) {
-	if err := c.checkKey(key); err != nil {
-		return false, opError(protocol.OpHas, key, err)
-	}
-	req := protocol.Request{Op: protocol.OpHas, Key: key}
-	cl, err := c.do(ctx, &req)
+	cl, err := c.keyCall(ctx, protocol.OpHas, key)
 	if err != nil {
-		return false, opError(req.Op, key, err)
+		return false, err
 	}
-	found := cl.resp.Found
-	putCall(cl)
-	return found, nil
+	defer putCall(cl)
+	return cl.resp.Found, nil
+}
+
+// keyCall runs an op whose only argument is key. On success the caller
+// reads the response and puts the call back.
+func (c *Client) keyCall(ctx context.Context, op protocol.Op, key string) (*call, error) {
+	if err := c.checkKey(key); err != nil {
+		return nil, opError(op, key, err)
+	}
+	cl := newCall(op)
+	cl.req.Key = key
+	if err := c.do(ctx, cl); err != nil {
+		putCall(cl)
+		return nil, opError(op, key, err)
+	}
+	return cl, nil
 }
 
 // Clear removes every entry of the project and returns how many it removed.
 func (c *Client) Clear(ctx context.Context) (removed int64, err error) {
-	req := protocol.Request{Op: protocol.OpClear}
-	cl, err := c.do(ctx, &req)
-	if err != nil {
-		return 0, opError(req.Op, "", err)
+	cl := newCall(protocol.OpClear)
+	defer putCall(cl)
+	if err := c.do(ctx, cl); err != nil {
+		return 0, opError(protocol.OpClear, "", err)
 	}
-	removed = cl.resp.Int
-	putCall(cl)
-	return removed, nil
+	return cl.resp.Int, nil
 }
 
 // Incr atomically adds delta (which may be negative or 0) to the integer
@@ -137,21 +128,17 @@ func (c *Client) Clear(ctx context.Context) (removed int64, err error) {
 // that is not a JSON integer fails with ErrNotInteger, a result outside the
 // int64 range with ErrOverflow.
 func (c *Client) Incr(ctx context.Context, key string, delta int64, ttl time.Duration) (int64, error) {
-	req := protocol.Request{Op: protocol.OpIncr, Key: key, Delta: delta}
-	err := c.checkKey(key)
-	if err == nil {
-		req.TTL, err = ttlMillis(ttl)
-	}
+	ms, err := c.checkSet(key, nil, ttl)
 	if err != nil {
-		return 0, opError(req.Op, key, err)
+		return 0, opError(protocol.OpIncr, key, err)
 	}
-	cl, err := c.do(ctx, &req)
-	if err != nil {
-		return 0, opError(req.Op, key, err)
+	cl := newCall(protocol.OpIncr)
+	defer putCall(cl)
+	cl.req.Key, cl.req.Delta, cl.req.TTL = key, delta, ms
+	if err := c.do(ctx, cl); err != nil {
+		return 0, opError(protocol.OpIncr, key, err)
 	}
-	n := cl.resp.Int
-	putCall(cl)
-	return n, nil
+	return cl.resp.Int, nil
 }
 
 // Item is one entry of SetMany: Value is encoded as JSON.
@@ -201,14 +188,12 @@ func (c *Client) GetMany(ctx context.Context, keys []string, dst any) (found []b
 // the element of a missing key is nil (a present empty value is a non-nil
 // empty slice). At most Limits().MaxBatch keys.
 func (c *Client) GetManyBytes(ctx context.Context, keys []string) ([][]byte, error) {
-	req := protocol.Request{Op: protocol.OpGetMany, Keys: nonNil(keys)}
-	cl, err := c.doMany(ctx, &req)
+	cl, err := c.keysCall(ctx, protocol.OpGetMany, keys)
 	if err != nil {
 		return nil, err
 	}
-	values := cl.resp.Values
-	putCall(cl)
-	return values, nil
+	defer putCall(cl)
+	return cl.resp.Values, nil
 }
 
 // SetMany stores every item, its value encoded as JSON, atomically: all are
@@ -237,84 +222,75 @@ func (c *Client) SetMany(ctx context.Context, items []Item) error {
 
 // SetManyBytes is SetMany with values stored as they are.
 func (c *Client) SetManyBytes(ctx context.Context, items []BytesItem) error {
-	req := protocol.Request{Op: protocol.OpSetMany, Items: make([]protocol.Item, len(items))}
+	op := protocol.OpSetMany
+	if err := c.checkBatch(len(items)); err != nil {
+		return manyError(op, len(items), err)
+	}
+	pitems := make([]protocol.Item, len(items))
 	for i, it := range items {
-		err := c.checkKey(it.Key)
-		if err == nil {
-			err = c.checkValue(it.Value)
-		}
-		var ttl int64
-		if err == nil {
-			ttl, err = ttlMillis(it.TTL)
-		}
+		ms, err := c.checkSet(it.Key, it.Value, it.TTL)
 		if err != nil {
-			return opError(req.Op, it.Key, err)
+			return opError(op, it.Key, err)
 		}
-		req.Items[i] = protocol.Item{Key: it.Key, Value: it.Value, TTL: ttl}
+		pitems[i] = protocol.Item{Key: it.Key, Value: it.Value, TTL: ms}
 	}
-	cl, err := c.doMany(ctx, &req)
-	if err != nil {
-		return err
+	cl := newCall(op)
+	defer putCall(cl)
+	cl.req.Items = pitems
+	if err := c.do(ctx, cl); err != nil {
+		return manyError(op, len(items), err)
 	}
-	putCall(cl)
 	return nil
 }
 
 // DeleteMany removes keys and reports, per key in order, whether it
 // existed. At most Limits().MaxBatch keys.
 func (c *Client) DeleteMany(ctx context.Context, keys []string) (existed []bool, err error) {
-	req := protocol.Request{Op: protocol.OpDeleteMany, Keys: nonNil(keys)}
-	cl, err := c.doMany(ctx, &req)
+	cl, err := c.keysCall(ctx, protocol.OpDeleteMany, keys)
 	if err != nil {
 		return nil, err
 	}
-	existed = cl.resp.Bools
-	putCall(cl)
-	return existed, nil
+	defer putCall(cl)
+	return cl.resp.Bools, nil
 }
 
 // HasMany reports, per key in order, whether it exists. At most
 // Limits().MaxBatch keys.
 func (c *Client) HasMany(ctx context.Context, keys []string) ([]bool, error) {
-	req := protocol.Request{Op: protocol.OpHasMany, Keys: nonNil(keys)}
-	cl, err := c.doMany(ctx, &req)
+	cl, err := c.keysCall(ctx, protocol.OpHasMany, keys)
 	if err != nil {
 		return nil, err
 	}
-	found := cl.resp.Bools
-	putCall(cl)
-	return found, nil
+	defer putCall(cl)
+	return cl.resp.Bools, nil
 }
 
-// doMany checks and sends a *Many request; errors are wrapped with the op.
-func (c *Client) doMany(ctx context.Context, req *protocol.Request) (*call, error) {
-	n := len(req.Keys) + len(req.Items)
-	for _, k := range req.Keys {
+// keysCall runs an op whose only argument is a list of keys. On success the
+// caller reads the response and puts the call back.
+func (c *Client) keysCall(ctx context.Context, op protocol.Op, keys []string) (*call, error) {
+	if err := c.checkBatch(len(keys)); err != nil {
+		return nil, manyError(op, len(keys), err)
+	}
+	for _, k := range keys {
 		if err := c.checkKey(k); err != nil {
-			return nil, opError(req.Op, k, err)
+			return nil, opError(op, k, err)
 		}
 	}
-	if lim := c.Limits().MaxBatch; lim > 0 && int64(n) > lim {
-		return nil, manyError(req.Op, n, newError(protocol.CodeBadRequest, "too many keys: %d, the limit is %d", n, lim))
+	cl := newCall(op)
+	// The daemon tells an absent key list from an empty one.
+	cl.req.Keys = keys
+	if keys == nil {
+		cl.req.Keys = []string{}
 	}
-	cl, err := c.do(ctx, req)
-	if err != nil {
-		return nil, manyError(req.Op, n, err)
+	if err := c.do(ctx, cl); err != nil {
+		putCall(cl)
+		return nil, manyError(op, len(keys), err)
 	}
 	return cl, nil
 }
 
 func manyError(op protocol.Op, n int, err error) error {
 	return fmt.Errorf("kv %s of %d keys: %w", op, n, err)
-}
-
-// nonNil makes an absent key list an empty one: the daemon tells a missing
-// field from an empty list.
-func nonNil(keys []string) []string {
-	if keys == nil {
-		return []string{}
-	}
-	return keys
 }
 
 // ListOptions select a page of List.
@@ -345,20 +321,14 @@ type ListPage struct {
 // ascending byte order. Keys written between pages appear if they sort after
 // the cursor.
 func (c *Client) List(ctx context.Context, opts ListOptions) (ListPage, error) {
-	req := protocol.Request{
-		Op:     protocol.OpList,
-		Prefix: opts.Prefix,
-		Cursor: opts.Cursor,
-		Limit:  int64(opts.Limit),
-		Values: opts.Values,
+	cl := newCall(protocol.OpList)
+	defer putCall(cl)
+	cl.req.Prefix, cl.req.Cursor, cl.req.Limit, cl.req.Values = opts.Prefix, opts.Cursor, int64(opts.Limit), opts.Values
+	if err := c.do(ctx, cl); err != nil {
+		return ListPage{}, opError(protocol.OpList, opts.Prefix, err)
 	}
-	cl, err := c.do(ctx, &req)
-	if err != nil {
-		return ListPage{}, opError(req.Op, opts.Prefix, err)
-	}
-	page := ListPage{Keys: cl.resp.List.Keys, Values: cl.resp.List.Values, Cursor: cl.resp.List.Cursor}
-	putCall(cl)
-	return page, nil
+	l := &cl.resp.List
+	return ListPage{Keys: l.Keys, Values: l.Values, Cursor: l.Cursor}, nil
 }
 
 // Entry is one entry of Scan.
@@ -414,14 +384,12 @@ type Usage struct {
 
 // Usage returns the project's storage use and quota.
 func (c *Client) Usage(ctx context.Context) (Usage, error) {
-	req := protocol.Request{Op: protocol.OpUsage}
-	cl, err := c.do(ctx, &req)
-	if err != nil {
-		return Usage{}, opError(req.Op, "", err)
+	cl := newCall(protocol.OpUsage)
+	defer putCall(cl)
+	if err := c.do(ctx, cl); err != nil {
+		return Usage{}, opError(protocol.OpUsage, "", err)
 	}
-	u := Usage(cl.resp.Usage)
-	putCall(cl)
-	return u, nil
+	return Usage(cl.resp.Usage), nil
 }
 
 // checkKey refuses a key the daemon would refuse for its size. The daemon
@@ -440,6 +408,26 @@ func (c *Client) checkKey(key string) error {
 func (c *Client) checkValue(value []byte) error {
 	if lim := c.Limits().MaxValue; lim > 0 && int64(len(value)) > lim {
 		return newError(protocol.CodeValueTooLarge, "value too large: value is %d bytes, the limit is %d bytes", len(value), lim)
+	}
+	return nil
+}
+
+// checkSet checks the arguments of a write and returns its TTL in
+// milliseconds.
+func (c *Client) checkSet(key string, value []byte, ttl time.Duration) (int64, error) {
+	if err := c.checkKey(key); err != nil {
+		return 0, err
+	}
+	if err := c.checkValue(value); err != nil {
+		return 0, err
+	}
+	return ttlMillis(ttl)
+}
+
+// checkBatch refuses a batch larger than the daemon accepts.
+func (c *Client) checkBatch(n int) error {
+	if lim := c.Limits().MaxBatch; lim > 0 && int64(n) > lim {
+		return newError(protocol.CodeBadRequest, "too many keys: %d, the limit is %d", n, lim)
 	}
 	return nil
 }
