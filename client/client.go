@@ -57,8 +57,8 @@ type Client struct {
 
 // slot holds one connection of the client and re-dials it when it broke.
 type slot struct {
-	cur atomic.Pointer[conn]
-	mu  sync.Mutex // one dial at a time per slot
+	cur    atomic.Pointer[conn]
+	dialer chan struct{} // capacity 1, held while dialing: one dial at a time, waited for under ctx
 }
 
 // Dial connects to the daemon listening on socket ("" means $KV_SOCKET, else
@@ -90,6 +90,7 @@ func DialOptions(ctx context.Context, opts Options) (*Client, error) {
 	}
 	c.slots = make([]slot, n)
 	for i := range c.slots {
+		c.slots[i].dialer = make(chan struct{}, 1)
 		cn, err := c.dial(ctx)
 		if err != nil {
 			c.Close()
@@ -184,8 +185,12 @@ func (c *Client) conn(ctx context.Context) (*conn, error) {
 	if cn := s.cur.Load(); cn != nil && !cn.broken.Load() {
 		return cn, nil
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
+	select {
+	case s.dialer <- struct{}{}:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	defer func() { <-s.dialer }()
 	if cn := s.cur.Load(); cn != nil && !cn.broken.Load() {
 		return cn, nil // another caller re-dialed while this one waited
 	}

@@ -283,3 +283,37 @@ func BenchmarkEncodeSet(b *testing.B) {
 		putCall(cl)
 	}
 }
+
+func TestDialDeadlineWhenHelloUnanswered(t *testing.T) {
+	dir, err := os.MkdirTemp("", "kvmute")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
+	socket := filepath.Join(dir, "kv.sock")
+	ln, err := net.Listen("unix", socket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		// Accept and never answer.
+		for {
+			nc, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			defer nc.Close()
+		}
+	}()
+	ctx, cancel := context.WithTimeout(t.Context(), 50*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	_, err = Dial(ctx, socket)
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("err = %v, want context.DeadlineExceeded", err)
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Fatalf("Dial took %v with a 50ms deadline", d)
+	}
+}
