@@ -2,6 +2,8 @@ package client
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"os"
 	"sync"
 	"sync/atomic"
@@ -135,6 +137,14 @@ func (c *Client) Limits() Limits { return c.hello.Load().Limits }
 // registered with the client from the start, so that Close can interrupt
 // the hello.
 func (c *Client) dial(ctx context.Context) (*conn, error) {
+	cn, err := c.connect(ctx)
+	if err != nil && !errors.Is(err, ErrClosed) {
+		err = fmt.Errorf("connect to %s: %w", c.socket, err)
+	}
+	return cn, err
+}
+
+func (c *Client) connect(ctx context.Context) (*conn, error) {
 	cn, err := dialConn(ctx, c)
 	if err != nil {
 		return nil, err

@@ -53,6 +53,7 @@ func TestDialNoDaemon(t *testing.T) {
 	if !errors.Is(err, client.ErrUnavailable) {
 		t.Fatalf("err = %v, want ErrUnavailable", err)
 	}
+	t.Log(err)
 }
 
 func TestDialForbidden(t *testing.T) {
@@ -70,6 +71,7 @@ func TestDialForbidden(t *testing.T) {
 	if !errors.Is(err, client.ErrForbidden) {
 		t.Fatalf("err = %v, want ErrForbidden", err)
 	}
+	t.Log(err)
 	if !strings.Contains(err.Error(), fmt.Sprint(os.Getuid())) {
 		t.Errorf("error %q does not name the caller's uid", err)
 	}

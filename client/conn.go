@@ -8,6 +8,7 @@ import (
 	"io"
 	"math"
 	"net"
+	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -116,6 +117,11 @@ func (cn *conn) hello(ctx context.Context, name string) (protocol.HelloResult, e
 	payload, rerr := protocol.ReadFrame(cn.br, helloMaxFrame, nil)
 	if !stop() || ctx.Err() != nil {
 		return protocol.HelloResult{}, ctx.Err()
+	}
+	if errors.Is(rerr, os.ErrDeadlineExceeded) {
+		// The socket's deadline is ctx's, and may pass a moment before
+		// ctx reports it.
+		return protocol.HelloResult{}, context.DeadlineExceeded
 	}
 	if rerr != nil {
 		if werr != nil && errors.Is(rerr, io.EOF) {
