@@ -30,6 +30,9 @@ const ITEM_OVERHEAD = 32;
 const KEYS_PAGE = 1000;
 const ENTRIES_PAGE = 100;
 
+// How long a listen-first connection waits for a refusal before its hello.
+const LISTEN_FIRST_MS = 500;
+
 const utf8 = new TextDecoder('utf-8', { fatal: true });
 
 function positiveInt(v, fallback) {
@@ -140,9 +143,18 @@ function chunk(items, size, limits) {
  * waiting for the hello result and the calls waiting for their responses.
  */
 class Connection {
-  constructor(client, socketPath, timeout) {
+  /**
+   * @param {Client} client
+   * @param {string} socketPath
+   * @param {number} timeout
+   * @param {boolean} listenFirst wait briefly for a refusal before sending
+   *   the hello (used after a refusal was lost to a failed hello write)
+   */
+  constructor(client, socketPath, timeout, listenFirst = false) {
     this.client = client;
     this.socketPath = socketPath;
+    this.listenFirst = listenFirst;
+    this.successor = null; // the connection that took over this one's queued calls
     this.hello = null; // HelloInfo once the hello result arrived
     this.failure = null; // KvError that ended the hello, or the connection
     this.queued = []; // calls waiting for the hello result
@@ -167,7 +179,24 @@ class Connection {
 
     // The hello goes first; requests follow once its result says what the
     // daemon's limits are.
-    socket.write(encodeFrame({ id: HELLO_ID, op: 'hello', version: PROTOCOL_VERSION, client: `kvsidecar-node/${VERSION}` }));
+    const hello = encodeFrame({ id: HELLO_ID, op: 'hello', version: PROTOCOL_VERSION, client: `kvsidecar-node/${VERSION}` });
+    if (!listenFirst) {
+      socket.write(hello);
+    } else {
+      // A daemon that refuses a caller sends its error frame and closes at
+      // once, without reading. If the hello is written after that close,
+      // the write fails (EPIPE) and Node discards the socket before the
+      // refusal is read. So: listen first. A daemon that accepts the
+      // caller sends nothing before the hello, so after a short wait (or
+      // as soon as the daemon has spoken) the hello goes out.
+      const wait = Math.min(LISTEN_FIRST_MS, timeout > 0 ? timeout / 2 : LISTEN_FIRST_MS);
+      socket.once('connect', () => {
+        const t = setTimeout(() => {
+          if (!this.done && this.reader.pending === 0) socket.write(hello);
+        }, wait);
+        t.unref();
+      });
+    }
     if (timeout > 0) {
       this.helloTimer = setTimeout(() => {
         // Give up on this connection. The calls waiting for it were never
@@ -193,7 +222,9 @@ class Connection {
   waitReady() {
     if (this.hello !== null) return this.ready;
     this.hold();
-    return this.ready.finally(() => this.release());
+    return this.ready
+      .catch((err) => (this.successor !== null ? this.successor.waitReady() : Promise.reject(err)))
+      .finally(() => this.release());
   }
 
   /** Counts a call as active; the socket keeps the process alive while any is. */
@@ -267,7 +298,16 @@ class Connection {
         this.fail(errorFromWire(msg.error, 'hello'));
         return;
       }
-      this.hello = helloInfo(msg.result);
+      const hello = helloInfo(msg.result);
+      if (hello.version !== PROTOCOL_VERSION) {
+        this.fail(new KvError(
+          ErrorCodes.UNSUPPORTED_VERSION,
+          `the kvsidecar daemon at ${this.socketPath} answered with protocol version ${hello.version}; this client speaks version ${PROTOCOL_VERSION}`,
+          { op: 'hello' },
+        ));
+        return;
+      }
+      this.hello = hello;
       this.resolveReady(this.hello);
       const queued = this.queued;
       this.queued = [];
@@ -306,6 +346,12 @@ class Connection {
 
   send(call) {
     const limits = this.hello.limits;
+    if (call.run !== undefined) {
+      // Work that needed the limits (a batch to split): it submits its
+      // requests now, in the order it was queued.
+      call.run(limits);
+      return;
+    }
     const problem = call.check?.(limits);
     if (problem) {
       call.settle(problem);
@@ -365,6 +411,24 @@ class Connection {
     if (err !== null) this.failure ??= err;
     this.socket.destroy();
     const wasReady = this.hello !== null;
+    const cause = this.failure?.cause;
+    if (!wasReady && !this.listenFirst && (cause?.code === 'EPIPE' || cause?.code === 'ECONNRESET')) {
+      // The daemon closed while the hello was being written: most likely
+      // it refused this caller, and its reason was lost with the socket.
+      // Nothing was sent but the hello, so hand the waiting calls to a new
+      // connection that listens before it speaks.
+      const waiting = this.queued.filter((call) => !call.settled);
+      this.queued = [];
+      for (const call of waiting) {
+        call.conn = null;
+        this.release();
+      }
+      this.client.connectionEnded(this, null);
+      this.successor = this.client.redial(true);
+      this.rejectReady(this.failure);
+      for (const call of waiting) this.successor.submit(call);
+      return;
+    }
     const failure = this.failure ?? new KvError(
       ErrorCodes.UNAVAILABLE,
       wasReady
@@ -464,6 +528,12 @@ export class Client extends EventEmitter {
     return this.#conn;
   }
 
+  /** @internal replaces the current connection with a new one. */
+  redial(listenFirst) {
+    this.#conn = new Connection(this, this.#socketPath, this.#timeout, listenFirst);
+    return this.#conn;
+  }
+
   /**
    * Connects now (calls connect on their own when needed) and resolves to
    * what the daemon said in its hello: protocol version, server, project
@@ -475,62 +545,114 @@ export class Client extends EventEmitter {
     return this.#connection().waitReady();
   }
 
+  #enter() {
+    this.#inflight++;
+  }
+
+  #leave() {
+    if (--this.#inflight === 0 && this.#idle !== null) this.#idle();
+  }
+
+  /**
+   * A call record: settles once, clears its timer, releases its connection.
+   * @param {string} op
+   * @param {(err: Error | null, value?: unknown) => void} done
+   */
+  #newCall(op, done) {
+    const timeout = this.#timeout;
+    const call = {
+      op,
+      id: undefined,
+      conn: null,
+      timer: undefined,
+      settled: false,
+      settle: (err, value) => {
+        if (call.settled) return;
+        call.settled = true;
+        clearTimeout(call.timer);
+        if (call.conn !== null) {
+          call.conn.forget(call);
+          call.conn.release();
+        }
+        done(err, value);
+      },
+    };
+    if (timeout > 0) {
+      call.timer = setTimeout(() => {
+        call.settle(new KvError(
+          ErrorCodes.TIMEOUT,
+          `${op} timed out after ${timeout} ms waiting for the kvsidecar daemon at ${this.#socketPath}; a write may or may not have been applied`,
+          { op },
+        ));
+      }, timeout);
+    }
+    return call;
+  }
+
   /**
    * Sends one request and resolves to its decoded result.
    * @param {string} op
    * @param {Record<string, unknown>} args
    * @param {(result: unknown) => unknown} decode
    * @param {(limits: object) => KvError | null} [check]
+   * @param {boolean} [internal] part of a call already admitted (not refused after close())
    */
-  #call(op, args, decode, check) {
-    if (this.#closing) {
+  #call(op, args, decode, check, internal = false) {
+    if (this.#closing && !internal) {
       return Promise.reject(new KvError(ErrorCodes.CLOSED, `${op}: the client was closed`, { op }));
     }
     return new Promise((resolve, reject) => {
-      const timeout = this.#timeout;
-      this.#inflight++;
-      const call = {
-        op,
-        args,
-        check,
-        id: undefined,
-        conn: null,
-        timer: undefined,
-        settled: false,
-        settle: (err, value) => {
-          if (call.settled) return;
-          call.settled = true;
-          clearTimeout(call.timer);
-          if (call.conn !== null) {
-            call.conn.forget(call);
-            call.conn.release();
-          }
-          if (--this.#inflight === 0 && this.#idle !== null) this.#idle();
-          if (err) reject(err);
-          else resolve(value);
-        },
-        settleResult: (result) => {
-          let value;
-          try {
-            value = decode(result);
-          } catch (err) {
-            call.settle(err);
-            return;
-          }
-          call.settle(null, value);
-        },
+      this.#enter();
+      const call = this.#newCall(op, (err, value) => {
+        this.#leave();
+        if (err) reject(err);
+        else resolve(value);
+      });
+      call.args = args;
+      call.check = check;
+      call.settleResult = (result) => {
+        let value;
+        try {
+          value = decode(result);
+        } catch (err) {
+          call.settle(err);
+          return;
+        }
+        call.settle(null, value);
       };
-      if (timeout > 0) {
-        call.timer = setTimeout(() => {
-          call.settle(new KvError(
-            ErrorCodes.TIMEOUT,
-            `${op} timed out after ${timeout} ms waiting for the kvsidecar daemon at ${this.#socketPath}; a write may or may not have been applied`,
-            { op },
-          ));
-        }, timeout);
-      }
       this.#connection().submit(call);
     });
+  }
+
+  /**
+   * Runs fn with the daemon's limits, in call order: at once when the
+   * connection's hello is done, else queued behind it like a request, so
+   * the requests fn submits keep their place among the calls made before
+   * and after it. The call counts as in flight until fn's promise settles.
+   * @template T
+   * @param {string} op
+   * @param {(limits: object) => Promise<T>} fn
+   * @returns {Promise<T>}
+   */
+  #withLimits(op, fn) {
+    if (this.#closing) {
+      return Promise.reject(new KvError(ErrorCodes.CLOSED, `${op}: the client was closed`, { op }));
+    }
+    this.#enter();
+    const conn = this.#connection();
+    let p;
+    if (conn.hello !== null) {
+      p = (async () => fn(conn.hello.limits))();
+    } else {
+      p = new Promise((resolve, reject) => {
+        const call = this.#newCall(op, (err, value) => (err ? reject(err) : resolve(value)));
+        call.run = (limits) => {
+          call.settle(null, (async () => fn(limits))());
+        };
+        conn.submit(call);
+      });
+    }
+    return p.finally(() => this.#leave());
   }
 
   /**
@@ -594,14 +716,15 @@ export class Client extends EventEmitter {
   async getMany(keys) {
     checkKeys(keys, 'getMany');
     if (keys.length === 0) return [];
-    const { limits } = await this.connect();
-    const parts = await Promise.all(chunk(keys, byteLength, limits).map((part) => (
-      this.#call('getMany', { keys: part }, (r) => {
-        if (!Array.isArray(r) || r.length !== part.length) throw this.#badResult('getMany', r);
-        return r.map((v, i) => decodeValue(v, part[i], 'getMany'));
-      })
-    )));
-    return parts.flat();
+    return this.#withLimits('getMany', async (limits) => {
+      const parts = await Promise.all(chunk(keys, byteLength, limits).map((part) => (
+        this.#call('getMany', { keys: part }, (r) => {
+          if (!Array.isArray(r) || r.length !== part.length) throw this.#badResult('getMany', r);
+          return r.map((v, i) => decodeValue(v, part[i], 'getMany'));
+        }, undefined, true)
+      )));
+      return parts.flat();
+    });
   }
 
   /**
@@ -626,20 +749,21 @@ export class Client extends EventEmitter {
       return ttl === undefined ? { key, value } : { key, value, ttl };
     });
     if (items.length === 0) return true;
-    const { limits } = await this.connect();
-    for (const it of items) {
-      if (it.value.length > limits.maxValue) {
-        throw new KvError(
-          ErrorCodes.VALUE_TOO_LARGE,
-          `value too large: value of key ${JSON.stringify(it.key)} is ${it.value.length} bytes, the limit is ${limits.maxValue} bytes`,
-          { op: 'setMany' },
-        );
+    return this.#withLimits('setMany', async (limits) => {
+      for (const it of items) {
+        if (it.value.length > limits.maxValue) {
+          throw new KvError(
+            ErrorCodes.VALUE_TOO_LARGE,
+            `value too large: value of key ${JSON.stringify(it.key)} is ${it.value.length} bytes, the limit is ${limits.maxValue} bytes`,
+            { op: 'setMany' },
+          );
+        }
       }
-    }
-    for (const part of chunk(items, (it) => byteLength(it.key) + it.value.length, limits)) {
-      await this.#call('setMany', { items: part }, () => true);
-    }
-    return true;
+      for (const part of chunk(items, (it) => byteLength(it.key) + it.value.length, limits)) {
+        await this.#call('setMany', { items: part }, () => true, undefined, true);
+      }
+      return true;
+    });
   }
 
   /**
@@ -661,14 +785,15 @@ export class Client extends EventEmitter {
   async #bools(op, keys) {
     checkKeys(keys, op);
     if (keys.length === 0) return [];
-    const { limits } = await this.connect();
-    const parts = await Promise.all(chunk(keys, byteLength, limits).map((part) => (
-      this.#call(op, { keys: part }, (r) => {
-        if (!Array.isArray(r) || r.length !== part.length) throw this.#badResult(op, r);
-        return r.map((b) => b === true);
-      })
-    )));
-    return parts.flat();
+    return this.#withLimits(op, async (limits) => {
+      const parts = await Promise.all(chunk(keys, byteLength, limits).map((part) => (
+        this.#call(op, { keys: part }, (r) => {
+          if (!Array.isArray(r) || r.length !== part.length) throw this.#badResult(op, r);
+          return r.map((b) => b === true);
+        }, undefined, true)
+      )));
+      return parts.flat();
+    });
   }
 
   /**

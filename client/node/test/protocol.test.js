@@ -79,6 +79,26 @@ test('pipelines: many requests are written before any response', async (t) => {
   await kv.close();
 });
 
+test('requests go out in call order, batch calls included, before and after the hello', async (t) => {
+  const srv = await startFakeServer(memoryHandler(), {
+    limits: { max_key: 1024, max_value: 1048576, max_frame: 2097152, max_inflight: 128, max_batch: 2 },
+  });
+  t.after(() => srv.close());
+  const kv = createClient({ socketPath: srv.socketPath });
+  const order = () => srv.requests.filter((r) => r.op !== 'hello').map((r) => `${r.op}:${r.key ?? (r.keys ?? r.items.map((i) => i.key)).join(',')}`);
+  // Not connected yet: everything waits for the hello, then goes in order.
+  const first = [kv.getMany(['a', 'b', 'c']), kv.set('a', 1), kv.hasMany(['a']), kv.setMany([{ key: 'b', value: 2 }]), kv.get('b')];
+  const r1 = await Promise.all(first);
+  assert.deepEqual(order(), ['getMany:a,b', 'getMany:c', 'set:a', 'hasMany:a', 'setMany:b', 'get:b']);
+  assert.deepEqual(r1, [[undefined, undefined, undefined], true, [true], true, 2]);
+  // Connected: the same.
+  srv.requests.length = 0;
+  const r2 = await Promise.all([kv.deleteMany(['a', 'b', 'x']), kv.get('a'), kv.getMany(['a', 'b'])]);
+  assert.deepEqual(order(), ['deleteMany:a,b', 'deleteMany:x', 'get:a', 'getMany:a,b']);
+  assert.deepEqual(r2, [[true, true, false], undefined, [undefined, undefined]]);
+  await kv.close();
+});
+
 test('maps error responses to KvError with the upper-cased code and the message', async (t) => {
   const srv = await startFakeServer((req) => {
     if (req.key === 'q') return { error: { code: 'quota_exceeded', message: 'quota exceeded: project test uses 10 of 10 bytes' } };
@@ -113,6 +133,34 @@ test('a forbidden error frame before the hello result fails the calls with FORBI
     assert.match(r.reason.message, /uid 1234 is not mapped/);
   }
   await kv.close();
+});
+
+test('a hello result with another protocol version fails the calls with UNSUPPORTED_VERSION', async (t) => {
+  const srv = await startFakeServer(memoryHandler(), { hello: { version: 2, server: 'future/9', project: 'test', limits: {} } });
+  t.after(() => srv.close());
+  const kv = createClient({ socketPath: srv.socketPath });
+  await assert.rejects(kv.ping(), (err) => err.code === 'UNSUPPORTED_VERSION' && /version 2/.test(err.message));
+  await kv.close();
+});
+
+test('a refusal is reported even when the daemon closes before reading the hello', async (t) => {
+  // Like the daemon: write the error frame, close without reading. The
+  // client's hello write may then fail (EPIPE), losing the frame with the
+  // socket; the client must still report FORBIDDEN.
+  const srv = await startFakeServer(() => undefined, {
+    onConnect(conn) {
+      conn.socket.write(encodeFrame({ id: 0, error: { code: 'forbidden', message: 'forbidden: uid 1234 is not mapped to any project' } }), () => conn.socket.destroy());
+      return false;
+    },
+  });
+  t.after(() => srv.close());
+  for (let i = 0; i < 20; i++) {
+    const kv = createClient({ socketPath: srv.socketPath });
+    const [a, b] = await Promise.allSettled([kv.get('a'), kv.connect()]);
+    assert.equal(a.reason?.code, 'FORBIDDEN', a.reason?.message);
+    assert.equal(b.reason?.code, 'FORBIDDEN', b.reason?.message);
+    await kv.close();
+  }
 });
 
 test('splits getMany/hasMany/deleteMany to the announced max_batch and keeps the order', async (t) => {
@@ -206,6 +254,20 @@ test('close() lets calls in flight finish, then rejects new calls with CLOSED', 
   await closing;
   assert.equal(kv.closed, true);
   await assert.rejects(kv.get('x'), (err) => err.code === 'CLOSED');
+});
+
+test('close() waits for a split setMany to send all its parts', async (t) => {
+  const srv = await startFakeServer(memoryHandler(), {
+    limits: { max_key: 1024, max_value: 1048576, max_frame: 2097152, max_inflight: 128, max_batch: 2 },
+  });
+  t.after(() => srv.close());
+  const kv = createClient({ socketPath: srv.socketPath });
+  const items = Array.from({ length: 5 }, (_, i) => ({ key: `k${i}`, value: i }));
+  const setting = kv.setMany(items);
+  const closing = kv.close();
+  assert.equal(await setting, true);
+  await closing;
+  assert.deepEqual(srv.requests.filter((r) => r.op === 'setMany').map((r) => r.items.length), [2, 2, 1]);
 });
 
 test('a value that is not JSON fails with NOT_JSON naming the key', async (t) => {

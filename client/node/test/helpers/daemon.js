@@ -39,8 +39,8 @@ function canConnect(socketPath) {
 }
 
 /**
- * Starts a daemon. Options: quota (bytes, --default-quota), args (extra
- * flags). Returns { socketPath, dir, proc, logs(), stop(), start() }.
+ * Starts a daemon. Options: quota (bytes, --default-quota), identity (flags
+ * replacing `--project test`), args (extra flags). Returns { socketPath, dir, proc, logs(), stop(), start() }.
  */
 export async function startDaemon(options = {}) {
   const bin = daemonBinary();
@@ -50,7 +50,7 @@ export async function startDaemon(options = {}) {
   const args = [
     '--socket', socketPath,
     '--data-dir', dataDir,
-    '--project', 'test',
+    ...(options.identity ?? ['--project', 'test']),
     '--log-format', 'console',
     '--default-quota', String(options.quota ?? 1024 * 1024 * 1024),
     // No metrics listener: several daemons run at once during the tests.

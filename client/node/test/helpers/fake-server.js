@@ -81,6 +81,8 @@ export function memoryHandler() {
       case 'delete': { const had = m.delete(req.key); return { result: had }; }
       case 'getMany': return { result: req.keys.map((k) => (m.has(k) ? m.get(k) : null)) };
       case 'hasMany': return { result: req.keys.map((k) => m.has(k)) };
+      case 'deleteMany': return { result: req.keys.map((k) => m.delete(k)) };
+      case 'setMany': for (const it of req.items) m.set(it.key, it.value); return { result: null };
       default: return { error: { code: 'unknown_op', message: `unknown op ${req.op}` } };
     }
   };
