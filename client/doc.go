@@ -39,7 +39,9 @@
 //
 // When the connection breaks (the daemon restarted, say), the calls in
 // flight on it fail with an error matching ErrUnavailable; a write among
-// them may or may not have been applied. The next call dials again, so a
-// client outlives daemon restarts without being rebuilt. After Close every
-// call fails with ErrClosed.
+// them may or may not have been applied. A request the client knows never
+// left (still queued, or refused by the socket's write) is instead sent once
+// more on a new connection. The next call dials again, so a client outlives
+// daemon restarts without being rebuilt. After Close every call fails with
+// ErrClosed.
 package client
