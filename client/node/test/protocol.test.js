@@ -39,6 +39,13 @@ test('socket path: option, then $KV_SOCKET, then the default', () => {
   }
 });
 
+test('VERSION matches package.json', async () => {
+  const { VERSION } = await import('../src/index.js');
+  const { readFileSync } = await import('node:fs');
+  const pkg = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8'));
+  assert.equal(VERSION, pkg.version);
+});
+
 test('matches responses by id when they arrive in reverse order, coalesced', async (t) => {
   const srv = await startFakeServer((req) => ({ result: Buffer.from(JSON.stringify(req.key)) }), { write: 'reverse' });
   t.after(() => srv.close());
