@@ -98,7 +98,9 @@ test('a call the daemon does not answer in time fails with TIMEOUT; the connecti
     } finally {
       d.resume();
     }
-    assert.equal(await kv.get('k'), 'v');
+    // The same client recovers (retrying only TIMEOUTs while the resumed
+    // daemon catches up on a loaded machine).
+    assert.equal(await retryTimeouts(() => kv.get('k')), 'v');
   } finally {
     await kv.close();
   }
@@ -113,6 +115,16 @@ test('the timeout also bounds waiting for the hello of a stalled daemon', async 
   } finally {
     d.resume();
   }
-  await kv.ping();
+  await retryTimeouts(() => kv.ping());
   await kv.close();
 });
+
+async function retryTimeouts(fn) {
+  for (let i = 0; ; i++) {
+    try {
+      return await fn();
+    } catch (err) {
+      if (err.code !== 'TIMEOUT' || i >= 20) throw err;
+    }
+  }
+}

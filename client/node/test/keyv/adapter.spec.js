@@ -51,9 +51,9 @@ describe('KeyvSidecar', () => {
   it('passes Keyv TTLs to the daemon, which expires the entry itself', async () => {
     const store = adapter();
     const keyv = new Keyv({ store });
-    await keyv.set('short', 'v', 250);
+    await keyv.set('short', 'v', 1000);
     expect(await store.has('keyv:short')).toBe(true);
-    await sleep(400);
+    await sleep(1200);
     // Not only Keyv's own expiry check: the daemon no longer has the key.
     expect(await store.get('keyv:short')).toBeUndefined();
     expect(await store.has('keyv:short')).toBe(false);
