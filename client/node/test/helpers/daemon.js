@@ -121,6 +121,11 @@ export async function startDaemon(options = {}) {
       fs.rmSync(dir, { recursive: true, force: true });
     },
   };
-  await d.start();
+  try {
+    await d.start();
+  } catch (err) {
+    fs.rmSync(dir, { recursive: true, force: true });
+    throw err;
+  }
   return d;
 }

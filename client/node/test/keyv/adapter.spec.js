@@ -8,6 +8,7 @@ import { KeyvSidecar as FromMain, createClient, KvError } from 'kvsidecar';
 import { startDaemon } from '../helpers/daemon.js';
 
 const socketPath = inject('socketPath');
+process.env.KVSIDECAR_BIN ??= inject('kvsidecarBin');
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 const cleanup = [];
 
