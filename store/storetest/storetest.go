@@ -23,11 +23,45 @@ type Options struct {
 // Harness describes a backend to the suite.
 type Harness struct {
 	// Open returns a new, empty store; the harness closes and removes it when
-	// the test ends (t.Cleanup).
+	// the test ends (t.Cleanup). The suite may have closed it already, so the
+	// cleanup must accept store.ErrClosed from Close.
 	Open func(t *testing.T, opts Options) store.Store
 	// RealClock is set when the backend ignores Options.Now: the suite then
 	// waits out TTLs in real time instead of advancing the fake clock.
 	RealClock bool
+}
+
+// Run runs the conformance suite against the backend h opens. Every subtest
+// opens its own store. With h.RealClock, tests that wait for TTLs sleep
+// about a second each, and run in parallel (so h.Open must allow that).
+func Run(t *testing.T, h Harness) {
+	groups := []struct {
+		name string
+		run  func(t *testing.T, h Harness)
+	}{
+		{"Basics", testBasics},
+		{"Many", testMany},
+		{"Validation", testValidation},
+		{"Isolation", testIsolation},
+		{"TTL", testTTL},
+		{"Sweep", testSweep},
+		{"Quota", testQuota},
+		{"Incr", testIncr},
+		{"List", testList},
+		{"UsageModel", testUsageModel},
+		{"Concurrency", testConcurrency},
+		{"Context", testContext},
+		{"Close", testClose},
+	}
+	for _, g := range groups {
+		t.Run(g.name, func(t *testing.T) {
+			if h.RealClock {
+				// Let the groups' TTL waits overlap.
+				t.Parallel()
+			}
+			g.run(t, h)
+		})
+	}
 }
 
 // Clock is a fake clock that tests move by hand.
