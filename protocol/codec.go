@@ -164,8 +164,8 @@ func (r *Request) EncodeMsgpack(e *msgpack.Encoder) error {
 	hasKey := has(r.Key != "")
 	hasValue := has(r.Op == OpSet)
 	hasTTL := has(r.TTL != 0)
-	hasKeys := has(r.Keys != nil)
-	hasItems := has(r.Items != nil)
+	hasKeys := has(r.Keys != nil || r.Op == OpGetMany || r.Op == OpHasMany || r.Op == OpDeleteMany)
+	hasItems := has(r.Items != nil || r.Op == OpSetMany)
 	hasPrefix := has(r.Prefix != "")
 	hasCursor := has(r.Cursor != "")
 	hasLimit := has(r.Limit != 0)
@@ -554,8 +554,14 @@ func (rd *reader) str(field string) string {
 	return s
 }
 
+// bytes reads a bin. A str is refused: values are bytes, and a client that
+// sends text where bytes belong has a bug worth reporting.
 func (rd *reader) bytes(field string) []byte {
 	if rd.err != nil {
+		return nil
+	}
+	if c, err := rd.d.PeekCode(); err == nil && c != msgpcode.Bin8 && c != msgpcode.Bin16 && c != msgpcode.Bin32 {
+		rd.fail(field, fmt.Errorf("want a bin (byte string), got msgpack type 0x%02x", c))
 		return nil
 	}
 	b, err := rd.d.DecodeBytes()

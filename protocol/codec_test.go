@@ -154,6 +154,7 @@ func TestDecodeRequestErrors(t *testing.T) {
 		{"trailing bytes", append(mustMarshal(t, map[string]any{"id": 1, "op": "ping"}), 0x00), "after the request map", false},
 		{"key of wrong type", mustMarshal(t, map[string]any{"id": 1, "op": "get", "key": 5}), `field "key"`, true},
 		{"negative id", mustMarshal(t, map[string]any{"id": -1, "op": "get"}), `field "id"`, true},
+		{"value as str, not bin", mustMarshal(t, map[string]any{"id": 1, "op": "set", "key": "k", "value": "text"}), "want a bin", true},
 		{"ttl not an int", mustMarshal(t, map[string]any{"id": 1, "op": "set", "key": "k", "value": []byte("1"), "ttl": "soon"}), `field "ttl"`, true},
 		{"deep nesting", append(mustMarshal(t, map[string]any{"id": 1})[:0:0], append([]byte{0x81, 0xa1, 'x'}, append(nested, 0xc0)...)...), "nested deeper", false},
 		{"huge array claim", []byte{0x81, 0xa4, 'k', 'e', 'y', 's', 0xdd, 0x7f, 0xff, 0xff, 0xff}, "array of", false},

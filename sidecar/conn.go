@@ -189,8 +189,12 @@ func opName(req *protocol.Request) string {
 func (c *conn) readFailed(err error) {
 	var ne net.Error
 	switch {
-	case errors.Is(err, io.EOF), errors.Is(err, os.ErrDeadlineExceeded), errors.As(err, &ne) && ne.Timeout():
-		// The peer closed the connection between frames, or the server is stopping.
+	case errors.Is(err, io.EOF):
+		// The peer closed the connection between frames.
+	case errors.Is(err, os.ErrDeadlineExceeded), errors.As(err, &ne) && ne.Timeout():
+		// The server is stopping: say so, so the client knows requests it
+		// sent after this point were not read.
+		c.out <- outItem{resp: &protocol.Response{Err: protocol.NewError(protocol.CodeUnavailable, "the daemon is stopping; requests not yet answered were not read")}}
 	case errors.Is(err, protocol.ErrFrameTooLarge):
 		c.fatal(0, protocol.CodeFrameTooLarge, err.Error())
 	case errors.Is(err, protocol.ErrTruncated):

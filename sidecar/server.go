@@ -8,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"sync"
@@ -238,5 +239,11 @@ func (s *Server) refuse(nc *net.UnixConn, msg string) {
 		nc.SetWriteDeadline(time.Now().Add(time.Second))
 		nc.Write(frame)
 	}
+	// Half-close and read what the peer sends (its hello) until it closes or
+	// a second passes: closing with unread input would make the kernel reset
+	// the connection, and some clients then lose the error frame.
+	nc.CloseWrite()
+	nc.SetReadDeadline(time.Now().Add(time.Second))
+	io.Copy(io.Discard, io.LimitReader(nc, 1<<20))
 	nc.Close()
 }

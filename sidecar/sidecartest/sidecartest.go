@@ -42,6 +42,7 @@ type Daemon struct {
 	t      testing.TB
 	opts   Options
 	cancel context.CancelFunc
+	reload chan struct{}
 }
 
 // Start starts a daemon and stops it when the test ends.
@@ -65,7 +66,7 @@ func Start(t testing.TB, opts Options) *Daemon {
 	if opts.Logger == nil {
 		opts.Logger = zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel))
 	}
-	d := &Daemon{Socket: opts.Socket, DataDir: opts.DataDir, t: t, opts: opts}
+	d := &Daemon{Socket: opts.Socket, DataDir: opts.DataDir, t: t, opts: opts, reload: make(chan struct{})}
 	d.start()
 	t.Cleanup(d.Stop)
 	return d
@@ -89,7 +90,7 @@ func (d *Daemon) start() {
 		cfg.MetricsAddr = "127.0.0.1:0"
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	sd, err := sidecar.Start(ctx, cfg, d.opts.Logger, nil)
+	sd, err := sidecar.Start(ctx, cfg, d.opts.Logger, d.reload)
 	if err != nil {
 		cancel()
 		d.t.Fatalf("start daemon: %v", err)
@@ -107,6 +108,16 @@ func (d *Daemon) Stop() {
 	d.cancel = nil
 	if err := d.Wait(); err != nil {
 		d.t.Errorf("daemon stopped with: %v", err)
+	}
+}
+
+// Reload makes the daemon re-read its uid map, as SIGHUP does, and returns
+// once the daemon has taken the request.
+func (d *Daemon) Reload() {
+	select {
+	case d.reload <- struct{}{}:
+	case <-d.Done():
+		d.t.Fatal("reload: the daemon has stopped")
 	}
 }
 
