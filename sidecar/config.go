@@ -67,8 +67,10 @@ type Config struct {
 	// SystemProject is refused key-value access. Default "system".
 	SystemProject string
 
-	// DefaultQuota is the storage quota of a project without an override,
-	// in bytes. Default store.DefaultQuota (1 GiB).
+	// DefaultQuota, when > 0, sets the storage quota of projects without an
+	// override, in bytes, and is stored so that every daemon sharing the
+	// store agrees. 0 keeps the stored value (store.DefaultQuota, 1 GiB,
+	// until someone sets another).
 	DefaultQuota int64
 	// Limits are the key and value size limits.
 	Limits store.Limits
@@ -117,9 +119,6 @@ func (c Config) WithDefaults() Config {
 	}
 	if c.SystemProject == "" {
 		c.SystemProject = DefaultSystemProject
-	}
-	if c.DefaultQuota == 0 {
-		c.DefaultQuota = store.DefaultQuota
 	}
 	c.Limits = c.Limits.WithDefaults()
 	if c.MaxConns <= 0 {
@@ -232,8 +231,8 @@ func LoadConfig(args []string, getenv func(string) string, out io.Writer) (Confi
 	fs.StringVar(&c.Project, "project", env("KV_PROJECT", ""), "static identity: every caller belongs to this project (env KV_PROJECT)")
 	fs.StringVar(&c.UIDMap, "uid-map", env("KV_UID_MAP", ""), "uid identity: file of \"UID PROJECT\" or \"FROM-TO PROJECT\" lines, # comments; re-read on SIGHUP (env KV_UID_MAP)")
 	fs.StringVar(&c.SystemProject, "system-project", env("KV_SYSTEM_PROJECT", DefaultSystemProject), "project that is refused key-value access (env KV_SYSTEM_PROJECT)")
-	quota := sizeValue(envSize("KV_DEFAULT_QUOTA", store.DefaultQuota))
-	fs.Var(&quota, "default-quota", "storage quota of a project without an override: bytes, or a size such as 512MiB or 1GB (env KV_DEFAULT_QUOTA)")
+	quota := sizeValue(envSize("KV_DEFAULT_QUOTA", 0))
+	fs.Var(&quota, "default-quota", "storage quota of a project without an override: bytes, or a size such as 512MiB or 1GB. It is stored, so every daemon sharing the store agrees; when not given, the stored value stays in force (1GiB until set) (env KV_DEFAULT_QUOTA)")
 	fs.IntVar(&c.Limits.MaxKeyBytes, "max-key-bytes", envInt("KV_MAX_KEY_BYTES", store.DefaultMaxKeyBytes), "longest key in bytes (env KV_MAX_KEY_BYTES)")
 	fs.IntVar(&c.Limits.MaxValueBytes, "max-value-bytes", envInt("KV_MAX_VALUE_BYTES", store.DefaultMaxValueBytes), "largest value in bytes (env KV_MAX_VALUE_BYTES)")
 	fs.IntVar(&c.MaxConns, "max-conns", envInt("KV_MAX_CONNS", DefaultMaxConns), "most open connections; more callers wait to be accepted (env KV_MAX_CONNS)")

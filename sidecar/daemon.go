@@ -19,6 +19,7 @@ import (
 	"github.com/kvsidecar/kvsidecar/sidecar/identity"
 	"github.com/kvsidecar/kvsidecar/store"
 	"github.com/kvsidecar/kvsidecar/store/bolt"
+	"github.com/kvsidecar/kvsidecar/store/postgres"
 )
 
 // Daemon is a running kvsidecar: store, socket server, and metrics server.
@@ -230,7 +231,20 @@ func openStore(ctx context.Context, cfg Config, m *Metrics, log *zap.Logger) (st
 }
 
 func openPostgres(ctx context.Context, cfg Config, m *Metrics, log *zap.Logger) (store.Store, error) {
-	return nil, errors.New("--postgres: the PostgreSQL backend is not built in yet")
+	st, err := postgres.Open(ctx, postgres.Config{
+		DSN:              cfg.Postgres,
+		Limits:           cfg.Limits,
+		DefaultQuota:     cfg.DefaultQuota,
+		MaxConns:         int32(cfg.PostgresMaxConns),
+		StatementTimeout: cfg.PostgresStatementTimeout,
+		ObserveBatch:     m.ObserveBatch,
+		Logger:           log.Named("store"),
+	})
+	if err != nil {
+		// The DSN may hold a password: name the backend, not the DSN.
+		return nil, fmt.Errorf("open PostgreSQL store: %w", err)
+	}
+	return st, nil
 }
 
 // NewLogger builds the daemon's logger: JSON lines or console text at the

@@ -39,7 +39,7 @@ func TestHelpExplainsEveryFlag(t *testing.T) {
 	}
 	for _, want := range []string{
 		"-socket", "KV_SOCKET", "/run/kvsidecar/kv.sock", "-data-dir", "KV_DATA_DIR", "-project", "KV_PROJECT",
-		"-uid-map", "KV_UID_MAP", "-system-project", "-default-quota", "KV_DEFAULT_QUOTA", "1073741824",
+		"-uid-map", "KV_UID_MAP", "-system-project", "-default-quota", "KV_DEFAULT_QUOTA", "1GiB",
 		"-max-key-bytes", "-max-value-bytes", "-metrics-addr", "-log-level", "-log-format", "-postgres", "SIGHUP",
 	} {
 		if !strings.Contains(string(out), want) {
