@@ -1,0 +1,24 @@
+package postgres
+
+import (
+	"testing"
+
+	"github.com/kvsidecar/kvsidecar/store"
+	"github.com/kvsidecar/kvsidecar/store/storetest"
+)
+
+// TestConformance runs the suite every backend passes. Each store the suite
+// opens gets a schema of its own in one database, which is much quicker
+// than a database each; the clock is injected through Config.Now.
+func TestConformance(t *testing.T) {
+	dsn := testDatabase(t)
+	storetest.Run(t, storetest.Harness{
+		Open: func(t *testing.T, opts storetest.Options) store.Store {
+			cfg := testConfig(testSchema(t, dsn))
+			cfg.Limits = opts.Limits
+			cfg.DefaultQuota = opts.DefaultQuota
+			cfg.Now = opts.Now
+			return openStore(t, cfg)
+		},
+	})
+}
