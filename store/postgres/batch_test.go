@@ -395,3 +395,75 @@ func TestSweepSkipsBusyProjects(t *testing.T) {
 		t.Errorf("projects with a next expiry after sweeping everything = %d, %v", candidates, err)
 	}
 }
+
+// TestSetsOnlyBatches covers the one-round-trip path of batches made of Sets
+// and SetManys: a key set several times keeps its last value, usage stays
+// exact, and a project without room for the whole batch falls back to the
+// general path — which refuses only the calls that do not fit — while a
+// project with room in the same batch is written.
+func TestSetsOnlyBatches(t *testing.T) {
+	dsn := testSchema(t, testDatabase(t))
+	ctx := context.Background()
+	var log batchLog
+	cfg := testConfig(dsn)
+	cfg.ObserveBatch = log.observe
+	s := openStore(t, cfg)
+	conn := dbConn(t, dsn)
+
+	full := "q"
+	for i := 0; partition(full, len(s.writeQs)) != partition("p", len(s.writeQs)); i++ {
+		full = "q" + strconv.Itoa(i)
+	}
+	if err := s.SetQuota(ctx, full, 50); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Set(ctx, full, "old", make([]byte, 27), 0); err != nil { // 30 of 50 bytes
+		t.Fatal(err)
+	}
+
+	st := newStall(t, s, dsn, "p")
+	calls := []struct {
+		name string
+		call func() error
+		want error
+	}{
+		{"p: k", func() error { return s.Set(ctx, "p", "k", []byte("a"), 0) }, nil},
+		{"p: k again", func() error { return s.Set(ctx, "p", "k", []byte("bbbb"), time.Hour) }, nil},
+		{"p: SetMany", func() error {
+			return s.SetMany(ctx, "p", []store.Item{{Key: "k", Value: []byte("c")}, {Key: "j", Value: []byte("dd")}})
+		}, nil},
+		{"p: j", func() error { return s.Set(ctx, "p", "j", []byte("e"), 0) }, nil},
+		{full + ": too big", func() error { return s.Set(ctx, full, "big", make([]byte, 18), 0) }, store.ErrQuotaExceeded},
+		{full + ": fits", func() error { return s.Set(ctx, full, "small", make([]byte, 15), 0) }, nil},
+		{full + ": now too big", func() error { return s.Set(ctx, full, "x", make([]byte, 1), 0) }, store.ErrQuotaExceeded},
+	}
+	errs := make([]error, len(calls))
+	for i, c := range calls {
+		st.queue(func() { errs[i] = c.call() })
+	}
+	st.release()
+	for i, c := range calls {
+		if !errors.Is(errs[i], c.want) || (c.want == nil && errs[i] != nil) {
+			t.Errorf("%s: err = %v, want %v", c.name, errs[i], c.want)
+		}
+	}
+	if sizes := log.get(); sizes[len(sizes)-1] != len(calls) {
+		t.Errorf("batches = %v, want the last of %d calls", sizes, len(calls))
+	}
+	for key, want := range map[string]string{"k": "c", "j": "e", "stall": "1"} {
+		if v, ok, err := s.Get(ctx, "p", key); err != nil || !ok || string(v) != want {
+			t.Errorf("Get(p, %q) = %q, %v, %v; want %q", key, v, ok, err, want)
+		}
+	}
+	for _, p := range []string{"p", full} {
+		checkUsageMatchesRows(t, conn, p)
+	}
+	if u, err := s.Usage(ctx, full); err != nil || u.Bytes != 50 {
+		t.Errorf("Usage(%s) = %+v, %v; want 50 bytes", full, u, err)
+	}
+	// "k" was last set without a TTL, so nothing of p expires.
+	var expiring int
+	if err := conn.QueryRow(ctx, `SELECT count(*) FROM kv_entries WHERE project = 'p' AND expires_at IS NOT NULL`).Scan(&expiring); err != nil || expiring != 0 {
+		t.Errorf("entries of p with an expiry = %d, %v; want 0", expiring, err)
+	}
+}

@@ -75,13 +75,42 @@ func (s *Store) commit(batch []*writeReq) {
 		return
 	}
 
+	// Batches of Sets far from their quota take one round trip.
+	fast := 0
+	if onlySets(live) {
+		applied, err := s.commitFast(live)
+		if err != nil && classify(err) == classUnavailable {
+			s.fail(live, err)
+			return
+		}
+		// On a conflict or a refused statement nothing was applied, and the
+		// general path sorts it out.
+		rest := live[:0]
+		for _, r := range live {
+			if applied[r.project] {
+				r.done <- writeResult{}
+				fast++
+			} else {
+				rest = append(rest, r)
+			}
+		}
+		live = rest
+		if len(live) == 0 {
+			s.cfg.ObserveBatch(fast)
+			return
+		}
+	}
+
 	results, err := s.commitRetrying(live)
 	if err == nil {
-		s.cfg.ObserveBatch(len(live))
+		s.cfg.ObserveBatch(fast + len(live))
 		for i, r := range live {
 			r.done <- results[i]
 		}
 		return
+	}
+	if fast > 0 {
+		s.cfg.ObserveBatch(fast)
 	}
 	if len(live) > 1 && classify(err) == classRetryAlone {
 		s.log.Warn("write batch failed; retrying its calls one at a time",
@@ -97,8 +126,13 @@ func (s *Store) commit(batch []*writeReq) {
 		}
 		return
 	}
+	s.fail(live, err)
+}
+
+// fail answers every call of reqs with err, from the database.
+func (s *Store) fail(reqs []*writeReq, err error) {
 	err = dbError(err)
-	for _, r := range live {
+	for _, r := range reqs {
 		r.done <- writeResult{err: err}
 	}
 }

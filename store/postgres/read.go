@@ -221,7 +221,11 @@ func (s *Store) readRound(round []*readReq) {
 	b := &pgx.Batch{}
 	for name, p := range projects {
 		if len(p.valueKeys) > 0 {
-			b.Queue(sqlGetValues, name, keyBytes(p.valueKeys, nil), now).Query(func(rows pgx.Rows) error {
+			q, keys := sqlGetValues, any(keyBytes(p.valueKeys, nil))
+			if len(p.valueKeys) == 1 {
+				q, keys = sqlGetValue, keys.([][]byte)[0]
+			}
+			b.Queue(q, name, keys, now).Query(func(rows pgx.Rows) error {
 				for rows.Next() {
 					var key, value []byte
 					if err := rows.Scan(&key, &value); err != nil {
@@ -235,8 +239,12 @@ func (s *Store) readRound(round []*readReq) {
 				return rows.Err()
 			})
 		}
-		if len(p.hasKeys) > 0 {
-			b.Queue(sqlHasKeys, name, keyBytes(p.hasKeys, p.valueKeys), now).Query(func(rows pgx.Rows) error {
+		if hasKeys := keyBytes(p.hasKeys, p.valueKeys); len(hasKeys) > 0 {
+			q, keys := sqlHasKeys, any(hasKeys)
+			if len(hasKeys) == 1 {
+				q, keys = sqlHasKey, hasKeys[0]
+			}
+			b.Queue(q, name, keys, now).Query(func(rows pgx.Rows) error {
 				for rows.Next() {
 					var key []byte
 					if err := rows.Scan(&key); err != nil {

@@ -97,10 +97,24 @@ SELECT key, value FROM kv_entries
 WHERE project = $1 AND key = ANY($2::bytea[])
   AND (expires_at IS NULL OR expires_at > coalesce($3::timestamptz, now()))`
 
+	// sqlGetValue is sqlGetValues for one key. Looking up one key by
+	// equality rather than = ANY of a one-element array saves PostgreSQL
+	// about 20µs per statement, which matters for the latency of a lone Get.
+	sqlGetValue = `
+SELECT key, value FROM kv_entries
+WHERE project = $1 AND key = $2::bytea
+  AND (expires_at IS NULL OR expires_at > coalesce($3::timestamptz, now()))`
+
 	// sqlHasKeys reads which keys are live.
 	sqlHasKeys = `
 SELECT key FROM kv_entries
 WHERE project = $1 AND key = ANY($2::bytea[])
+  AND (expires_at IS NULL OR expires_at > coalesce($3::timestamptz, now()))`
+
+	// sqlHasKey is sqlHasKeys for one key (see sqlGetValue).
+	sqlHasKey = `
+SELECT key FROM kv_entries
+WHERE project = $1 AND key = $2::bytea
   AND (expires_at IS NULL OR expires_at > coalesce($3::timestamptz, now()))`
 
 	// sqlListRange and sqlListFrom read a page of live entries in key order:
@@ -188,3 +202,61 @@ SET bytes = bytes - (SELECT coalesce(sum(size), 0) FROM d),
 WHERE project = $1
 RETURNING (SELECT count(*) FROM d)`
 )
+
+// sqlFastSet applies a batch's Sets of one project in one statement, when
+// the usage row (locked by the previous statement, so this statement's
+// snapshot already includes every earlier writer) leaves room for all of
+// them even if none replaced an existing row: $7 is the sum of the sizes of
+// every item of the batch, an upper bound of the usage any prefix of the
+// batch could add. Then no call can be refused, the Go-side decisions are
+// unnecessary, and the batch commits in one round trip. $2..$4 hold each key
+// once, with its last value; $6 is the sum of their sizes and $8 the
+// shortest TTL (NULL for none). The command tag says whether it applied
+// (UPDATE 1) or left everything to the general path (UPDATE 0).
+const sqlFastSet = `
+WITH room AS (
+    SELECT 1 FROM kv_usage u
+    WHERE u.project = $1
+      AND u.bytes + $7 <= coalesce(u.quota, (SELECT s.value FROM kv_settings s WHERE s.name = 'default_quota'))
+), old AS (
+    SELECT octet_length(e.key) + octet_length(e.value) AS size
+    FROM kv_entries e
+    WHERE e.project = $1 AND e.key = ANY($2::bytea[]) AND EXISTS (SELECT FROM room)
+), up AS (
+    INSERT INTO kv_entries (project, key, value, expires_at)
+    SELECT $1::text, u.k, u.v,
+           CASE WHEN u.t > 0 THEN coalesce($5::timestamptz, now()) + u.t * interval '1 microsecond' END
+    FROM unnest($2::bytea[], $3::bytea[], $4::int8[]) AS u(k, v, t)
+    WHERE EXISTS (SELECT FROM room)
+    ON CONFLICT (project, key) DO UPDATE SET value = excluded.value, expires_at = excluded.expires_at
+)
+UPDATE kv_usage
+SET bytes = bytes + $6 - (SELECT coalesce(sum(size), 0) FROM old),
+    entries = entries + cardinality($2::bytea[]) - (SELECT count(*) FROM old),
+    next_expiry = least(next_expiry, coalesce($5::timestamptz, now()) + $8::int8 * interval '1 microsecond')
+WHERE project = $1 AND EXISTS (SELECT FROM room)`
+
+// sqlFastSetOne is sqlFastSet for a batch that sets one key of the project
+// (see sqlGetValue): $2 the key, $3 its value, $4 its TTL in microseconds
+// (0 for none), $6 its size, $7 the sum of the sizes of every item.
+const sqlFastSetOne = `
+WITH room AS (
+    SELECT 1 FROM kv_usage u
+    WHERE u.project = $1
+      AND u.bytes + $7 <= coalesce(u.quota, (SELECT s.value FROM kv_settings s WHERE s.name = 'default_quota'))
+), old AS (
+    SELECT octet_length(e.key) + octet_length(e.value) AS size
+    FROM kv_entries e
+    WHERE e.project = $1 AND e.key = $2::bytea AND EXISTS (SELECT FROM room)
+), up AS (
+    INSERT INTO kv_entries (project, key, value, expires_at)
+    SELECT $1::text, $2::bytea, $3::bytea,
+           CASE WHEN $4::int8 > 0 THEN coalesce($5::timestamptz, now()) + $4::int8 * interval '1 microsecond' END
+    WHERE EXISTS (SELECT FROM room)
+    ON CONFLICT (project, key) DO UPDATE SET value = excluded.value, expires_at = excluded.expires_at
+)
+UPDATE kv_usage
+SET bytes = bytes + $6 - (SELECT coalesce(sum(size), 0) FROM old),
+    entries = entries + 1 - (SELECT count(*) FROM old),
+    next_expiry = least(next_expiry, coalesce($5::timestamptz, now()) + nullif($4::int8, 0) * interval '1 microsecond')
+WHERE project = $1 AND EXISTS (SELECT FROM room)`

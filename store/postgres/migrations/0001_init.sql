@@ -12,7 +12,7 @@ CREATE TABLE kv_entries (
     value      bytea NOT NULL,
     expires_at timestamptz,
     PRIMARY KEY (project, key)
-);
+) WITH (fillfactor = 80);
 
 -- A project's expired entries, for the sweeper, the quota check and Usage.
 CREATE INDEX kv_entries_expiry ON kv_entries (project, expires_at)

@@ -1,0 +1,118 @@
+package postgres
+
+import (
+	"context"
+	"slices"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/kvsidecar/kvsidecar/store"
+)
+
+// fastSets is the part of a batch of Sets and SetManys that belongs to one
+// project, prepared for sqlFastSet.
+type fastSets struct {
+	index        map[string]int // key → its position in keys
+	keys, values [][]byte
+	ttls         []int64 // microseconds, 0 for none
+	minTTL       *int64
+	finalBytes   int64 // sizes of keys with their last values
+	boundBytes   int64 // sizes of every item of every call
+	applied      bool
+}
+
+// onlySets reports whether every call of a batch is a Set or a SetMany.
+func onlySets(reqs []*writeReq) bool {
+	for _, r := range reqs {
+		if r.op != opSet && r.op != opSetMany {
+			return false
+		}
+	}
+	return true
+}
+
+// commitFast commits a batch of Sets and SetManys in one round trip: it
+// locks the usage rows and, for every project with room for all of its
+// items, writes them with one statement. It returns the projects it
+// applied; the calls of the others (close to their quota) must go through
+// the general path, which decides them one by one. An error means nothing
+// was committed, or, during the commit, that the outcome is unknown.
+func (s *Store) commitFast(reqs []*writeReq) (applied map[string]bool, err error) {
+	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.StatementTimeout)
+	defer cancel()
+
+	// One statement per project, with each key once and its last value.
+	projects := map[string]*fastSets{}
+	var names []string
+	for _, r := range reqs {
+		p := projects[r.project]
+		if p == nil {
+			p = &fastSets{index: map[string]int{}}
+			projects[r.project] = p
+			names = append(names, r.project)
+		}
+		for _, it := range r.items {
+			size := store.EntrySize(it.Key, it.Value)
+			p.boundBytes += size
+			if i, ok := p.index[it.Key]; ok {
+				p.finalBytes += size - store.EntrySize(it.Key, p.values[i])
+				p.values[i], p.ttls[i] = it.Value, ttlMicros(it.TTL)
+				continue
+			}
+			p.index[it.Key] = len(p.keys)
+			p.keys = append(p.keys, []byte(it.Key))
+			p.values = append(p.values, it.Value)
+			p.ttls = append(p.ttls, ttlMicros(it.TTL))
+			p.finalBytes += size
+		}
+	}
+	for _, p := range projects {
+		for _, us := range p.ttls {
+			if us > 0 && (p.minTTL == nil || us < *p.minTTL) {
+				p.minTTL = &us
+			}
+		}
+	}
+	slices.Sort(names) // the order usage rows are locked in
+	if err := s.ensureUsageRows(ctx, names); err != nil {
+		return nil, err
+	}
+
+	conn, err := s.pool.Acquire(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer conn.Release()
+	now := s.nowArg()
+	// No begin and commit: the statements of a pipeline run in one implicit
+	// transaction, which commits at its end, or rolls back entirely if any
+	// statement fails.
+	b := &pgx.Batch{}
+	for _, name := range names {
+		b.Queue(sqlLockUsage, name)
+	}
+	for _, name := range names {
+		p := projects[name]
+		var qq *pgx.QueuedQuery
+		if len(p.keys) == 1 {
+			qq = b.Queue(sqlFastSetOne, name, p.keys[0], p.values[0], p.ttls[0], now, p.finalBytes, p.boundBytes)
+		} else {
+			qq = b.Queue(sqlFastSet, name, p.keys, p.values, p.ttls, now, p.finalBytes, p.boundBytes, p.minTTL)
+		}
+		qq.Exec(func(ct pgconn.CommandTag) error {
+			p.applied = ct.RowsAffected() == 1
+			return nil
+		})
+	}
+	if err := conn.Conn().SendBatch(ctx, b).Close(); err != nil {
+		return nil, err
+	}
+	applied = map[string]bool{}
+	for name, p := range projects {
+		if p.applied {
+			applied[name] = true
+		}
+	}
+	return applied, nil
+}
