@@ -101,7 +101,7 @@ func Start(ctx context.Context, cfg Config, log *zap.Logger, reload <-chan struc
 		zap.String("store", d.storeName()),
 		zap.String("identity", identityName(cfg)),
 		zap.String("metrics_addr", d.MetricsAddr()),
-		zap.Int64("default_quota", cfg.DefaultQuota))
+		quotaField(cfg.DefaultQuota))
 	go func() {
 		defer close(d.done)
 		err := d.server.Serve(ctx)
@@ -267,4 +267,11 @@ func NewLogger(level, format string) (*zap.Logger, error) {
 	zc.OutputPaths = []string{"stderr"}
 	zc.ErrorOutputPaths = []string{"stderr"}
 	return zc.Build()
+}
+
+func quotaField(q int64) zap.Field {
+	if q == 0 {
+		return zap.String("default_quota", "as stored")
+	}
+	return zap.Int64("default_quota", q)
 }
