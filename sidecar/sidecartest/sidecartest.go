@@ -26,6 +26,7 @@ type Options struct {
 	DefaultQuota int64
 	Limits       store.Limits
 	MaxInflight  int
+	MaxConns     int
 	Postgres     string // PostgreSQL DSN; default: the embedded store
 	DataDir      string // default: a new temporary directory
 	Socket       string // default: kv.sock in a new temporary directory
@@ -83,6 +84,7 @@ func (d *Daemon) start() {
 		DefaultQuota:    d.opts.DefaultQuota,
 		Limits:          d.opts.Limits,
 		MaxInflight:     d.opts.MaxInflight,
+		MaxConns:        d.opts.MaxConns,
 		ShutdownTimeout: 10 * time.Second,
 		LogLevel:        "warn",
 	}

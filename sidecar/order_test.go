@@ -1,0 +1,116 @@
+package sidecar_test
+
+import (
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/kvsidecar/kvsidecar/protocol"
+	"github.com/kvsidecar/kvsidecar/sidecar/sidecartest"
+)
+
+// TestPipelinedWritesToOneKeyApplyInOrder sends many writes to the same
+// keys in one burst, without waiting for answers: the daemon runs requests
+// concurrently, yet each key ends with the last value sent, incr answers
+// count up in send order, and a clear in the middle splits the stream.
+func TestPipelinedWritesToOneKeyApplyInOrder(t *testing.T) {
+	d := sidecartest.Start(t, sidecartest.Options{})
+	c := dialRaw(t, d.Socket)
+	c.hello()
+	enc := protocol.NewEncoder()
+	var burst []byte
+	add := func(req *protocol.Request) {
+		f, err := enc.Request(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		burst = append(burst, f...)
+		c.ops[req.ID] = req.Op
+	}
+	id := uint64(1)
+	const n = 200
+	for i := 1; i <= n; i++ {
+		add(&protocol.Request{ID: id, Op: protocol.OpSet, Key: "last", Value: []byte(strconv.Itoa(i))})
+		id++
+		add(&protocol.Request{ID: id, Op: protocol.OpIncr, Key: "counter", Delta: 1})
+		id++
+		add(&protocol.Request{ID: id, Op: protocol.OpSet, Key: "k" + strconv.Itoa(i%7), Value: []byte("x")})
+		id++
+		if i == n/2 {
+			add(&protocol.Request{ID: id, Op: protocol.OpClear})
+			id++
+		}
+	}
+	getID := id
+	add(&protocol.Request{ID: getID, Op: protocol.OpGet, Key: "last"})
+	c.write(burst)
+
+	incrs := map[uint64]int64{}
+	var final *protocol.Response
+	for range id {
+		r, ok := c.read()
+		if !ok {
+			t.Fatal("connection closed")
+		}
+		if r.Err != nil {
+			t.Fatalf("request %d: %v", r.ID, r.Err)
+		}
+		if c.ops[r.ID] == protocol.OpIncr {
+			incrs[r.ID] = r.Int
+		}
+		if r.ID == getID {
+			final = r
+		}
+	}
+	if string(final.Value) != strconv.Itoa(n) {
+		t.Fatalf("last = %s, want %d: writes to one key were reordered", final.Value, n)
+	}
+	// incr k-th after the clear restarts from 1; before it counts 1..n/2.
+	var prevID uint64
+	var prev int64
+	for i := 1; i <= n; i++ {
+		want := int64(i)
+		if i > n/2 {
+			want = int64(i - n/2)
+		}
+		// ids of incr: 2, 5, 8, ... (plus one after the clear)
+		rid := uint64(3*(i-1) + 2)
+		if i > n/2 {
+			rid++
+		}
+		if got := incrs[rid]; got != want {
+			t.Fatalf("incr #%d (id %d) = %d, want %d (previous id %d = %d)", i, rid, got, want, prevID, prev)
+		}
+		prevID, prev = rid, incrs[rid]
+	}
+}
+
+// TestMaxConnsMakesCallersWait checks the connection bound: past it a
+// caller is not served until a connection closes, and then it is.
+func TestMaxConnsMakesCallersWait(t *testing.T) {
+	d := sidecartest.Start(t, sidecartest.Options{MaxConns: 1})
+	first := dialRaw(t, d.Socket)
+	first.hello()
+
+	second := dialRaw(t, d.Socket) // queued by the kernel
+	second.send(&protocol.Request{ID: 0, Op: protocol.OpHello, Version: 1})
+	answered := make(chan *protocol.Response, 1)
+	go func() {
+		r, _ := second.read()
+		answered <- r
+	}()
+	select {
+	case r := <-answered:
+		t.Fatalf("second connection served while the first is open: %+v", r)
+	case <-time.After(300 * time.Millisecond):
+	}
+	first.nc.Close()
+	select {
+	case r := <-answered:
+		if r == nil || r.Err != nil || r.Hello.Project != "test" {
+			t.Fatalf("second connection after the first closed: %+v", r)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("second connection not served after the first closed")
+	}
+}
