@@ -467,3 +467,62 @@ func TestSetsOnlyBatches(t *testing.T) {
 		t.Errorf("entries of p with an expiry = %d, %v; want 0", expiring, err)
 	}
 }
+
+// TestFullQueueIsBusy checks that a write that cannot enter a full queue
+// before its deadline fails with ErrBusy and writes nothing, while the
+// queued ones commit once the committer moves on.
+func TestFullQueueIsBusy(t *testing.T) {
+	dsn := testSchema(t, testDatabase(t))
+	ctx := context.Background()
+	cfg := testConfig(dsn)
+	cfg.Committers = 1
+	cfg.QueueSize = 2
+	s := openStore(t, cfg)
+	st := newStall(t, s, dsn, "p")
+	for i := range 2 {
+		st.queue(func() {
+			if err := s.Set(ctx, "p", "queued"+strconv.Itoa(i), []byte("v"), 0); err != nil {
+				t.Errorf("queued Set: %v", err)
+			}
+		})
+	}
+	short, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
+	defer cancel()
+	if err := s.Set(short, "p", "refused", []byte("v"), 0); !errors.Is(err, store.ErrBusy) || !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("Set into a full queue = %v, want ErrBusy (and the deadline)", err)
+	}
+	st.release()
+	for key, want := range map[string]bool{"queued0": true, "queued1": true, "refused": false} {
+		if _, ok, err := s.Get(ctx, "p", key); err != nil || ok != want {
+			t.Errorf("Get(%q) found = %v, %v; want %v", key, ok, err, want)
+		}
+	}
+}
+
+// TestBackgroundSweeper checks that the sweeper started by Open deletes
+// expired entries and frees their usage on its own.
+func TestBackgroundSweeper(t *testing.T) {
+	dsn := testSchema(t, testDatabase(t))
+	ctx := context.Background()
+	clock := storetest.NewClock()
+	cfg := testConfig(dsn)
+	cfg.Now = clock.Now
+	cfg.SweepInterval = 10 * time.Millisecond
+	s := openStore(t, cfg)
+	for i := range 10 {
+		if err := s.Set(ctx, "p", "k"+strconv.Itoa(i), []byte("v"), time.Minute); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.Set(ctx, "p", "kept", []byte("v"), 0); err != nil {
+		t.Fatal(err)
+	}
+	clock.Advance(time.Hour)
+	conn := dbConn(t, dsn)
+	waitFor(t, "the sweeper to delete the expired entries", func() bool {
+		var rows int
+		err := conn.QueryRow(ctx, `SELECT count(*) FROM kv_entries`).Scan(&rows)
+		return err == nil && rows == 1
+	})
+	checkUsageMatchesRows(t, conn, "p")
+}

@@ -88,10 +88,11 @@ type Config struct {
 	// 0 means DefaultCommitters.
 	Committers int
 	// QueueSize bounds the write calls waiting to be committed, over all
-	// committers. 0 means DefaultQueueSize.
+	// committers, and separately the point reads waiting for the reader.
+	// 0 means DefaultQueueSize.
 	QueueSize int
-	// MaxBatch bounds the items of one write transaction. 0 means
-	// DefaultMaxBatch.
+	// MaxBatch bounds the items of one write batch and the keys of one read
+	// round. 0 means DefaultMaxBatch.
 	MaxBatch int
 	// SweepInterval is how often the background sweeper deletes expired
 	// entries. 0 means DefaultSweepInterval; < 0 disables the sweeper (Sweep
@@ -105,8 +106,10 @@ type Config struct {
 	// database's clock (now()), so that every daemon of a cluster agrees on
 	// what has expired; set it only in tests.
 	Now func() time.Time
-	// ObserveBatch, if set, is called after each write transaction commits,
-	// with the number of write calls it committed. It runs on a committer
+	// ObserveBatch, if set, is called after a committer has committed a
+	// batch, with the number of write calls the batch committed (a batch of
+	// Sets some of whose projects are close to their quota takes two
+	// transactions; it is still one batch). It runs on a committer
 	// goroutine, so it must be fast (a histogram observation).
 	ObserveBatch func(n int)
 	// Logger receives the store's own events: sweeper failures and batches
