@@ -11,7 +11,13 @@
 // them in queue order in one bbolt read-write transaction — one fsync for the
 // lot — and answers each with its own result. At low load a write therefore
 // commits alone and at once; under load, callers share fsyncs. This is
-// bbolt's DB.Batch without its linger timer.
+// bbolt's DB.Batch without its linger timer. Durability is bbolt's default: a
+// transaction is fsynced before any of its writes is answered.
+//
+// A write's context applies while it waits to enter the queue (which is
+// bounded, so a slow disk pushes back on callers). Once queued, the write is
+// applied and the call waits for its real outcome, so a write whose context
+// expires after that point may still commit — and reports that it did.
 //
 // Each request is decided (arguments, quota, integer parsing) before it
 // mutates anything, so a refused request leaves no trace and its neighbours in
@@ -27,7 +33,7 @@
 // Everything is keyed by project first:
 //
 //	meta                       bucket
-//	  "format"                 uint64 layout version (formatVersion)
+//	  "format"                 uint64 layout version, 1
 //	  "default_quota"          int64 bytes; absent means store.DefaultQuota
 //	projects                   bucket, one nested bucket per project name:
 //	  <project>

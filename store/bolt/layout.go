@@ -96,7 +96,11 @@ func expiryAt(now int64, ttl time.Duration) int64 {
 	if ttl <= 0 {
 		return 0
 	}
-	return now + int64((ttl+time.Millisecond-1)/time.Millisecond)
+	ms := int64(ttl / time.Millisecond)
+	if ttl%time.Millisecond != 0 {
+		ms++
+	}
+	return now + ms
 }
 
 // projectTx is one project's buckets within a transaction. Its buckets are nil
@@ -113,16 +117,26 @@ type projectTx struct {
 
 // openProject looks a project up without creating anything.
 func openProject(tx *bbolt.Tx, name string) *projectTx {
-	p := &projectTx{name: name, tx: tx}
-	p.b = tx.Bucket(bucketProjects).Bucket([]byte(name))
+	p := openProjectData(tx, name)
 	if p.b == nil {
 		return p
 	}
-	p.data = p.b.Bucket(bucketData)
 	p.exp = p.b.Bucket(bucketExp)
 	if u := p.b.Get(keyUsage); len(u) == 16 {
 		p.bytes = decodeInt(u[:8])
 		p.entries = decodeInt(u[8:])
+	}
+	return p
+}
+
+// openProjectData opens only what reads of entries need: the data bucket.
+// The expiry index and usage stay unloaded (nil and zero); opening a bucket
+// costs a B-tree search and allocations, which show on the hot read path.
+func openProjectData(tx *bbolt.Tx, name string) *projectTx {
+	p := &projectTx{name: name, tx: tx}
+	p.b = tx.Bucket(bucketProjects).Bucket([]byte(name))
+	if p.b != nil {
+		p.data = p.b.Bucket(bucketData)
 	}
 	return p
 }

@@ -10,10 +10,11 @@ import (
 	"github.com/kvsidecar/kvsidecar/store"
 )
 
-// view runs fn in a read-only transaction on the project. Values fn takes
-// out of the transaction must be copies: bbolt's memory is valid only inside
-// it.
-func (s *Store) view(ctx context.Context, name string, fn func(p *projectTx, now int64) error) error {
+// view runs fn in a read-only transaction on the project: with its data
+// bucket only, or (full) with its expiry index and usage too. Values fn
+// takes out of the transaction must be copies: bbolt's memory is valid only
+// inside it.
+func (s *Store) view(ctx context.Context, name string, full bool, fn func(p *projectTx, now int64) error) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
@@ -26,7 +27,10 @@ func (s *Store) view(ctx context.Context, name string, fn func(p *projectTx, now
 		return store.ErrClosed
 	}
 	return s.db.View(func(tx *bbolt.Tx) error {
-		return fn(openProject(tx, name), s.nowMs())
+		if full {
+			return fn(openProject(tx, name), s.nowMs())
+		}
+		return fn(openProjectData(tx, name), s.nowMs())
 	})
 }
 
@@ -36,7 +40,7 @@ func (s *Store) Get(ctx context.Context, project, key string) ([]byte, bool, err
 		return nil, false, err
 	}
 	var value []byte
-	err := s.view(ctx, project, func(p *projectTx, now int64) error {
+	err := s.view(ctx, project, false, func(p *projectTx, now int64) error {
 		if rec := p.live([]byte(key), now); rec != nil {
 			value = bytes.Clone(recordValue(rec))
 		}
@@ -54,7 +58,7 @@ func (s *Store) GetMany(ctx context.Context, project string, keys []string) ([][
 		return nil, err
 	}
 	values := make([][]byte, len(keys))
-	err := s.view(ctx, project, func(p *projectTx, now int64) error {
+	err := s.view(ctx, project, false, func(p *projectTx, now int64) error {
 		for i, k := range keys {
 			if rec := p.live([]byte(k), now); rec != nil {
 				values[i] = bytes.Clone(recordValue(rec))
@@ -74,7 +78,7 @@ func (s *Store) Has(ctx context.Context, project, key string) (bool, error) {
 		return false, err
 	}
 	var found bool
-	err := s.view(ctx, project, func(p *projectTx, now int64) error {
+	err := s.view(ctx, project, false, func(p *projectTx, now int64) error {
 		found = p.live([]byte(key), now) != nil
 		return nil
 	})
@@ -87,7 +91,7 @@ func (s *Store) HasMany(ctx context.Context, project string, keys []string) ([]b
 		return nil, err
 	}
 	found := make([]bool, len(keys))
-	err := s.view(ctx, project, func(p *projectTx, now int64) error {
+	err := s.view(ctx, project, false, func(p *projectTx, now int64) error {
 		for i, k := range keys {
 			found[i] = p.live([]byte(k), now) != nil
 		}
@@ -106,7 +110,7 @@ func (s *Store) List(ctx context.Context, project string, opts store.ListOptions
 		limit = store.MaxListLimit
 	}
 	var page store.Page
-	err := s.view(ctx, project, func(p *projectTx, now int64) error {
+	err := s.view(ctx, project, false, func(p *projectTx, now int64) error {
 		if p.data == nil {
 			return nil
 		}
@@ -149,7 +153,7 @@ func (s *Store) List(ctx context.Context, project string, opts store.ListOptions
 // Usage returns the project's live usage and quota. See store.Store.
 func (s *Store) Usage(ctx context.Context, project string) (store.Usage, error) {
 	var u store.Usage
-	err := s.view(ctx, project, func(p *projectTx, now int64) error {
+	err := s.view(ctx, project, true, func(p *projectTx, now int64) error {
 		expiredEntries, expiredBytes := p.expiredUsage(now)
 		u = store.Usage{
 			Bytes:   p.bytes - expiredBytes,

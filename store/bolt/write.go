@@ -135,7 +135,8 @@ func (s *Store) SetDefaultQuota(ctx context.Context, quota int64) error {
 }
 
 // Sweep deletes up to Config.SweepBatch expired entries and frees their
-// quota. See store.Store.
+// quota. See store.Store. Finding them costs one seek into each project's
+// expiry index, whatever the number of entries.
 func (s *Store) Sweep(ctx context.Context) (int64, error) {
 	res := s.submit(ctx, 0, func(w *writeTx) (result, error) {
 		n, err := w.sweep(s.cfg.SweepBatch)

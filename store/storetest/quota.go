@@ -43,6 +43,9 @@ func testQuota(t *testing.T, h Harness) {
 			{"SetMany over writes nothing", func(f *fixture) error {
 				return f.s.SetMany(f.ctx, "p", []store.Item{item("b", value(4), 0), item("c", value(5), 0)})
 			}, 0, []string{"b", "c"}},
+			{"SetMany with a duplicate key counts its last value", func(f *fixture) error {
+				return f.s.SetMany(f.ctx, "p", []store.Item{item("b", value(30), 0), item("b", value(9), 0)})
+			}, 100, nil},
 			{"SetMany over by an overwrite", func(f *fixture) error {
 				return f.s.SetMany(f.ctx, "p", []store.Item{item("b", value(1), 0), item("a", value(98), 0)})
 			}, 0, []string{"b"}},

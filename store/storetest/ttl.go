@@ -1,6 +1,7 @@
 package storetest
 
 import (
+	"math"
 	"slices"
 	"strconv"
 	"testing"
@@ -62,6 +63,16 @@ func testTTL(t *testing.T, h Harness) {
 		f.wantValue("p", "k", "v")
 		f.wantValue("p", "m", "v")
 		f.wantValue("p", "n", "1")
+	})
+
+	t.Run("LongTTL", func(t *testing.T) {
+		f := open(t, h, Options{})
+		f.parallelIfReal()
+		f.set("p", "max", "v", time.Duration(math.MaxInt64))
+		f.set("p", "century", "v", 100*365*24*time.Hour)
+		f.sleep(f.ttl)
+		f.wantValue("p", "max", "v")
+		f.wantValue("p", "century", "v")
 	})
 
 	t.Run("OverwriteReplacesExpiry", func(t *testing.T) {
