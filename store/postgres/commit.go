@@ -76,7 +76,6 @@ func (s *Store) commit(batch []*writeReq) {
 	}
 
 	// Batches of Sets far from their quota take one round trip.
-	fast := 0
 	if onlySets(live) {
 		applied, err := s.commitFast(live)
 		if err != nil && classify(err) == classUnavailable {
@@ -85,32 +84,34 @@ func (s *Store) commit(batch []*writeReq) {
 		}
 		// On a conflict or a refused statement nothing was applied, and the
 		// general path sorts it out.
+		var done []*writeReq
 		rest := live[:0]
 		for _, r := range live {
 			if applied[r.project] {
-				r.done <- writeResult{}
-				fast++
+				done = append(done, r)
 			} else {
 				rest = append(rest, r)
 			}
 		}
+		if len(done) > 0 {
+			s.cfg.ObserveBatch(len(done))
+			for _, r := range done {
+				r.done <- writeResult{}
+			}
+		}
 		live = rest
 		if len(live) == 0 {
-			s.cfg.ObserveBatch(fast)
 			return
 		}
 	}
 
 	results, err := s.commitRetrying(live)
 	if err == nil {
-		s.cfg.ObserveBatch(fast + len(live))
+		s.cfg.ObserveBatch(len(live))
 		for i, r := range live {
 			r.done <- results[i]
 		}
 		return
-	}
-	if fast > 0 {
-		s.cfg.ObserveBatch(fast)
 	}
 	if len(live) > 1 && classify(err) == classRetryAlone {
 		s.log.Warn("write batch failed; retrying its calls one at a time",

@@ -106,11 +106,11 @@ type Config struct {
 	// database's clock (now()), so that every daemon of a cluster agrees on
 	// what has expired; set it only in tests.
 	Now func() time.Time
-	// ObserveBatch, if set, is called after a committer has committed a
-	// batch, with the number of write calls the batch committed (a batch of
-	// Sets some of whose projects are close to their quota takes two
-	// transactions; it is still one batch). It runs on a committer
-	// goroutine, so it must be fast (a histogram observation).
+	// ObserveBatch, if set, is called after each write transaction commits
+	// and before its callers are answered, with the number of write calls
+	// it committed. (A batch of Sets some of whose projects are close to
+	// their quota takes two transactions.) It runs on a committer goroutine,
+	// so it must be fast (a histogram observation).
 	ObserveBatch func(n int)
 	// Logger receives the store's own events: sweeper failures and batches
 	// retried one call at a time. Errors returned to callers are not logged.
