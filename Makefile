@@ -7,13 +7,14 @@ DATA_DIR  ?= $(CURDIR)/var/data
 METRICS   ?= 127.0.0.1:9477
 GOFLAGS_TEST ?= -race -count=1 -timeout 20m
 
-.PHONY: help build run test test-go test-node vet bench node-deps clean
+.PHONY: help build run test test-go test-node vet bench bench-go node-deps clean
 
 help:
 	@echo "make build   build bin/kvsidecar, bin/kvbench"
 	@echo "make run     build and start the daemon on the embedded store under ./var (project 'dev')"
 	@echo "make test    vet, Go tests with -race (PostgreSQL included), Node.js tests"
-	@echo "make bench   Go benchmarks of the protocol and stores"
+	@echo "make bench   load test: the daemon on a fresh PostgreSQL database vs the naive baseline (kvbench; BENCH_DSN)"
+	@echo "make bench-go  Go micro-benchmarks of the protocol and stores"
 	@echo "make clean   remove bin/ and var/"
 
 build:
@@ -42,7 +43,13 @@ test-node: build node-deps
 	cd client/node && KVSIDECAR_BIN=$(CURDIR)/bin/kvsidecar $(NPM) test
 	cd examples/kv-test-function && KVSIDECAR_BIN=$(CURDIR)/bin/kvsidecar $(NPM) test
 
+# bench builds the daemon and kvbench, runs the daemon on a fresh database of
+# BENCH_DSN's server and kvbench against it and the naive baseline; see
+# cmd/kvbench/bench.sh for the knobs and docs/PERFORMANCE.md for the results.
 bench:
+	GO=$(GO) bash cmd/kvbench/bench.sh
+
+bench-go:
 	$(GO) test -run '^$$' -bench . -benchmem ./protocol/ ./store/...
 
 clean:

@@ -1,0 +1,250 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Defaults of Config: the load of the product's performance targets.
+const (
+	// DefaultWorkloads are all the workloads, in the order they run.
+	DefaultWorkloads = "set,get,mixed"
+	// DefaultConcurrency is one sequential caller (latency) and 64
+	// concurrent ones (throughput), the two loads the targets are set at.
+	DefaultConcurrency = "1,64"
+	// DefaultDuration is the measured time of one run: long enough for
+	// tens of thousands of operations at c=64, short enough that the
+	// standard set (3 workloads × 2 loads × daemon and baseline) takes
+	// about a minute.
+	DefaultDuration = 5 * time.Second
+	// DefaultWarmup runs before each measured run and is not counted: the
+	// baseline pool opens and prepares its statements, the daemon's
+	// batches reach their steady size, the Go runtimes grow their heaps.
+	DefaultWarmup = 1 * time.Second
+	// DefaultValueSize is the size of the JSON values written: the ~100
+	// bytes of the targets.
+	DefaultValueSize = 100
+	// DefaultKeys is the number of distinct keys: large enough that 64
+	// callers rarely write the same key at once, small enough to be
+	// written in well under a second before the runs.
+	DefaultKeys = 10000
+	// DefaultSeed makes key and operation choices repeatable.
+	DefaultSeed = 1
+	// DefaultClients is one client, which pipelines every caller's
+	// requests over one connection: how a function process uses it.
+	DefaultClients = 1
+	// DefaultBaselineProject names the baseline's rows in kv_entries. It
+	// must not be the daemon's project, whose usage row the baseline does
+	// not maintain.
+	DefaultBaselineProject = "kvbench-baseline"
+	// DefaultOpTimeout bounds one operation; a run whose operation takes
+	// longer fails instead of hanging.
+	DefaultOpTimeout = 10 * time.Second
+	// DefaultKeyPrefix starts every key the tool writes, so its keys are
+	// easy to tell from a project's own.
+	DefaultKeyPrefix = "kvbench:"
+
+	// Bounds of the flags, so that every invocation ends by itself in a
+	// known time and memory.
+	maxDuration    = 10 * time.Minute
+	maxConcurrency = 4096
+	maxKeys        = 10_000_000
+	maxClients     = 256
+	// minValueSize is the smallest JSON value of a given size: "".
+	minValueSize = 2
+)
+
+// Config is what one invocation of kvbench does. Flags fill it in
+// parseFlags, the one place that reads them.
+type Config struct {
+	// Socket is the daemon's socket; "" means $KV_SOCKET, else the client's
+	// default.
+	Socket string
+	// Workloads run in this order, each at every Concurrency.
+	Workloads []Workload
+	// Concurrency lists the numbers of concurrent callers.
+	Concurrency []int
+	// Duration is the measured time of each run; Warmup precedes it.
+	Duration, Warmup time.Duration
+	// ValueSize is the size in bytes of every value written.
+	ValueSize int
+	// Keys is the number of distinct keys; every key is written before the
+	// first run, so gets always find their key.
+	Keys int
+	// Seed seeds the choice of keys and operations of every caller.
+	Seed uint64
+	// Clients is the number of clients (each with its own connection) the
+	// callers share, round-robin.
+	Clients int
+	// Baseline is the DSN of the PostgreSQL database the daemon uses; ""
+	// runs no baseline.
+	Baseline string
+	// BaselineProject is the project of the baseline's rows.
+	BaselineProject string
+	// DaemonPID is the pid whose RSS is sampled; 0 asks the kernel for the
+	// daemon's pid through the socket (SO_PEERCRED), -1 samples nothing.
+	DaemonPID int
+	// OpTimeout bounds every operation.
+	OpTimeout time.Duration
+	// Keep leaves the keys written in place at the end instead of deleting
+	// them.
+	Keep bool
+}
+
+// Workload is the mix of operations of a run.
+type Workload string
+
+// The workloads.
+const (
+	WorkloadSet   Workload = "set"
+	WorkloadGet   Workload = "get"
+	WorkloadMixed Workload = "mixed" // mixedGetPercent gets, the rest sets
+)
+
+// mixedGetPercent is the share of gets in the mixed workload: reads
+// dominate a typical cache-and-session KV.
+const mixedGetPercent = 80
+
+const usageText = `kvbench drives a running kvsidecar daemon through the Go client and reports
+throughput and latency, optionally next to a naive baseline on the same
+PostgreSQL database.
+
+Workloads: set (every operation writes), get (every operation reads a key
+written before the run, so every get finds it), mixed (%d%% get, the rest set).
+Each workload runs at each --concurrency: that many goroutines call
+sequentially, as fast as answers come, for --warmup (not counted) and then
+--duration (measured). Keys are drawn uniformly from --keys keys by a seeded
+generator per caller, so runs are repeatable. Values are JSON objects of
+--value-size bytes sent as they are (SetBytes/GetBytes: no JSON encoding
+in the load generator).
+
+With --baseline DSN (the daemon's own PostgreSQL database) every run is
+repeated right after, at the same concurrency, against the naive design: one
+SQL statement per request through a pgx pool of one connection per caller,
+on the daemon's schema (kv_entries), under the project --baseline-project:
+  set: INSERT ... ON CONFLICT (project, key) DO UPDATE
+  get: SELECT value FROM kv_entries WHERE project=$1 AND key=$2 AND
+       (expires_at IS NULL OR expires_at > now())
+The baseline keeps no usage row and checks no quota, so it does less work
+than the daemon: the ratio is conservative.
+
+The daemon's resident memory (VmRSS) is read from /proc: idle before the
+first run, and sampled during every run. Its pid comes from --daemon-pid, or
+else from the kernel through the socket (SO_PEERCRED).
+
+At the end the keys written are deleted (daemon) and the baseline's rows
+removed, unless --keep. Output: a table on stdout; progress on stderr.
+
+Usage: kvbench [flags]
+
+`
+
+// parseFlags turns the command line into a Config, or returns an error that
+// names the flag at fault. --help prints the usage to out and returns
+// flag.ErrHelp.
+func parseFlags(args []string, out io.Writer) (Config, error) {
+	cfg := Config{}
+	fs := flag.NewFlagSet("kvbench", flag.ContinueOnError)
+	fs.SetOutput(out)
+	fs.Usage = func() {
+		fmt.Fprintf(out, usageText, mixedGetPercent)
+		fs.PrintDefaults()
+		fmt.Fprintf(out, "\nExample:\n  kvbench --socket /run/kvsidecar/kv.sock --baseline postgres://postgres@127.0.0.1/kv --concurrency 1,64\n")
+	}
+	var workloads, concurrency string
+	fs.StringVar(&cfg.Socket, "socket", "", "path of the daemon's Unix socket (default $KV_SOCKET, else /run/kvsidecar/kv.sock)")
+	fs.StringVar(&workloads, "workloads", DefaultWorkloads, "comma-separated workloads to run, in order: set, get, mixed")
+	fs.StringVar(&concurrency, "concurrency", DefaultConcurrency, "comma-separated numbers of concurrent callers; each workload runs at each")
+	fs.DurationVar(&cfg.Duration, "duration", DefaultDuration, "measured time of each run (at most "+maxDuration.String()+")")
+	fs.DurationVar(&cfg.Warmup, "warmup", DefaultWarmup, "unmeasured time before each run")
+	fs.IntVar(&cfg.ValueSize, "value-size", DefaultValueSize, "size of each value in bytes (a JSON object; at least 2)")
+	fs.IntVar(&cfg.Keys, "keys", DefaultKeys, "number of distinct keys, all written before the first run")
+	fs.Uint64Var(&cfg.Seed, "seed", DefaultSeed, "seed of the key and operation choices")
+	fs.IntVar(&cfg.Clients, "clients", DefaultClients, "number of clients (one connection each) the callers share; one pipelines all callers")
+	fs.StringVar(&cfg.Baseline, "baseline", "", "DSN of the daemon's PostgreSQL database: also run the naive one-statement-per-request baseline there")
+	fs.StringVar(&cfg.BaselineProject, "baseline-project", DefaultBaselineProject, "project of the baseline's rows; must differ from the daemon's project")
+	fs.IntVar(&cfg.DaemonPID, "daemon-pid", 0, "pid of the daemon, for its RSS; 0 asks the kernel through the socket, -1 disables RSS sampling")
+	fs.DurationVar(&cfg.OpTimeout, "op-timeout", DefaultOpTimeout, "how long a run waits past its end for answers in flight; an operation still unanswered then fails the run")
+	fs.BoolVar(&cfg.Keep, "keep", false, "keep the keys written (and the baseline's rows) at the end")
+	if err := fs.Parse(args); err != nil {
+		return cfg, err
+	}
+	if fs.NArg() > 0 {
+		return cfg, fmt.Errorf("unexpected argument %q: kvbench takes only flags (see --help)", fs.Arg(0))
+	}
+	var err error
+	if cfg.Workloads, err = parseWorkloads(workloads); err != nil {
+		return cfg, fmt.Errorf("--workloads: %w", err)
+	}
+	if cfg.Concurrency, err = parseConcurrency(concurrency); err != nil {
+		return cfg, fmt.Errorf("--concurrency: %w", err)
+	}
+	return cfg, cfg.validate()
+}
+
+// validate checks the bounds of every numeric field.
+func (c *Config) validate() error {
+	switch {
+	case c.Duration <= 0 || c.Duration > maxDuration:
+		return fmt.Errorf("--duration %v: must be above 0 and at most %v", c.Duration, maxDuration)
+	case c.Warmup < 0 || c.Warmup > maxDuration:
+		return fmt.Errorf("--warmup %v: must be at least 0 and at most %v", c.Warmup, maxDuration)
+	case c.ValueSize < minValueSize:
+		return fmt.Errorf("--value-size %d: must be at least %d (the JSON value \"\")", c.ValueSize, minValueSize)
+	case c.Keys < 1 || c.Keys > maxKeys:
+		return fmt.Errorf("--keys %d: must be from 1 to %d", c.Keys, maxKeys)
+	case c.Clients < 1 || c.Clients > maxClients:
+		return fmt.Errorf("--clients %d: must be from 1 to %d", c.Clients, maxClients)
+	case c.OpTimeout <= 0:
+		return fmt.Errorf("--op-timeout %v: must be above 0", c.OpTimeout)
+	case c.DaemonPID < -1:
+		return fmt.Errorf("--daemon-pid %d: must be a pid, 0 (ask the kernel) or -1 (no RSS)", c.DaemonPID)
+	case c.Baseline != "" && c.BaselineProject == "":
+		return errors.New("--baseline-project is empty")
+	}
+	return nil
+}
+
+// parseWorkloads parses a comma-separated list of workload names.
+func parseWorkloads(s string) ([]Workload, error) {
+	var ws []Workload
+	for f := range strings.SplitSeq(s, ",") {
+		w := Workload(strings.TrimSpace(f))
+		switch w {
+		case WorkloadSet, WorkloadGet, WorkloadMixed:
+		case "":
+			return nil, fmt.Errorf("empty workload in %q", s)
+		default:
+			return nil, fmt.Errorf("unknown workload %q: want set, get or mixed", w)
+		}
+		for _, have := range ws {
+			if have == w {
+				return nil, fmt.Errorf("workload %q given twice", w)
+			}
+		}
+		ws = append(ws, w)
+	}
+	return ws, nil
+}
+
+// parseConcurrency parses a comma-separated list of caller counts.
+func parseConcurrency(s string) ([]int, error) {
+	var cs []int
+	for f := range strings.SplitSeq(s, ",") {
+		f = strings.TrimSpace(f)
+		n, err := strconv.Atoi(f)
+		if err != nil {
+			return nil, fmt.Errorf("%q is not a number of callers", f)
+		}
+		if n < 1 || n > maxConcurrency {
+			return nil, fmt.Errorf("%d callers: must be from 1 to %d", n, maxConcurrency)
+		}
+		cs = append(cs, n)
+	}
+	return cs, nil
+}

@@ -1,0 +1,44 @@
+// Command kvbench is the load generator of kvsidecar: it drives a running
+// daemon through the Go client (set, get and mixed workloads at given
+// numbers of concurrent callers), runs the same load against the naive
+// design (one SQL statement per request) on the daemon's PostgreSQL
+// database for comparison, and prints throughput, latency percentiles, their
+// ratio to the baseline, and the daemon's memory. See --help, and
+// docs/PERFORMANCE.md for the numbers and how they were produced.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
+}
+
+// run is the whole command: it returns the exit status, 2 for a bad
+// command line and 1 for a failed benchmark.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	cfg, err := parseFlags(args, stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "kvbench: %v\n", err)
+		return 2
+	}
+	if err := bench(ctx, &cfg, stdout, stderr); err != nil {
+		fmt.Fprintf(stderr, "kvbench: %v\n", err)
+		return 1
+	}
+	return 0
+}
