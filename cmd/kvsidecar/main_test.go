@@ -86,9 +86,13 @@ type daemonProc struct {
 	err    error         // its exit status, once done is closed
 }
 
-func startDaemon(t *testing.T, socket, dataDir string) *daemonProc {
+// startDaemon starts the daemon as a process serving socket, with the
+// flags given after the defaults of these tests (project dev, no metrics
+// server), and waits until it answers.
+func startDaemon(t *testing.T, socket string, flags ...string) *daemonProc {
 	t.Helper()
-	cmd := daemonCmd("--socket", socket, "--data-dir", dataDir, "--project", "dev", "--metrics-addr", "", "--log-format", "console")
+	args := append([]string{"--socket", socket, "--project", "dev", "--metrics-addr", "", "--log-format", "console"}, flags...)
+	cmd := daemonCmd(args...)
 	log := &strings.Builder{}
 	cmd.Stderr = &syncWriter{b: log}
 	if err := cmd.Start(); err != nil {
@@ -137,7 +141,7 @@ func TestSIGTERMUnderLoadKeepsAcknowledgedWrites(t *testing.T) {
 	}
 	t.Cleanup(func() { os.RemoveAll(dir) })
 	socket, data := filepath.Join(dir, "kv.sock"), filepath.Join(dir, "data")
-	d := startDaemon(t, socket, data)
+	d := startDaemon(t, socket, "--data-dir", data)
 
 	const writers = 16
 	var (
@@ -198,7 +202,7 @@ func TestSIGTERMUnderLoadKeepsAcknowledgedWrites(t *testing.T) {
 		t.Fatalf("only %d writes acknowledged before SIGTERM", len(acked))
 	}
 
-	startDaemon(t, socket, data)
+	startDaemon(t, socket, "--data-dir", data)
 	c, err := client.Dial(ctx, socket)
 	if err != nil {
 		t.Fatal(err)

@@ -1,0 +1,121 @@
+// Package pgtest gives tests a PostgreSQL database of their own: created
+// fresh on the server named by KV_TEST_POSTGRES_DSN (default: postgres on
+// 127.0.0.1:5432) and dropped when the test ends, so runs never collide.
+//
+// A test that needs PostgreSQL fails when the server cannot be reached — a
+// silent skip would let a broken backend pass — unless KV_TEST_SKIP_POSTGRES=1
+// asks to skip.
+package pgtest
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"net/url"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// DefaultDSN is the server the tests use unless KV_TEST_POSTGRES_DSN names
+// another. Its role must be allowed to create databases.
+const DefaultDSN = "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable"
+
+// BaseDSN returns the DSN of the server the tests run against.
+func BaseDSN() string {
+	if dsn := os.Getenv("KV_TEST_POSTGRES_DSN"); dsn != "" {
+		return dsn
+	}
+	return DefaultDSN
+}
+
+// Require connects to the server, failing the test with a message that
+// says how to provide one when it cannot (or skipping it when
+// KV_TEST_SKIP_POSTGRES=1). The connection is closed when the test ends.
+func Require(t testing.TB) *pgx.Conn {
+	t.Helper()
+	if os.Getenv("KV_TEST_SKIP_POSTGRES") == "1" {
+		t.Skip("KV_TEST_SKIP_POSTGRES=1: skipping the tests that need PostgreSQL")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, BaseDSN())
+	if err != nil {
+		t.Fatalf("PostgreSQL is not reachable at %s: %v\n"+
+			"These tests need a PostgreSQL server whose role may create databases: start one and/or\n"+
+			"point KV_TEST_POSTGRES_DSN at it, or set KV_TEST_SKIP_POSTGRES=1 to skip them.",
+			Redact(BaseDSN()), err)
+	}
+	t.Cleanup(func() { conn.Close(context.Background()) })
+	return conn
+}
+
+// Database creates a fresh database, drops it when the test ends, and
+// returns its DSN.
+func Database(t testing.TB) string {
+	t.Helper()
+	conn := Require(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	name := RandomName("kvtest_")
+	if _, err := conn.Exec(ctx, "CREATE DATABASE "+pgx.Identifier{name}.Sanitize()); err != nil {
+		t.Fatalf("create test database: %v", err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		conn, err := pgx.Connect(ctx, BaseDSN())
+		if err != nil {
+			t.Errorf("drop test database %s: %v", name, err)
+			return
+		}
+		defer conn.Close(ctx)
+		if _, err := conn.Exec(ctx, "DROP DATABASE IF EXISTS "+pgx.Identifier{name}.Sanitize()+" WITH (FORCE)"); err != nil {
+			t.Errorf("drop test database %s: %v", name, err)
+		}
+	})
+	return WithParam(t, BaseDSN(), "dbname", name)
+}
+
+// RandomName returns prefix followed by random hex digits.
+func RandomName(prefix string) string {
+	var b [6]byte
+	_, _ = rand.Read(b[:])
+	return prefix + hex.EncodeToString(b[:])
+}
+
+// WithParam returns dsn with one connection parameter set ("dbname"
+// replaces the database), in either DSN form (URL or key=value).
+func WithParam(t testing.TB, dsn, key, value string) string {
+	t.Helper()
+	if strings.HasPrefix(dsn, "postgres://") || strings.HasPrefix(dsn, "postgresql://") {
+		u, err := url.Parse(dsn)
+		if err != nil {
+			t.Fatalf("parse DSN: %v", err)
+		}
+		if key == "dbname" {
+			u.Path = "/" + value
+			return u.String()
+		}
+		q := u.Query()
+		q.Set(key, value)
+		u.RawQuery = q.Encode()
+		return u.String()
+	}
+	return dsn + " " + key + "='" + value + "'"
+}
+
+// Redact hides a password in a DSN URL before it goes into a message.
+func Redact(dsn string) string {
+	u, err := url.Parse(dsn)
+	if err != nil || u.User == nil {
+		return dsn
+	}
+	if _, ok := u.User.Password(); ok {
+		u.User = url.UserPassword(u.User.Username(), "xxx")
+	}
+	return u.String()
+}
