@@ -9,6 +9,15 @@ package postgres
 // Where a statement needs the time it reads coalesce($n::timestamptz, now()):
 // the parameter is NULL in production, so the database's clock decides, and
 // tests pass their fake clock's reading.
+//
+// Statements that look up a set of keys do it one key at a time, through
+// a LATERAL subquery kept from being flattened (OFFSET 0) over unnest of the
+// keys: each lookup is then an equality on the whole primary key, which
+// every plan serves with the index. The obvious "key = ANY($2)" lets the
+// planner (before PostgreSQL 17) choose between using the keys in the index
+// scan and scanning all of the project's rows and filtering them; a plan
+// made while the table was young and its statistics unknown may take the
+// second, and turn every batch into a scan of the project.
 
 const (
 	// sqlLockUsage locks a project's usage row for the rest of the write
@@ -30,12 +39,14 @@ INSERT INTO kv_usage (project) SELECT unnest($1::text[]) ON CONFLICT DO NOTHING`
 	// stored row counts against the quota, its expiry and whether it is
 	// live; values only for the keys in $3 (those an Incr reads).
 	sqlLoadEntries = `
-SELECT key, octet_length(value),
-       CASE WHEN key = ANY($3::bytea[]) THEN value END,
-       expires_at,
-       expires_at IS NULL OR expires_at > coalesce($4::timestamptz, now())
-FROM kv_entries
-WHERE project = $1 AND key = ANY($2::bytea[])`
+SELECT e.key, octet_length(e.value),
+       CASE WHEN e.key = ANY($3::bytea[]) THEN e.value END,
+       e.expires_at,
+       e.expires_at IS NULL OR e.expires_at > coalesce($4::timestamptz, now())
+FROM unnest($2::bytea[]) AS q(k)
+CROSS JOIN LATERAL (
+    SELECT key, value, expires_at FROM kv_entries WHERE project = $1 AND key = q.k OFFSET 0
+) e`
 
 	// sqlUpsertEntries writes a batch's final state of its keys. An expiry
 	// is either kept as stored ($4) or computed from a TTL in microseconds
@@ -47,9 +58,15 @@ SELECT $1::text, u.k, u.v,
 FROM unnest($2::bytea[], $3::bytea[], $4::timestamptz[], $5::int8[]) AS u(k, v, a, t)
 ON CONFLICT (project, key) DO UPDATE SET value = excluded.value, expires_at = excluded.expires_at`
 
-	// sqlDeleteEntries deletes keys a batch removed.
+	// sqlDeleteEntries deletes keys a batch removed: it finds their rows one
+	// key at a time, and deletes them by row address.
 	sqlDeleteEntries = `
-DELETE FROM kv_entries WHERE project = $1 AND key = ANY($2::bytea[])`
+DELETE FROM kv_entries d
+USING unnest($2::bytea[]) AS q(k)
+CROSS JOIN LATERAL (
+    SELECT ctid FROM kv_entries WHERE project = $1 AND key = q.k OFFSET 0
+) e
+WHERE d.ctid = e.ctid`
 
 	// sqlUpdateUsage stores a batch's resulting usage (computed under the
 	// lock, so absolute) and lowers the project's next expiry to the
@@ -93,13 +110,18 @@ WHERE project = $1`
 
 	// sqlGetValues reads the live values of keys.
 	sqlGetValues = `
-SELECT key, value FROM kv_entries
-WHERE project = $1 AND key = ANY($2::bytea[])
-  AND (expires_at IS NULL OR expires_at > coalesce($3::timestamptz, now()))`
+SELECT e.key, e.value
+FROM unnest($2::bytea[]) AS q(k)
+CROSS JOIN LATERAL (
+    SELECT key, value FROM kv_entries
+    WHERE project = $1 AND key = q.k
+      AND (expires_at IS NULL OR expires_at > coalesce($3::timestamptz, now()))
+    OFFSET 0
+) e`
 
-	// sqlGetValue is sqlGetValues for one key. Looking up one key by
-	// equality rather than = ANY of a one-element array saves PostgreSQL
-	// about 20µs per statement, which matters for the latency of a lone Get.
+	// sqlGetValue is sqlGetValues for one key: a plain lookup saves
+	// PostgreSQL the unnest and the subquery, which matters for the latency
+	// of a lone Get.
 	sqlGetValue = `
 SELECT key, value FROM kv_entries
 WHERE project = $1 AND key = $2::bytea
@@ -107,9 +129,14 @@ WHERE project = $1 AND key = $2::bytea
 
 	// sqlHasKeys reads which keys are live.
 	sqlHasKeys = `
-SELECT key FROM kv_entries
-WHERE project = $1 AND key = ANY($2::bytea[])
-  AND (expires_at IS NULL OR expires_at > coalesce($3::timestamptz, now()))`
+SELECT e.key
+FROM unnest($2::bytea[]) AS q(k)
+CROSS JOIN LATERAL (
+    SELECT key FROM kv_entries
+    WHERE project = $1 AND key = q.k
+      AND (expires_at IS NULL OR expires_at > coalesce($3::timestamptz, now()))
+    OFFSET 0
+) e`
 
 	// sqlHasKey is sqlHasKeys for one key (see sqlGetValue).
 	sqlHasKey = `
@@ -220,8 +247,11 @@ WITH room AS (
       AND u.bytes + $7 <= coalesce(u.quota, (SELECT s.value FROM kv_settings s WHERE s.name = 'default_quota'))
 ), old AS (
     SELECT octet_length(e.key) + octet_length(e.value) AS size
-    FROM kv_entries e
-    WHERE e.project = $1 AND e.key = ANY($2::bytea[]) AND EXISTS (SELECT FROM room)
+    FROM unnest($2::bytea[]) AS q(k)
+    CROSS JOIN LATERAL (
+        SELECT key, value FROM kv_entries WHERE project = $1 AND key = q.k OFFSET 0
+    ) e
+    WHERE EXISTS (SELECT FROM room)
 ), up AS (
     INSERT INTO kv_entries (project, key, value, expires_at)
     SELECT $1::text, u.k, u.v,
