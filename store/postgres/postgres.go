@@ -44,8 +44,10 @@
 // # Reads: coalescing
 //
 // Get, Has, GetMany and HasMany go into one queue. A reader goroutine sends
-// everything queued as one pipelined round trip (one statement per project
-// and kind, key = ANY(...)); while it waits, newcomers queue for the next.
+// everything queued as one pipelined round trip (per project, one statement
+// for the keys whose values are wanted and one for those only tested, each
+// looking its keys up through the primary key); while it waits, newcomers
+// queue for the next.
 //
 // # Time
 //
@@ -59,9 +61,8 @@
 // primary-key column, so the tables can be distributed by project (Citus).
 // The exception is the sweeper's search for projects with expired entries,
 // a read of the small kv_usage table. A write transaction spans the projects
-// of its batch; on a distributed database that is a distributed transaction
-// (set Committers so that one project per batch is the norm if that costs
-// too much).
+// of its batch; on a distributed database that is a distributed transaction,
+// whose cost has not been measured here.
 package postgres
 
 import (
