@@ -22,6 +22,10 @@
 //   - A write returns only after it is durable (fsync or database commit).
 //   - A write that returned is seen by every read that starts after it.
 //   - SetMany is atomic: every entry is written, or none is.
+//   - An entry expires at its expiry instant: at now == expiry it is gone.
+//   - Keys may hold any valid UTF-8, NUL included; they sort by their bytes.
+//   - Empty *Many calls succeed with empty results. A negative SetQuota and
+//     a SetDefaultQuota of 0 or less fail with ErrBadArgument.
 //   - Incr keeps the value as a JSON integer (decimal ASCII digits with an
 //     optional leading '-'); a missing or expired key counts as 0 and gets the
 //     TTL given; an existing key keeps its expiry. Incr on a value that is not
@@ -90,7 +94,7 @@ type Store interface {
 	// readiness check calls it.
 	Ping(ctx context.Context) error
 	// Close finishes queued writes, stops background work and releases the
-	// store. Calls after Close fail with ErrClosed.
+	// store. Calls after Close, a second Close included, fail with ErrClosed.
 	Close() error
 }
 
@@ -127,7 +131,7 @@ type Page struct {
 // Usage is a project's storage use.
 type Usage struct {
 	Bytes   int64 // sum of len(key)+len(value) of live entries
-	Entries int64 // number of entries (may include expired entries not yet swept)
+	Entries int64 // number of live entries
 	Quota   int64 // the quota in force: the project's override or the default
 }
 
