@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"io"
+	"runtime"
 	"slices"
 	"strconv"
 	"text/tabwriter"
@@ -16,6 +17,7 @@ func (rep *report) write(w io.Writer) {
 	if cfg.Clients > 1 {
 		clients = fmt.Sprintf("%d clients", cfg.Clients)
 	}
+	fmt.Fprintf(w, "machine: %d CPUs, shared by the daemon, PostgreSQL and kvbench when all run here\n", runtime.NumCPU())
 	fmt.Fprintf(w, "daemon: socket %s, project %q, %s\n", rep.socket, rep.project, clients)
 	fmt.Fprintf(w, "load:   %d keys, %d-byte JSON values, seed %d; each run %v warmup + %v measured\n",
 		cfg.Keys, cfg.ValueSize, cfg.Seed, cfg.Warmup, cfg.Duration)
