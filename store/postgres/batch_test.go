@@ -12,6 +12,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/kvsidecar/kvsidecar/store"
+	"github.com/kvsidecar/kvsidecar/store/postgres/pgtest"
 	"github.com/kvsidecar/kvsidecar/store/storetest"
 )
 
@@ -108,7 +109,7 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 // TestGroupCommitBatches checks that concurrent writes share transactions
 // and that a lone write on an idle store commits alone, at once.
 func TestGroupCommitBatches(t *testing.T) {
-	dsn := testDatabase(t)
+	dsn := pgtest.Database(t)
 	ctx := context.Background()
 
 	t.Run("IdleWriteCommitsAlone", func(t *testing.T) {
@@ -185,7 +186,7 @@ type result struct {
 // transaction and checks that each sees the effects of the ones before it,
 // and gets its own result.
 func TestBatchOrderWithinTransaction(t *testing.T) {
-	dsn := testSchema(t, testDatabase(t))
+	dsn := testSchema(t, pgtest.Database(t))
 	ctx := context.Background()
 	clock := storetest.NewClock()
 	var log batchLog
@@ -300,7 +301,7 @@ FROM kv_usage u WHERE u.project = $1`, project).Scan(&usageBytes, &usageEntries,
 // TestBadCallDoesNotFailNeighbours makes the database refuse one call of a
 // batch and checks that the others commit.
 func TestBadCallDoesNotFailNeighbours(t *testing.T) {
-	dsn := testSchema(t, testDatabase(t))
+	dsn := testSchema(t, pgtest.Database(t))
 	ctx := context.Background()
 	s := openStore(t, testConfig(dsn))
 	conn := dbConn(t, dsn)
@@ -341,7 +342,7 @@ CREATE TRIGGER refuse_poison BEFORE INSERT OR UPDATE ON kv_entries
 // TestSweepSkipsBusyProjects checks that Sweep does not wait for a project
 // whose usage row another transaction holds, and frees usage exactly.
 func TestSweepSkipsBusyProjects(t *testing.T) {
-	dsn := testSchema(t, testDatabase(t))
+	dsn := testSchema(t, pgtest.Database(t))
 	ctx := context.Background()
 	clock := storetest.NewClock()
 	cfg := testConfig(dsn)
@@ -402,7 +403,7 @@ func TestSweepSkipsBusyProjects(t *testing.T) {
 // general path — which refuses only the calls that do not fit — while a
 // project with room in the same batch is written.
 func TestSetsOnlyBatches(t *testing.T) {
-	dsn := testSchema(t, testDatabase(t))
+	dsn := testSchema(t, pgtest.Database(t))
 	ctx := context.Background()
 	var log batchLog
 	cfg := testConfig(dsn)
@@ -474,7 +475,7 @@ func TestSetsOnlyBatches(t *testing.T) {
 // before its deadline fails with ErrBusy and writes nothing, while the
 // queued ones commit once the committer moves on.
 func TestFullQueueIsBusy(t *testing.T) {
-	dsn := testSchema(t, testDatabase(t))
+	dsn := testSchema(t, pgtest.Database(t))
 	ctx := context.Background()
 	cfg := testConfig(dsn)
 	cfg.Committers = 1
@@ -504,7 +505,7 @@ func TestFullQueueIsBusy(t *testing.T) {
 // TestBackgroundSweeper checks that the sweeper started by Open deletes
 // expired entries and frees their usage on its own.
 func TestBackgroundSweeper(t *testing.T) {
-	dsn := testSchema(t, testDatabase(t))
+	dsn := testSchema(t, pgtest.Database(t))
 	ctx := context.Background()
 	clock := storetest.NewClock()
 	cfg := testConfig(dsn)

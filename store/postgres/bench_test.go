@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/kvsidecar/kvsidecar/store"
+	"github.com/kvsidecar/kvsidecar/store/postgres/pgtest"
 )
 
 const (
@@ -26,7 +27,7 @@ var benchValue = []byte(`{"user":"u-123456","name":"John Example","plan":"pro","
 func benchStore(b *testing.B) (*Store, *atomic.Int64) {
 	b.Helper()
 	var batches atomic.Int64
-	cfg := testConfig(testDatabase(b))
+	cfg := testConfig(pgtest.Database(b))
 	cfg.ObserveBatch = func(int) { batches.Add(1) }
 	return openStore(b, cfg), &batches
 }

@@ -4,6 +4,7 @@ import (
 	"testing"
 
 	"github.com/kvsidecar/kvsidecar/store"
+	"github.com/kvsidecar/kvsidecar/store/postgres/pgtest"
 	"github.com/kvsidecar/kvsidecar/store/storetest"
 )
 
@@ -11,7 +12,7 @@ import (
 // opens gets a schema of its own in one database, which is much quicker
 // than a database each; the clock is injected through Config.Now.
 func TestConformance(t *testing.T) {
-	dsn := testDatabase(t)
+	dsn := pgtest.Database(t)
 	storetest.Run(t, storetest.Harness{
 		Open: func(t *testing.T, opts storetest.Options) store.Store {
 			cfg := testConfig(testSchema(t, dsn))

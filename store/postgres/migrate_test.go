@@ -8,13 +8,14 @@ import (
 	"time"
 
 	"github.com/kvsidecar/kvsidecar/store"
+	"github.com/kvsidecar/kvsidecar/store/postgres/pgtest"
 )
 
 // TestMigrateConcurrentAndIdempotent opens stores on a fresh database from
 // several goroutines at once, as daemons starting together would, then once
 // more: every Open succeeds and each migration is applied exactly once.
 func TestMigrateConcurrentAndIdempotent(t *testing.T) {
-	dsn := testDatabase(t)
+	dsn := pgtest.Database(t)
 	ctx := context.Background()
 
 	const daemons = 4
@@ -63,7 +64,7 @@ func TestMigrateConcurrentAndIdempotent(t *testing.T) {
 // daemon sets is the one every daemon enforces, and that a daemon started
 // without one keeps what the database has.
 func TestDefaultQuotaLivesInTheDatabase(t *testing.T) {
-	dsn := testDatabase(t)
+	dsn := pgtest.Database(t)
 	ctx := context.Background()
 	cfg := testConfig(dsn)
 	cfg.DefaultQuota = 1000

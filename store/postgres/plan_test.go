@@ -5,6 +5,8 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+
+	"github.com/kvsidecar/kvsidecar/store/postgres/pgtest"
 )
 
 // TestKeyLookupsUseTheWholeKey checks the plans of the statements that look
@@ -14,7 +16,7 @@ import (
 // on a young table without statistics, and again after ANALYZE has seen a
 // single large project.
 func TestKeyLookupsUseTheWholeKey(t *testing.T) {
-	dsn := testDatabase(t)
+	dsn := pgtest.Database(t)
 	openStore(t, testConfig(dsn)) // migrates
 	ctx := context.Background()
 	conn := dbConn(t, dsn)

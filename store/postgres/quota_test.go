@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/kvsidecar/kvsidecar/store"
+	"github.com/kvsidecar/kvsidecar/store/postgres/pgtest"
 )
 
 // TestQuotaExactAcrossDaemons runs many writers through two stores — two
@@ -23,7 +24,7 @@ func TestQuotaExactAcrossDaemons(t *testing.T) {
 		writers    = 12 // per daemon
 		opsPerGoro = 150
 	)
-	dsn := testDatabase(t)
+	dsn := pgtest.Database(t)
 	ctx := context.Background()
 	conn := dbConn(t, dsn)
 	var deadlocksBefore int64

@@ -1,6 +1,8 @@
 // Package pgtest gives tests a PostgreSQL database of their own: created
 // fresh on the server named by KV_TEST_POSTGRES_DSN (default: postgres on
 // 127.0.0.1:5432) and dropped when the test ends, so runs never collide.
+// Tests that take the database down use a Cluster instead: a server of
+// their own, never the shared one.
 //
 // A test that needs PostgreSQL fails when the server cannot be reached — a
 // silent skip would let a broken backend pass — unless KV_TEST_SKIP_POSTGRES=1
@@ -37,6 +39,14 @@ func BaseDSN() string {
 // KV_TEST_SKIP_POSTGRES=1). The connection is closed when the test ends.
 func Require(t testing.TB) *pgx.Conn {
 	t.Helper()
+	conn := connect(t)
+	t.Cleanup(func() { conn.Close(context.Background()) })
+	return conn
+}
+
+// connect is Require without the cleanup: the caller closes the connection.
+func connect(t testing.TB) *pgx.Conn {
+	t.Helper()
 	if os.Getenv("KV_TEST_SKIP_POSTGRES") == "1" {
 		t.Skip("KV_TEST_SKIP_POSTGRES=1: skipping the tests that need PostgreSQL")
 	}
@@ -45,11 +55,11 @@ func Require(t testing.TB) *pgx.Conn {
 	conn, err := pgx.Connect(ctx, BaseDSN())
 	if err != nil {
 		t.Fatalf("PostgreSQL is not reachable at %s: %v\n"+
-			"These tests need a PostgreSQL server whose role may create databases: start one and/or\n"+
-			"point KV_TEST_POSTGRES_DSN at it, or set KV_TEST_SKIP_POSTGRES=1 to skip them.",
+			"These tests need a PostgreSQL server whose role may create databases. Start one, e.g.\n"+
+			"  docker run -d -p 5432:5432 -e POSTGRES_HOST_AUTH_METHOD=trust postgres:16\n"+
+			"and/or point KV_TEST_POSTGRES_DSN at it, or set KV_TEST_SKIP_POSTGRES=1 to skip them.",
 			Redact(BaseDSN()), err)
 	}
-	t.Cleanup(func() { conn.Close(context.Background()) })
 	return conn
 }
 
@@ -57,9 +67,12 @@ func Require(t testing.TB) *pgx.Conn {
 // returns its DSN.
 func Database(t testing.TB) string {
 	t.Helper()
-	conn := Require(t)
+	conn := connect(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
+	// Closed now, not when the test ends: the test holds no idle
+	// connection to the server for its whole run.
+	defer conn.Close(ctx)
 	name := RandomName("kvtest_")
 	if _, err := conn.Exec(ctx, "CREATE DATABASE "+pgx.Identifier{name}.Sanitize()); err != nil {
 		t.Fatalf("create test database: %v", err)
@@ -80,7 +93,8 @@ func Database(t testing.TB) string {
 	return WithParam(t, BaseDSN(), "dbname", name)
 }
 
-// RandomName returns prefix followed by random hex digits.
+// RandomName returns prefix followed by random hex digits: a name no other
+// test run uses.
 func RandomName(prefix string) string {
 	var b [6]byte
 	_, _ = rand.Read(b[:])
