@@ -4,153 +4,22 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
-	"os"
-	"os/exec"
-	"os/user"
-	"path/filepath"
-	"sort"
-	"strconv"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/kvsidecar/kvsidecar/store"
+	"github.com/kvsidecar/kvsidecar/store/postgres/pgtest"
 )
-
-// cluster is a throwaway PostgreSQL server a test owns: its own data
-// directory, port and socket directory, so stopping it disturbs nothing else.
-type cluster struct {
-	t    *testing.T
-	bin  string
-	dir  string
-	port int
-	cred *syscall.Credential // the OS user the server runs as, when the test runs as root
-}
-
-// postgresBin finds the directory of initdb and pg_ctl: $PG_BIN, or the
-// newest /usr/lib/postgresql/*/bin, or the PATH.
-func postgresBin(t *testing.T) string {
-	t.Helper()
-	if dir := os.Getenv("PG_BIN"); dir != "" {
-		return dir
-	}
-	dirs, _ := filepath.Glob("/usr/lib/postgresql/*/bin")
-	sort.Slice(dirs, func(i, j int) bool {
-		vi, _ := strconv.Atoi(filepath.Base(filepath.Dir(dirs[i])))
-		vj, _ := strconv.Atoi(filepath.Base(filepath.Dir(dirs[j])))
-		return vi < vj
-	})
-	for i := len(dirs) - 1; i >= 0; i-- {
-		if _, err := os.Stat(filepath.Join(dirs[i], "initdb")); err == nil {
-			return dirs[i]
-		}
-	}
-	if p, err := exec.LookPath("initdb"); err == nil {
-		return filepath.Dir(p)
-	}
-	t.Fatalf("initdb not found: install the PostgreSQL server binaries, set PG_BIN to their directory, or set KV_TEST_SKIP_POSTGRES=1")
-	return ""
-}
-
-// newCluster initializes and starts a server in a temporary directory and
-// stops it when the test ends. initdb refuses to run as root, so as root the
-// server runs as the postgres OS user.
-func newCluster(t *testing.T) *cluster {
-	t.Helper()
-	if os.Getenv("KV_TEST_SKIP_POSTGRES") == "1" {
-		t.Skip("KV_TEST_SKIP_POSTGRES=1: skipping the tests that need PostgreSQL")
-	}
-	c := &cluster{t: t, bin: postgresBin(t), dir: t.TempDir()}
-	if os.Geteuid() == 0 {
-		u, err := user.Lookup("postgres")
-		if err != nil {
-			t.Fatalf("running as root, and initdb refuses root: need a postgres OS user to run the server as: %v", err)
-		}
-		uid, _ := strconv.Atoi(u.Uid)
-		gid, _ := strconv.Atoi(u.Gid)
-		c.cred = &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}
-		// The server's user must reach the directory: t.TempDir's parent
-		// is private to us.
-		if err := os.Chmod(filepath.Dir(c.dir), 0o711); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.Chown(c.dir, uid, gid); err != nil {
-			t.Fatal(err)
-		}
-	}
-	c.port = freePort(t)
-	c.run("initdb", "-D", c.data(), "-U", "postgres", "--auth=trust", "--no-sync", "--no-locale", "-E", "UTF8")
-	c.start()
-	t.Cleanup(func() { c.stopQuietly() })
-	return c
-}
-
-func (c *cluster) data() string { return filepath.Join(c.dir, "data") }
-
-// dsn is the DSN of the cluster's postgres database.
-func (c *cluster) dsn() string {
-	return fmt.Sprintf("postgres://postgres@127.0.0.1:%d/postgres?sslmode=disable", c.port)
-}
-
-// run runs one of the server's programs as the server's user.
-func (c *cluster) run(program string, args ...string) {
-	c.t.Helper()
-	if out, err := c.command(program, args...).CombinedOutput(); err != nil {
-		c.t.Fatalf("%s %v: %v\n%s", program, args, err, out)
-	}
-}
-
-func (c *cluster) command(program string, args ...string) *exec.Cmd {
-	cmd := exec.Command(filepath.Join(c.bin, program), args...)
-	cmd.Dir = c.dir
-	cmd.Env = append(os.Environ(), "LC_ALL=C")
-	if c.cred != nil {
-		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: c.cred}
-	}
-	return cmd
-}
-
-// start starts the server and waits until it accepts connections. fsync is
-// off: the test crashes the server, not the machine, so what the server
-// wrote survives in the page cache, and the test runs faster.
-func (c *cluster) start() {
-	c.t.Helper()
-	opts := fmt.Sprintf("-p %d -k %s -c listen_addresses=127.0.0.1 -c fsync=off", c.port, c.dir)
-	c.run("pg_ctl", "-D", c.data(), "-o", opts, "-l", filepath.Join(c.dir, "server.log"), "-w", "-t", "30", "start")
-}
-
-// crash stops the server the hard way (immediate mode: no checkpoint,
-// crash recovery at the next start), as if it had died.
-func (c *cluster) crash() {
-	c.t.Helper()
-	c.run("pg_ctl", "-D", c.data(), "-m", "immediate", "-w", "stop")
-}
-
-func (c *cluster) stopQuietly() {
-	_ = c.command("pg_ctl", "-D", c.data(), "-m", "immediate", "-w", "stop").Run()
-}
-
-// freePort returns a TCP port nothing listens on right now.
-func freePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
 
 // TestOutage crashes the database under load and starts it again: while it
 // is down every call fails with ErrUnavailable within its deadline and Ping
 // fails; once it is back writes succeed again; and every write that was
 // acknowledged is there afterwards.
 func TestOutage(t *testing.T) {
-	c := newCluster(t)
-	cfg := testConfig(c.dsn())
+	c := pgtest.NewCluster(t)
+	cfg := testConfig(c.DSN())
 	cfg.StatementTimeout = 2 * time.Second
 	s := openStore(t, cfg)
 
@@ -217,7 +86,7 @@ func TestOutage(t *testing.T) {
 	}
 
 	time.Sleep(300 * time.Millisecond)
-	c.crash()
+	c.Crash()
 	phase.Store(1)
 	time.Sleep(time.Second)
 
@@ -229,7 +98,7 @@ func TestOutage(t *testing.T) {
 		t.Errorf("Ping with the database down = %v after %v, want ErrUnavailable within %v", err, time.Since(start), callTimeout)
 	}
 
-	c.start()
+	c.Start()
 	phase.Store(2)
 	waitFor(t, "writes to succeed after the restart", func() bool { return okAfter.Load() > 0 })
 	time.Sleep(200 * time.Millisecond)
