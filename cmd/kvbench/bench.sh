@@ -10,7 +10,7 @@
 #                      (default postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable)
 #   BENCH_CONCURRENCY  callers per run (default 1,64)
 #   BENCH_WORKLOADS    workloads (default set,get,mixed)
-#   BENCH_DURATION     measured time of each run (default 3s)
+#   BENCH_DURATION     measured time of each run (default 4s)
 #   BENCH_WARMUP       warmup of each run (default 1s)
 #   BENCH_PPROF        1: serve the daemon's pprof on 127.0.0.1:$BENCH_METRICS_PORT
 #                      while it runs, e.g. to take a CPU profile of a run:
@@ -24,7 +24,7 @@ GO=${GO:-go}
 BENCH_DSN=${BENCH_DSN:-postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable}
 BENCH_CONCURRENCY=${BENCH_CONCURRENCY:-1,64}
 BENCH_WORKLOADS=${BENCH_WORKLOADS:-set,get,mixed}
-BENCH_DURATION=${BENCH_DURATION:-3s}
+BENCH_DURATION=${BENCH_DURATION:-4s}
 BENCH_WARMUP=${BENCH_WARMUP:-1s}
 BENCH_PPROF=${BENCH_PPROF:-0}
 BENCH_METRICS_PORT=${BENCH_METRICS_PORT:-9478}

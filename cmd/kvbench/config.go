@@ -94,6 +94,10 @@ type Config struct {
 	// Keep leaves the keys written in place at the end instead of deleting
 	// them.
 	Keep bool
+	// CPUProfile, if set, is the file that receives a CPU profile of
+	// kvbench itself over all runs: to check that the load generator is not
+	// what limits a result.
+	CPUProfile string
 }
 
 // Workload is the mix of operations of a run.
@@ -171,6 +175,7 @@ func parseFlags(args []string, out io.Writer) (Config, error) {
 	fs.IntVar(&cfg.DaemonPID, "daemon-pid", 0, "pid of the daemon, for its RSS; 0 asks the kernel through the socket, -1 disables RSS sampling")
 	fs.DurationVar(&cfg.OpTimeout, "op-timeout", DefaultOpTimeout, "how long a run waits past its end for answers in flight; an operation still unanswered then fails the run")
 	fs.BoolVar(&cfg.Keep, "keep", false, "keep the keys written (and the baseline's rows) at the end")
+	fs.StringVar(&cfg.CPUProfile, "cpuprofile", "", "write a CPU profile of kvbench itself (all runs) to this file")
 	if err := fs.Parse(args); err != nil {
 		return cfg, err
 	}

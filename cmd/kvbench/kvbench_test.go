@@ -232,11 +232,15 @@ func TestJSONValueHasTheSizeAsked(t *testing.T) {
 // kernel gave for the socket (this test process, where the daemon runs).
 func TestRunAgainstDaemon(t *testing.T) {
 	d := sidecartest.Start(t, sidecartest.Options{})
-	out := runBench(t, "--socket", d.Socket, "--concurrency", "1,4", "--keys", "200")
+	prof := t.TempDir() + "/cpu.pprof"
+	out := runBench(t, "--socket", d.Socket, "--concurrency", "1,4", "--keys", "200", "--cpuprofile", prof)
 	rows := tableRows(t, out, false)
 	checkRows(t, out, rows, []string{"set", "get", "mixed"}, []int{1, 4})
 	if want := fmt.Sprintf("daemon RSS (pid %d): ", os.Getpid()); !strings.Contains(out, want) {
 		t.Errorf("output has no %q: the pid from SO_PEERCRED should be this process:\n%s", want, out)
+	}
+	if fi, err := os.Stat(prof); err != nil || fi.Size() == 0 {
+		t.Errorf("--cpuprofile wrote no profile: %v", err)
 	}
 }
 

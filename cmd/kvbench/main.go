@@ -15,6 +15,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"syscall"
 )
 
@@ -36,9 +37,34 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "kvbench: %v\n", err)
 		return 2
 	}
+	if cfg.CPUProfile != "" {
+		stop, err := startCPUProfile(cfg.CPUProfile)
+		if err != nil {
+			fmt.Fprintf(stderr, "kvbench: --cpuprofile: %v\n", err)
+			return 2
+		}
+		defer stop()
+	}
 	if err := bench(ctx, &cfg, stdout, stderr); err != nil {
 		fmt.Fprintf(stderr, "kvbench: %v\n", err)
 		return 1
 	}
 	return 0
+}
+
+// startCPUProfile starts profiling kvbench's CPU into path and returns the
+// function that stops and writes it.
+func startCPUProfile(path string) (stop func(), err error) {
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, err
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		f.Close()
+	}, nil
 }
