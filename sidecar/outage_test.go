@@ -1,0 +1,259 @@
+package sidecar_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/kvsidecar/kvsidecar/client"
+	"github.com/kvsidecar/kvsidecar/sidecar/sidecartest"
+	"github.com/kvsidecar/kvsidecar/store/postgres/pgtest"
+)
+
+// TestPostgresOutage takes the daemon's PostgreSQL down and brings it back,
+// and checks what callers and a readiness probe see: while the database is
+// down /readyz answers 503 and every store call fails with ErrUnavailable
+// well within the caller's deadline, yet the daemon keeps serving (Ping, new
+// connections); once it is back /readyz answers 200 and writes succeed
+// again without restarting the daemon; and every write acknowledged at any
+// time is there at the end. The database goes down both ways it does in
+// production: it dies (connections cut, crash recovery at restart), or an
+// operator stops it (sessions told the server is shutting down).
+func TestPostgresOutage(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		takeDown func(*pgtest.Cluster)
+	}{
+		{"crash", (*pgtest.Cluster).Crash},
+		{"stop", (*pgtest.Cluster).Stop},
+	} {
+		t.Run(tc.name, func(t *testing.T) { testOutage(t, tc.takeDown) })
+	}
+}
+
+func testOutage(t *testing.T, takeDown func(*pgtest.Cluster)) {
+	const (
+		// callTimeout is the caller's deadline. A database that is down
+		// refuses connections at once, so the daemon knows within
+		// milliseconds; a call that reaches this deadline hung.
+		callTimeout = 3 * time.Second
+		// writers keep writes in flight when the database dies, so the
+		// test sees calls caught mid-transaction, not only new ones.
+		writers = 4
+	)
+	cluster := pgtest.NewCluster(t)
+	d := sidecartest.Start(t, sidecartest.Options{Postgres: cluster.DSN(), Metrics: true})
+	readyz := "http://" + d.MetricsAddr() + "/readyz"
+	c, err := client.Dial(context.Background(), d.Socket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+
+	var (
+		mu          sync.Mutex
+		acked       = map[string]int{} // key → value of every acknowledged write
+		slowestFail time.Duration      // of the calls that failed
+	)
+	// call runs one call under a fresh callTimeout, fails the test when it
+	// returns at or after its deadline, and returns its error.
+	call := func(what string, f func(ctx context.Context) error) error {
+		ctx, cancel := context.WithTimeout(context.Background(), callTimeout)
+		defer cancel()
+		deadline, _ := ctx.Deadline()
+		start := time.Now()
+		err := f(ctx)
+		if time.Now().After(deadline) {
+			t.Errorf("%s returned %v after its deadline had passed: it hung", what, err)
+		}
+		if err != nil {
+			mu.Lock()
+			slowestFail = max(slowestFail, time.Since(start))
+			mu.Unlock()
+		}
+		return err
+	}
+	set := func(key string, v int) error {
+		err := call("set "+key, func(ctx context.Context) error { return c.Set(ctx, key, v, 0) })
+		if err == nil {
+			mu.Lock()
+			acked[key] = v
+			mu.Unlock()
+		}
+		return err
+	}
+	mustSet := func(key string, v int) {
+		t.Helper()
+		if err := set(key, v); err != nil {
+			t.Fatalf("set %s: %v", key, err)
+		}
+	}
+
+	// Up.
+	for i := range 20 {
+		mustSet(fmt.Sprintf("before-%d", i), i)
+	}
+	if code, body := httpGet(t, readyz); code != http.StatusOK {
+		t.Fatalf("/readyz with the database up = %d %q, want 200", code, body)
+	}
+
+	// Writers run from before the crash until after the restart; each of
+	// their calls must succeed or fail with ErrUnavailable, in time.
+	var (
+		stop       = make(chan struct{})
+		load       sync.WaitGroup
+		loadFailed atomic.Int64
+	)
+	// stopLoad also runs when the test fails early, so that no writer
+	// outlives the test.
+	stopLoad := sync.OnceFunc(func() {
+		close(stop)
+		load.Wait()
+	})
+	defer stopLoad()
+	for w := range writers {
+		load.Go(func() {
+			for i := 0; ; i++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				err := set(fmt.Sprintf("load-%d-%d", w, i), i)
+				switch {
+				case err == nil:
+				case errors.Is(err, client.ErrUnavailable):
+					loadFailed.Add(1)
+					time.Sleep(20 * time.Millisecond)
+				default:
+					t.Errorf("a write under load failed with %v, want nil or ErrUnavailable", err)
+					time.Sleep(20 * time.Millisecond)
+				}
+			}
+		})
+	}
+	time.Sleep(200 * time.Millisecond)
+
+	// Down.
+	takeDown(cluster)
+	waitStatus(t, readyz, http.StatusServiceUnavailable)
+	ops := []struct {
+		name string
+		f    func(ctx context.Context) error
+	}{
+		{"set", func(ctx context.Context) error { return c.Set(ctx, "down", 1, 0) }},
+		{"get", func(ctx context.Context) error { _, err := c.Get(ctx, "before-1", new(int)); return err }},
+		{"getMany", func(ctx context.Context) error {
+			_, err := c.GetMany(ctx, []string{"before-1", "before-2"}, &[]int{})
+			return err
+		}},
+		{"delete", func(ctx context.Context) error { _, err := c.Delete(ctx, "absent"); return err }},
+		{"incr", func(ctx context.Context) error { _, err := c.Incr(ctx, "counter", 1, 0); return err }},
+		{"list", func(ctx context.Context) error { _, err := c.List(ctx, client.ListOptions{}); return err }},
+		{"usage", func(ctx context.Context) error { _, err := c.Usage(ctx); return err }},
+	}
+	for _, op := range ops {
+		if err := call(op.name, op.f); !errors.Is(err, client.ErrUnavailable) {
+			t.Errorf("%s with the database down = %v, want ErrUnavailable", op.name, err)
+		}
+	}
+	// The daemon itself is up: it answers pings and accepts new clients.
+	if err := call("ping", c.Ping); err != nil {
+		t.Errorf("ping with the database down = %v, want nil: the daemon stopped serving", err)
+	}
+	if err := call("dial", func(ctx context.Context) error {
+		c2, err := client.Dial(ctx, d.Socket)
+		if err != nil {
+			return err
+		}
+		defer c2.Close()
+		return c2.Ping(ctx)
+	}); err != nil {
+		t.Errorf("a new client with the database down: %v, want it to connect and ping", err)
+	}
+
+	// Back up, same daemon.
+	cluster.Start()
+	waitStatus(t, readyz, http.StatusOK)
+	// Like the store's own outage test, wait for a write to succeed: the
+	// pool may still hand out a connection the crash broke.
+	var recoverFailed int
+	waitUntil(t, "a write to succeed after the restart", func() bool {
+		if set("after-first", 1) == nil {
+			return true
+		}
+		recoverFailed++
+		return false
+	})
+	for i := range 20 {
+		mustSet(fmt.Sprintf("after-%d", i), i)
+	}
+	stopLoad()
+	if loadFailed.Load() == 0 {
+		t.Errorf("no write under load failed while the database was down")
+	}
+	if recoverFailed > 0 {
+		t.Logf("%d writes failed after /readyz was 200 again", recoverFailed)
+	}
+
+	// Every acknowledged write is there.
+	mu.Lock()
+	defer mu.Unlock()
+	keys := make([]string, 0, len(acked))
+	for k := range acked {
+		keys = append(keys, k)
+	}
+	batch := int(c.Limits().MaxBatch)
+	for start := 0; start < len(keys); start += batch {
+		chunk := keys[start:min(start+batch, len(keys))]
+		values := make([]int, len(chunk))
+		var found []bool
+		if err := call("getMany", func(ctx context.Context) (err error) {
+			found, err = c.GetMany(ctx, chunk, &values)
+			return err
+		}); err != nil {
+			t.Fatalf("getMany after the restart: %v", err)
+		}
+		for i, k := range chunk {
+			if !found[i] || values[i] != acked[k] {
+				t.Errorf("acknowledged %s = %d: found %v, value %d after the outage", k, acked[k], found[i], values[i])
+			}
+		}
+	}
+	t.Logf("%d acknowledged writes, all present; %d writes under load failed while the database was down; the slowest failure took %v",
+		len(acked), loadFailed.Load(), slowestFail)
+}
+
+// waitStatus polls url until it answers want, failing the test with the
+// last answer after 10 seconds.
+func waitStatus(t *testing.T, url string, want int) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		code, body := httpGet(t, url)
+		if code == want {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s still answers %d %q, want %d", url, code, body, want)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// waitUntil polls cond until it holds, failing the test after 10 seconds.
+func waitUntil(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("gave up waiting for %s", what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
