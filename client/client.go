@@ -7,6 +7,7 @@ import (
 	"os"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/kvsidecar/kvsidecar/protocol"
 )
@@ -256,6 +257,7 @@ func (c *Client) do(ctx context.Context, cl *call) error {
 	}
 	for attempt := 0; ; attempt++ {
 		cl.resp.Op = cl.req.Op
+		cl.req.Timeout = timeoutFor(ctx)
 		err := c.send(ctx, cl)
 		if err == nil {
 			err = c.wait(ctx, cl)
@@ -300,4 +302,18 @@ func (c *Client) wait(ctx context.Context, cl *call) error {
 		<-cl.done
 	}
 	return cl.err
+}
+
+// timeoutFor is the timeout a request carries: what is left of ctx's
+// deadline, less a margin for the answer's trip back, so the daemon gives
+// up first and says why (unavailable) instead of the call ending with a
+// bare deadline error. 0 when ctx has no deadline.
+func timeoutFor(ctx context.Context) int64 {
+	deadline, ok := ctx.Deadline()
+	if !ok {
+		return 0
+	}
+	left := time.Until(deadline)
+	left -= min(left/10, 50*time.Millisecond)
+	return max(left.Milliseconds(), 1)
 }

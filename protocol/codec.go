@@ -171,6 +171,7 @@ func (r *Request) EncodeMsgpack(e *msgpack.Encoder) error {
 	hasLimit := has(r.Limit != 0)
 	hasValues := has(r.Values)
 	hasDelta := has(r.Op == OpIncr)
+	hasTimeout := has(r.Timeout != 0)
 	hasVersion := has(r.Op == OpHello)
 	hasClient := has(r.Client != "")
 
@@ -238,6 +239,10 @@ func (r *Request) EncodeMsgpack(e *msgpack.Encoder) error {
 		w.str("delta")
 		w.int(r.Delta)
 	}
+	if hasTimeout {
+		w.str("timeout")
+		w.int(r.Timeout)
+	}
 	if hasVersion {
 		w.str("version")
 		w.int(r.Version)
@@ -295,6 +300,8 @@ func (r *Request) decode(rd *reader) error {
 			r.Values = rd.bool("values")
 		case "delta":
 			r.Delta = rd.int("delta")
+		case "timeout":
+			r.Timeout = rd.int("timeout")
 		case "version":
 			r.Version = rd.int("version")
 		case "client":

@@ -15,7 +15,7 @@ func TestRequestRoundTrip(t *testing.T) {
 	cases := []Request{
 		{ID: 0, Op: OpHello, Version: 1, Client: "go/1"},
 		{ID: 1, Op: OpPing},
-		{ID: 2, Op: OpGet, Key: "user:1"},
+		{ID: 2, Op: OpGet, Key: "user:1", Timeout: 2500},
 		{ID: 3, Op: OpSet, Key: "k", Value: []byte(`{"a":1}`), TTL: 3600000},
 		{ID: 4, Op: OpSet, Key: "empty", Value: []byte{}},
 		{ID: 5, Op: OpDelete, Key: "k"},

@@ -109,6 +109,12 @@ type Request struct {
 
 	Delta int64 // incr
 
+	// Timeout, in milliseconds, is how long the client will wait for the
+	// answer (0 = no limit given). The server gives up on the request
+	// before that and answers unavailable, so the client hears why instead
+	// of timing out on its own.
+	Timeout int64
+
 	Version int64  // hello: the highest protocol version the client speaks
 	Client  string // hello: the client's name and version, for logs
 

@@ -231,7 +231,11 @@ func (c *conn) release(n int64, slot bool) {
 func (c *conn) handle(req *protocol.Request, t *ticket, n int64, start time.Time) {
 	defer c.wg.Done()
 	t.await()
-	ctx, cancel := context.WithTimeout(c.s.kill, c.s.cfg.RequestTimeout)
+	timeout := c.s.cfg.RequestTimeout
+	if req.Timeout > 0 && req.Timeout < timeout.Milliseconds() {
+		timeout = time.Duration(req.Timeout) * time.Millisecond
+	}
+	ctx, cancel := context.WithTimeout(c.s.kill, timeout)
 	resp := &protocol.Response{ID: req.ID, Op: req.Op}
 	err := c.s.execute(ctx, c.project, req, resp)
 	cancel()

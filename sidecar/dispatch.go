@@ -159,7 +159,7 @@ func errorFor(err error) (perr *protocol.Error, unexpected bool) {
 	case errors.Is(err, store.ErrUnavailable), errors.Is(err, store.ErrClosed):
 		code = protocol.CodeUnavailable
 	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
-		return protocol.NewError(protocol.CodeUnavailable, "the request did not finish within the daemon's request timeout"), false
+		return protocol.NewError(protocol.CodeUnavailable, "the store did not answer within the request's timeout"), false
 	}
 	if code == protocol.CodeInternal {
 		return protocol.NewError(code, "internal error; the daemon's log has the details"), true

@@ -257,3 +257,53 @@ func waitUntil(t *testing.T, what string, cond func() bool) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// TestPostgresFrozen freezes the database instead of stopping it: nothing
+// refuses, nothing answers. Calls must still end before their caller's
+// deadline with ErrUnavailable — the client sends its deadline, and the
+// daemon gives up first and says why — and the daemon recovers by itself
+// when the database wakes up.
+func TestPostgresFrozen(t *testing.T) {
+	cluster := pgtest.NewCluster(t)
+	d := sidecartest.Start(t, sidecartest.Options{Postgres: cluster.DSN()})
+	c, err := client.Dial(context.Background(), d.Socket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	bg := context.Background()
+	if err := c.Set(bg, "before", 1, 0); err != nil {
+		t.Fatal(err)
+	}
+
+	cluster.Freeze()
+	for _, op := range []struct {
+		name string
+		call func(ctx context.Context) error
+	}{
+		{"set", func(ctx context.Context) error { return c.Set(ctx, "during", 2, 0) }},
+		{"get", func(ctx context.Context) error { _, err := c.Get(ctx, "before", new(int)); return err }},
+	} {
+		ctx, cancel := context.WithTimeout(bg, 1500*time.Millisecond)
+		err := op.call(ctx)
+		late := ctx.Err() != nil
+		cancel()
+		if !errors.Is(err, client.ErrUnavailable) || late {
+			t.Errorf("%s on a frozen database: %v (returned after the deadline: %v); want ErrUnavailable before the deadline", op.name, err, late)
+		}
+	}
+	if err := c.Ping(bg); err != nil {
+		t.Errorf("ping while the database is frozen: %v", err)
+	}
+	cluster.Thaw()
+
+	waitUntil(t, "a write succeeds after the database wakes", func() bool {
+		ctx, cancel := context.WithTimeout(bg, 2*time.Second)
+		defer cancel()
+		return c.Set(ctx, "after", 3, 0) == nil
+	})
+	var v int
+	if found, err := c.Get(bg, "before", &v); err != nil || !found || v != 1 {
+		t.Fatalf("write acknowledged before the freeze: found=%v v=%d err=%v", found, v, err)
+	}
+}

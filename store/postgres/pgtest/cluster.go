@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 )
@@ -154,4 +155,57 @@ func freePort(t testing.TB) int {
 	}
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port
+}
+
+// Freeze stops every process of the server (SIGSTOP) without closing
+// anything: connections stay open and nothing answers, as when the
+// database's machine hangs or a network path silently drops packets.
+// Thaw resumes them; t.Cleanup thaws a frozen cluster before stopping it.
+func (c *Cluster) Freeze() {
+	c.t.Helper()
+	c.signalAll(syscall.SIGSTOP)
+	c.t.Cleanup(func() { c.signalAll(syscall.SIGCONT) })
+}
+
+// Thaw resumes a frozen server (SIGCONT).
+func (c *Cluster) Thaw() {
+	c.t.Helper()
+	c.signalAll(syscall.SIGCONT)
+}
+
+// signalAll sends sig to the postmaster and its children.
+func (c *Cluster) signalAll(sig syscall.Signal) {
+	c.t.Helper()
+	b, err := os.ReadFile(filepath.Join(c.data(), "postmaster.pid"))
+	if err != nil {
+		c.t.Fatalf("read postmaster.pid: %v", err)
+	}
+	first, _, _ := strings.Cut(string(b), "\n")
+	pm, err := strconv.Atoi(strings.TrimSpace(first))
+	if err != nil {
+		c.t.Fatalf("postmaster.pid: %v", err)
+	}
+	pids := []int{pm}
+	stats, _ := filepath.Glob("/proc/[0-9]*/stat")
+	for _, st := range stats {
+		b, err := os.ReadFile(st)
+		if err != nil {
+			continue
+		}
+		// The fourth field, after the parenthesized command, is the ppid.
+		_, rest, ok := strings.Cut(string(b), ") ")
+		fields := strings.Fields(rest)
+		if !ok || len(fields) < 2 {
+			continue
+		}
+		if ppid, _ := strconv.Atoi(fields[1]); ppid == pm {
+			pid, _ := strconv.Atoi(filepath.Base(filepath.Dir(st)))
+			pids = append(pids, pid)
+		}
+	}
+	for _, pid := range pids {
+		if err := syscall.Kill(pid, sig); err != nil && sig != syscall.SIGCONT {
+			c.t.Fatalf("signal %v to pid %d: %v", sig, pid, err)
+		}
+	}
 }
