@@ -83,6 +83,18 @@ function checkTTL(ttl, op) {
   return Math.ceil(ttl);
 }
 
+/**
+ * The timeout a request carries (protocol `timeout`): what is left of the
+ * call's own timeout, less a margin for the answer's trip back, so the
+ * daemon gives up first and answers UNAVAILABLE, saying why, instead of the
+ * call ending with a bare TIMEOUT when the daemon's store hangs.
+ * @param {number} deadline epoch ms
+ */
+function requestTimeout(deadline) {
+  const left = deadline - Date.now();
+  return Math.max(1, Math.floor(left - Math.min(left / 10, 50)));
+}
+
 function encodeValue(value, op) {
   let json;
   try {
@@ -360,7 +372,9 @@ class Connection {
     const id = this.client.nextId();
     let frame;
     try {
-      frame = encodeFrame({ id, op: call.op, ...call.args });
+      frame = encodeFrame(call.deadline === undefined
+        ? { id, op: call.op, ...call.args }
+        : { id, op: call.op, timeout: requestTimeout(call.deadline), ...call.args });
     } catch (cause) {
       call.settle(new KvError(ErrorCodes.BAD_REQUEST, `${call.op}: cannot encode the request: ${cause.message}`, { op: call.op, cause }));
       return;
@@ -578,6 +592,7 @@ export class Client extends EventEmitter {
       },
     };
     if (timeout > 0) {
+      call.deadline = Date.now() + timeout;
       call.timer = setTimeout(() => {
         call.settle(new KvError(
           ErrorCodes.TIMEOUT,
