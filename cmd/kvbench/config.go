@@ -42,8 +42,9 @@ const (
 	// must not be the daemon's project, whose usage row the baseline does
 	// not maintain.
 	DefaultBaselineProject = "kvbench-baseline"
-	// DefaultOpTimeout bounds one operation; a run whose operation takes
-	// longer fails instead of hanging.
+	// DefaultOpTimeout is how long a run waits past its end for the answers
+	// in flight; an operation unanswered by then fails the run instead of
+	// hanging it. Far above any healthy latency, far below "forever".
 	DefaultOpTimeout = 10 * time.Second
 	// DefaultKeyPrefix starts every key the tool writes, so its keys are
 	// easy to tell from a project's own.
@@ -89,7 +90,8 @@ type Config struct {
 	// DaemonPID is the pid whose RSS is sampled; 0 asks the kernel for the
 	// daemon's pid through the socket (SO_PEERCRED), -1 samples nothing.
 	DaemonPID int
-	// OpTimeout bounds every operation.
+	// OpTimeout is how long a run waits past its end for the answers in
+	// flight.
 	OpTimeout time.Duration
 	// Keep leaves the keys written in place at the end instead of deleting
 	// them.
@@ -122,10 +124,11 @@ Workloads: set (every operation writes), get (every operation reads a key
 written before the run, so every get finds it), mixed (%d%% get, the rest set).
 Each workload runs at each --concurrency: that many goroutines call
 sequentially, as fast as answers come, for --warmup (not counted) and then
---duration (measured). Keys are drawn uniformly from --keys keys by a seeded
-generator per caller, so runs are repeatable. Values are JSON objects of
---value-size bytes sent as they are (SetBytes/GetBytes: no JSON encoding
-in the load generator).
+--duration (measured); only operations that start and end inside the measured
+window count. Keys are drawn uniformly from --keys keys by a seeded generator
+per caller, so runs are repeatable. Values are JSON objects of --value-size
+bytes sent as they are (SetBytes/GetBytes: no JSON encoding in the load
+generator). Latency percentiles come from a histogram precise to 1.6%%.
 
 With --baseline DSN (the daemon's own PostgreSQL database) every run is
 repeated right after, at the same concurrency, against the naive design: one
@@ -166,7 +169,7 @@ func parseFlags(args []string, out io.Writer) (Config, error) {
 	fs.StringVar(&concurrency, "concurrency", DefaultConcurrency, "comma-separated numbers of concurrent callers; each workload runs at each")
 	fs.DurationVar(&cfg.Duration, "duration", DefaultDuration, "measured time of each run (at most "+maxDuration.String()+")")
 	fs.DurationVar(&cfg.Warmup, "warmup", DefaultWarmup, "unmeasured time before each run")
-	fs.IntVar(&cfg.ValueSize, "value-size", DefaultValueSize, "size of each value in bytes (a JSON object; at least 2)")
+	fs.IntVar(&cfg.ValueSize, "value-size", DefaultValueSize, "size of each value in bytes: a JSON object, or a JSON string when too small for one (at least 2)")
 	fs.IntVar(&cfg.Keys, "keys", DefaultKeys, "number of distinct keys, all written before the first run")
 	fs.Uint64Var(&cfg.Seed, "seed", DefaultSeed, "seed of the key and operation choices")
 	fs.IntVar(&cfg.Clients, "clients", DefaultClients, "number of clients (one connection each) the callers share; one pipelines all callers")
