@@ -187,6 +187,9 @@ func TestHelpExplainsAndExitsZero(t *testing.T) {
 			t.Errorf("--help does not mention %q:\n%s", want, out.String())
 		}
 	}
+	if strings.Contains(out.String(), "%!") {
+		t.Errorf("--help has a formatting error:\n%s", out.String())
+	}
 	if _, err := parseFlags([]string{"-h"}, io.Discard); !errors.Is(err, flag.ErrHelp) {
 		t.Errorf("-h: %v, want flag.ErrHelp", err)
 	}
