@@ -3,8 +3,6 @@ package main
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -12,7 +10,6 @@ import (
 	"io"
 	"math"
 	mrand "math/rand/v2"
-	"net/url"
 	"os"
 	"slices"
 	"strconv"
@@ -23,6 +20,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/kvsidecar/kvsidecar/sidecar/sidecartest"
+	"github.com/kvsidecar/kvsidecar/store/postgres/pgtest"
 )
 
 func TestBucketsCoverEveryValueWithinPrecision(t *testing.T) {
@@ -251,7 +249,7 @@ func TestRunAgainstDaemon(t *testing.T) {
 // to a daemon on it, and checks that the ratio columns are filled and that
 // the baseline's rows are removed at the end.
 func TestRunWithBaseline(t *testing.T) {
-	dsn := testDatabase(t)
+	dsn := pgtest.Database(t)
 	d := sidecartest.Start(t, sidecartest.Options{Postgres: dsn})
 	out := runBench(t, "--socket", d.Socket, "--baseline", dsn, "--concurrency", "1,4", "--keys", "100", "--workloads", "set,get")
 	rows := tableRows(t, out, true)
@@ -337,54 +335,4 @@ func checkRows(t *testing.T, out string, rows [][]string, workloads []string, ca
 			}
 		}
 	}
-}
-
-// testDatabase creates a fresh database on the PostgreSQL server of
-// $KV_TEST_POSTGRES_DSN (default: the local one) and drops it when the test
-// ends. Like the store's tests, it fails when the server cannot be reached,
-// unless KV_TEST_SKIP_POSTGRES=1.
-func testDatabase(t *testing.T) string {
-	t.Helper()
-	if os.Getenv("KV_TEST_SKIP_POSTGRES") == "1" {
-		t.Skip("KV_TEST_SKIP_POSTGRES=1: skipping the tests that need PostgreSQL")
-	}
-	base := os.Getenv("KV_TEST_POSTGRES_DSN")
-	if base == "" {
-		base = "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable"
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	conn, err := pgx.Connect(ctx, base)
-	if err != nil {
-		t.Fatalf("PostgreSQL is not reachable (set KV_TEST_POSTGRES_DSN, or KV_TEST_SKIP_POSTGRES=1 to skip): %v", err)
-	}
-	defer conn.Close(ctx)
-	var b [6]byte
-	rand.Read(b[:])
-	name := "kvbench_test_" + hex.EncodeToString(b[:])
-	if _, err := conn.Exec(ctx, "CREATE DATABASE "+name); err != nil {
-		t.Fatalf("create test database: %v", err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		conn, err := pgx.Connect(ctx, base)
-		if err != nil {
-			t.Errorf("drop test database %s: %v", name, err)
-			return
-		}
-		defer conn.Close(ctx)
-		if _, err := conn.Exec(ctx, "DROP DATABASE IF EXISTS "+name+" WITH (FORCE)"); err != nil {
-			t.Errorf("drop test database %s: %v", name, err)
-		}
-	})
-	if strings.HasPrefix(base, "postgres://") || strings.HasPrefix(base, "postgresql://") {
-		u, err := url.Parse(base)
-		if err != nil {
-			t.Fatal(err)
-		}
-		u.Path = "/" + name
-		return u.String()
-	}
-	return base + " dbname=" + name
 }
