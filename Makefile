@@ -19,6 +19,7 @@ help:
 
 build:
 	$(GO) build -o bin/kvsidecar ./cmd/kvsidecar
+	$(GO) build -o bin/kvbench ./cmd/kvbench
 
 run: build
 	@mkdir -p $(dir $(SOCKET)) $(DATA_DIR)
