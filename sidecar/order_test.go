@@ -114,3 +114,42 @@ func TestMaxConnsMakesCallersWait(t *testing.T) {
 		t.Fatal("second connection not served after the first closed")
 	}
 }
+
+// TestInflightBoundDoesNotStall pipelines far more requests than the
+// connection may have in flight: the daemon stops reading ahead, answers,
+// reads on, and every request is answered.
+func TestInflightBoundDoesNotStall(t *testing.T) {
+	for _, inflight := range []int{1, 3} {
+		d := sidecartest.Start(t, sidecartest.Options{MaxInflight: inflight})
+		c := dialRaw(t, d.Socket)
+		if h := c.hello(); h.Limits.MaxInflight != int64(inflight) {
+			t.Fatalf("hello announces max_inflight %d, want %d", h.Limits.MaxInflight, inflight)
+		}
+		enc := protocol.NewEncoder()
+		var burst []byte
+		const n = 300
+		for i := 1; i <= n; i++ {
+			req := &protocol.Request{ID: uint64(i), Op: protocol.OpIncr, Key: "n", Delta: 1}
+			if i%3 == 0 {
+				req = &protocol.Request{ID: uint64(i), Op: protocol.OpGet, Key: "k" + strconv.Itoa(i)}
+			}
+			f, _ := enc.Request(req)
+			burst = append(burst, f...)
+			c.ops[req.ID] = req.Op
+		}
+		go c.nc.Write(burst) // the daemon reads it only as fast as it answers
+		var last int64
+		for range n {
+			r, ok := c.read()
+			if !ok || r.Err != nil {
+				t.Fatalf("max_inflight %d: response %+v, ok=%v", inflight, r, ok)
+			}
+			if c.ops[r.ID] == protocol.OpIncr {
+				last = max(last, r.Int)
+			}
+		}
+		if last != n-n/3 {
+			t.Fatalf("max_inflight %d: counter reached %d, want %d", inflight, last, n-n/3)
+		}
+	}
+}
