@@ -525,6 +525,10 @@ func (rd *reader) shortStr() ([]byte, error) {
 	if rd.buf == nil {
 		rd.buf = new([32]byte)
 	}
+	if n > br.Len() {
+		// Refuse before allocating: the header may claim up to 4 GiB.
+		return nil, fmt.Errorf("str of %d bytes in a frame with %d bytes left", n, br.Len())
+	}
 	if n > len(rd.buf) {
 		s := make([]byte, n)
 		_, err := io.ReadFull(br, s)
