@@ -5,14 +5,16 @@ import "sync"
 // orderer keeps the requests of one connection that name the same key in
 // the order they were read, while letting requests on other keys run
 // concurrently. A clear is a barrier: it waits for every request read
-// before it, and every request read after it waits for it.
+// before it, and every request read after it waits for it. Requests that
+// name no key (list, usage, ping) are ordered only against clears.
 //
 // register is called by the connection's read loop, in read order; done is
 // called by the request's goroutine when it has finished.
 type orderer struct {
 	mu      sync.Mutex
-	last    map[string]chan struct{} // the latest request on each key
-	barrier chan struct{}            // the latest clear still running
+	last    map[string]chan struct{}   // the latest request on each key
+	keyless map[chan struct{}]struct{} // running requests that name no key
+	barrier chan struct{}              // the latest clear still running
 }
 
 // ticket is what a request holds between register and done.
@@ -24,14 +26,12 @@ type ticket struct {
 }
 
 func (o *orderer) register(keys []string, barrier bool) *ticket {
-	if len(keys) == 0 && !barrier {
-		return nil
-	}
 	t := &ticket{keys: keys, barrier: barrier, done: make(chan struct{})}
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	if o.last == nil {
 		o.last = make(map[string]chan struct{})
+		o.keyless = make(map[chan struct{}]struct{})
 	}
 	if o.barrier != nil {
 		t.wait = append(t.wait, o.barrier)
@@ -40,7 +40,14 @@ func (o *orderer) register(keys []string, barrier bool) *ticket {
 		for _, ch := range o.last {
 			t.wait = append(t.wait, ch)
 		}
+		for ch := range o.keyless {
+			t.wait = append(t.wait, ch)
+		}
 		o.barrier = t.done
+		return t
+	}
+	if len(keys) == 0 {
+		o.keyless[t.done] = struct{}{}
 		return t
 	}
 	for _, k := range keys {
@@ -74,6 +81,9 @@ func (o *orderer) finish(t *ticket) {
 	}
 	if t.barrier && o.barrier == t.done {
 		o.barrier = nil
+	}
+	if !t.barrier && len(t.keys) == 0 {
+		delete(o.keyless, t.done)
 	}
 	o.mu.Unlock()
 	close(t.done)

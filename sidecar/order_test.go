@@ -153,3 +153,58 @@ func TestInflightBoundDoesNotStall(t *testing.T) {
 		}
 	}
 }
+
+// TestClearOrdersRequestsWithoutKeys pipelines list and usage around a
+// clear: PROTOCOL.md orders clear against every request of its connection,
+// so a list sent before a clear sees what was there, and a list or usage
+// sent after it never sees what the clear removed.
+func TestClearOrdersRequestsWithoutKeys(t *testing.T) {
+	d := sidecartest.Start(t, sidecartest.Options{})
+	c := dialRaw(t, d.Socket)
+	c.hello()
+	enc := protocol.NewEncoder()
+	id := uint64(0)
+	for round := 0; round < 20; round++ {
+		id++
+		if r := c.call(&protocol.Request{ID: id, Op: protocol.OpSet, Key: "a", Value: []byte("1")}); r.Err != nil {
+			t.Fatal(r.Err)
+		}
+		var burst []byte
+		add := func(op protocol.Op) uint64 {
+			id++
+			req := &protocol.Request{ID: id, Op: op}
+			f, err := enc.Request(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			burst = append(burst, f...)
+			c.ops[id] = op
+			return id
+		}
+		before := add(protocol.OpList)
+		add(protocol.OpClear)
+		after := add(protocol.OpList)
+		usage := add(protocol.OpUsage)
+		c.write(burst)
+		got := map[uint64]*protocol.Response{}
+		for range 4 {
+			r, ok := c.read()
+			if !ok {
+				t.Fatal("connection closed")
+			}
+			if r.Err != nil {
+				t.Fatalf("request %d: %v", r.ID, r.Err)
+			}
+			got[r.ID] = r
+		}
+		if keys := got[before].List.Keys; len(keys) != 1 || keys[0] != "a" {
+			t.Fatalf("round %d: list sent before clear saw %q, want [a]", round, keys)
+		}
+		if keys := got[after].List.Keys; len(keys) != 0 {
+			t.Fatalf("round %d: list sent after clear saw %q", round, keys)
+		}
+		if u := got[usage].Usage; u.Entries != 0 {
+			t.Fatalf("round %d: usage sent after clear saw %d entries", round, u.Entries)
+		}
+	}
+}
