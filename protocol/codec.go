@@ -29,6 +29,13 @@ func malformed(format string, args ...any) error {
 // Decoder decodes frame payloads. It is not safe for concurrent use; keep
 // one per connection.
 type Decoder struct {
+	// MaxBatch, when > 0, bounds the keys and items arrays of a request:
+	// a longer one is refused before anything is allocated for it. One
+	// byte of frame can hold one item, which takes tens of bytes in memory,
+	// so without the bound a frame of max_frame bytes could pin many times
+	// its size.
+	MaxBatch int
+
 	r       bytes.Reader
 	d       *msgpack.Decoder
 	scratch [32]byte
@@ -51,7 +58,7 @@ func (dec *Decoder) reset(payload []byte) {
 func (dec *Decoder) DecodeRequest(payload []byte, req *Request) error {
 	*req = Request{}
 	dec.reset(payload)
-	if err := req.decode(&reader{d: dec.d, buf: &dec.scratch}); err != nil {
+	if err := req.decode(&reader{d: dec.d, buf: &dec.scratch, maxBatch: dec.MaxBatch}); err != nil {
 		return err
 	}
 	if dec.r.Len() != 0 {
@@ -275,7 +282,7 @@ func (r *Request) decode(rd *reader) error {
 		case "ttl":
 			r.TTL = rd.int("ttl")
 		case "keys":
-			m := rd.arrayLen("keys")
+			m := rd.batchLen("keys")
 			if m >= 0 {
 				r.Keys = make([]string, m)
 				for j := range r.Keys {
@@ -283,7 +290,7 @@ func (r *Request) decode(rd *reader) error {
 				}
 			}
 		case "items":
-			m := rd.arrayLen("items")
+			m := rd.batchLen("items")
 			if m >= 0 {
 				r.Items = make([]Item, m)
 				for j := range r.Items {
@@ -468,6 +475,8 @@ type reader struct {
 	d   *msgpack.Decoder
 	err error
 	buf *[32]byte // scratch space for map keys and op names
+
+	maxBatch int // bound of batchLen; 0: none
 }
 
 func (rd *reader) fail(field string, err error) {
@@ -643,6 +652,16 @@ func (rd *reader) arrayLen(field string) int {
 	}
 	if n > rd.remaining() {
 		rd.fail(field, fmt.Errorf("array of %d elements in a frame of fewer bytes", n))
+		return -1
+	}
+	return n
+}
+
+// batchLen is arrayLen for a request's keys or items, bounded by maxBatch.
+func (rd *reader) batchLen(field string) int {
+	n := rd.arrayLen(field)
+	if rd.maxBatch > 0 && n > rd.maxBatch {
+		rd.fail(field, fmt.Errorf("too many %s: %d, the limit is %d", field, n, rd.maxBatch))
 		return -1
 	}
 	return n

@@ -3,6 +3,7 @@ package sidecar_test
 import (
 	"bytes"
 	"encoding/binary"
+	"runtime"
 	"strings"
 	"testing"
 
@@ -191,5 +192,40 @@ func TestFrameLimitAnnounced(t *testing.T) {
 	resp, ok := c.read()
 	if !ok || resp.Err == nil || resp.Err.Code != protocol.CodeFrameTooLarge {
 		t.Fatalf("got %+v", resp)
+	}
+}
+
+// TestHugeBatchIsRefusedBeforeAllocation sends a setMany whose items array
+// fills a max_frame frame with one-byte items. It is answered bad_request
+// without the daemon first allocating tens of bytes per wire byte (each
+// decoded item is 48 bytes), which would let the in-flight byte budget
+// pin many times its size.
+func TestHugeBatchIsRefusedBeforeAllocation(t *testing.T) {
+	d := sidecartest.Start(t, sidecartest.Options{})
+	c := dialRaw(t, d.Socket)
+	h := c.hello()
+	var payload []byte
+	payload = append(payload, 0x83, 0xa2, 'i', 'd', 0x07, 0xa2, 'o', 'p')
+	payload = append(payload, 0xa7, 's', 'e', 't', 'M', 'a', 'n', 'y', 0xa5, 'i', 't', 'e', 'm', 's', 0xdd)
+	n := int(h.Limits.MaxFrame) - len(payload) - 4
+	payload = binary.BigEndian.AppendUint32(payload, uint32(n))
+	payload = append(payload, bytes.Repeat([]byte{0x80}, n)...)
+	frame := protocol.AppendFrame(nil, payload)
+	c.ops[7] = protocol.OpSetMany
+
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	c.write(frame)
+	resp, ok := c.read()
+	runtime.ReadMemStats(&after)
+	if !ok || resp.Err == nil || resp.Err.Code != protocol.CodeBadRequest || !strings.Contains(resp.Err.Message, "too many items") {
+		t.Fatalf("got %+v (open %v), want bad_request naming too many items", resp, ok)
+	}
+	if got := after.TotalAlloc - before.TotalAlloc; got > 8*uint64(len(frame)) {
+		t.Fatalf("a %d-byte frame made the daemon allocate %d bytes", len(frame), got)
+	}
+	if r := c.call(&protocol.Request{ID: 8, Op: protocol.OpPing}); r.Err != nil {
+		t.Fatalf("ping after the refused batch: %v", r.Err)
 	}
 }

@@ -92,6 +92,7 @@ func (c *conn) readLoop() {
 	cfg := &c.s.cfg
 	br := bufio.NewReaderSize(c.nc, readBufferSize)
 	dec := protocol.NewDecoder()
+	dec.MaxBatch = store.MaxBatchItems
 	var buf []byte
 	greeted := false
 	for {
