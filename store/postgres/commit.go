@@ -644,9 +644,15 @@ func (p *projectState) noteExpiry(abs *time.Time, ttlMicros int64) {
 func (t *txn) queueClear(b *pgx.Batch, k int) {
 	p := t.projects[t.reqs[k].project]
 	b.Queue(sqlClearProject, p.name, t.now).QueryRow(func(row pgx.Row) error {
+		// A Clear queued before anything was sent shares its round trip
+		// with the lock of the usage row, whose callback runs first and
+		// loads the usage from before the Clear: zero it again here.
+		p.bytes, p.entries = 0, 0
 		return row.Scan(&t.results[k].n)
 	})
 	b.Queue(sqlForgetExpiry, p.name)
+	// Zeroed now as well, for a usage update queued before that round trip
+	// is sent (a batch that ends with this Clear).
 	p.bytes, p.entries = 0, 0
 	p.purged = true
 	p.changed = true
