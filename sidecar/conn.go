@@ -236,7 +236,10 @@ func (c *conn) handle(req *protocol.Request, t *ticket, n int64, start time.Time
 	if req.Timeout > 0 && req.Timeout < timeout.Milliseconds() {
 		timeout = time.Duration(req.Timeout) * time.Millisecond
 	}
-	ctx, cancel := context.WithTimeout(c.s.kill, timeout)
+	// The timeout counts from when the request was read: time spent
+	// waiting for earlier requests on its keys is part of what the client
+	// waits.
+	ctx, cancel := context.WithDeadline(c.s.kill, start.Add(timeout))
 	resp := &protocol.Response{ID: req.ID, Op: req.Op}
 	err := c.s.execute(ctx, c.project, req, resp)
 	cancel()

@@ -307,3 +307,34 @@ func TestPostgresFrozen(t *testing.T) {
 		t.Fatalf("write acknowledged before the freeze: found=%v v=%d err=%v", found, v, err)
 	}
 }
+
+// TestPostgresFrozenQueuedRequest sends two writes to one key at once while
+// the database is frozen: the second waits for the first (one key's
+// requests apply in order), and its timeout must count from when the
+// daemon read it, not from when it stopped waiting, so that it too is
+// answered unavailable before the caller's deadline.
+func TestPostgresFrozenQueuedRequest(t *testing.T) {
+	cluster := pgtest.NewCluster(t)
+	d := sidecartest.Start(t, sidecartest.Options{Postgres: cluster.DSN()})
+	c, err := client.Dial(context.Background(), d.Socket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if err := c.Set(context.Background(), "k", 0, 0); err != nil {
+		t.Fatal(err)
+	}
+	cluster.Freeze()
+	defer cluster.Thaw()
+	ctx, cancel := context.WithTimeout(context.Background(), 1500*time.Millisecond)
+	defer cancel()
+	errs := make(chan error, 2)
+	for i := range 2 {
+		go func() { errs <- c.Set(ctx, "k", i, 0) }()
+	}
+	for range 2 {
+		if err := <-errs; !errors.Is(err, client.ErrUnavailable) {
+			t.Errorf("set on a frozen database behind another: %v; want ErrUnavailable", err)
+		}
+	}
+}
