@@ -626,7 +626,11 @@ func ttlMicros(ttl time.Duration) int64 {
 	if ttl <= 0 {
 		return 0
 	}
-	return int64((ttl + time.Microsecond - 1) / time.Microsecond)
+	us := int64(ttl / time.Microsecond)
+	if ttl%time.Microsecond != 0 {
+		us++ // not ttl+999ns first: that overflows for TTLs near the maximum
+	}
+	return us
 }
 
 // noteExpiry keeps the earliest expiry the transaction writes.
