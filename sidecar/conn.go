@@ -45,6 +45,7 @@ type conn struct {
 	writerDone chan struct{}
 	wg         sync.WaitGroup // request goroutines
 	order      orderer
+	stopped    bool // set by the read loop when it ended for a stop
 }
 
 // outItem is a response queued for writing, with what it holds.
@@ -76,6 +77,9 @@ func (c *conn) run() {
 	go c.writeLoop()
 	c.readLoop()
 	c.wg.Wait()
+	if c.stopped {
+		c.out <- outItem{resp: &protocol.Response{Err: protocol.NewError(protocol.CodeUnavailable, "the daemon is stopping; requests not yet answered were not read")}}
+	}
 	close(c.out)
 	<-c.writerDone
 	c.nc.Close()
@@ -99,6 +103,7 @@ func (c *conn) readLoop() {
 		select {
 		case c.slots <- struct{}{}:
 		case <-c.s.stopReading.Done():
+			c.stopping()
 			return
 		}
 		n, err := protocol.ReadFrameHeader(br, cfg.MaxFrameBytes)
@@ -109,6 +114,7 @@ func (c *conn) readLoop() {
 		}
 		if err := c.s.bytes.Acquire(c.s.stopReading, int64(n)); err != nil {
 			<-c.slots
+			c.stopping()
 			return
 		}
 		payload, err := protocol.ReadFramePayload(br, n, buf)
@@ -193,9 +199,7 @@ func (c *conn) readFailed(err error) {
 	case errors.Is(err, io.EOF):
 		// The peer closed the connection between frames.
 	case errors.Is(err, os.ErrDeadlineExceeded), errors.As(err, &ne) && ne.Timeout():
-		// The server is stopping: say so, so the client knows requests it
-		// sent after this point were not read.
-		c.out <- outItem{resp: &protocol.Response{Err: protocol.NewError(protocol.CodeUnavailable, "the daemon is stopping; requests not yet answered were not read")}}
+		c.stopping()
 	case errors.Is(err, protocol.ErrFrameTooLarge):
 		c.fatal(0, protocol.CodeFrameTooLarge, err.Error())
 	case errors.Is(err, protocol.ErrTruncated):
@@ -203,6 +207,14 @@ func (c *conn) readFailed(err error) {
 	default:
 		c.log.Debug("read failed", zap.Error(err))
 	}
+}
+
+// stopping records that the read loop ended because the server is
+// stopping; run then sends the closing frame after the answers to every
+// request read, so the client knows requests it sent after those were not
+// read.
+func (c *conn) stopping() {
+	c.stopped = true
 }
 
 // fatal queues a closing error frame; the read loop then ends.

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/kvsidecar/kvsidecar/client"
+	"github.com/kvsidecar/kvsidecar/protocol"
 	"github.com/kvsidecar/kvsidecar/sidecar/sidecartest"
 	"github.com/kvsidecar/kvsidecar/store/postgres/pgtest"
 )
@@ -336,5 +337,41 @@ func TestPostgresFrozenQueuedRequest(t *testing.T) {
 		if err := <-errs; !errors.Is(err, client.ErrUnavailable) {
 			t.Errorf("set on a frozen database behind another: %v; want ErrUnavailable", err)
 		}
+	}
+}
+
+// TestStopWhileAtInflightBound stops the daemon while a connection's read
+// loop waits for a free slot (max_inflight requests unanswered). The client
+// must get the answer to every request read and only then the id-0
+// unavailable frame that says the rest was not read (PROTOCOL.md §3): a
+// client closes on that frame, so an earlier one loses answers.
+func TestStopWhileAtInflightBound(t *testing.T) {
+	cluster := pgtest.NewCluster(t)
+	d := sidecartest.Start(t, sidecartest.Options{Postgres: cluster.DSN(), MaxInflight: 1})
+	c := dialRaw(t, d.Socket)
+	c.hello()
+	cluster.Freeze()
+	defer cluster.Thaw()
+	c.send(&protocol.Request{ID: 1, Op: protocol.OpSet, Key: "k", Value: []byte("1"), Timeout: 1000})
+	c.send(&protocol.Request{ID: 2, Op: protocol.OpPing})
+	time.Sleep(200 * time.Millisecond) // the read loop now waits for request 1's slot
+	stopped := make(chan struct{})
+	go func() { d.Stop(); close(stopped) }()
+	defer func() { cluster.Thaw(); <-stopped }()
+	var ids []uint64
+	for {
+		r, ok := c.read()
+		if !ok {
+			break
+		}
+		ids = append(ids, r.ID)
+		if r.ID == 0 {
+			if r.Err == nil || r.Err.Code != protocol.CodeUnavailable {
+				t.Fatalf("id 0: %+v, want unavailable", r.Err)
+			}
+		}
+	}
+	if len(ids) != 2 || ids[0] != 1 || ids[1] != 0 {
+		t.Fatalf("got responses %v before the close, want [1 0]: request 1's answer, then the stopping frame", ids)
 	}
 }
