@@ -52,6 +52,11 @@ const (
 	DefaultSweepBatch = 1000
 )
 
+// MaxKeyBytes is the longest key limit the backend accepts: a btree index
+// entry holds at most about a third of an 8 kB page (2704 bytes), and the
+// primary key's entry holds the project name (at most 255 bytes) too.
+const MaxKeyBytes = 2048
+
 // maxBatchBytes bounds the keys and values of one write transaction (the
 // first call of a batch always goes in, however large), so that a run of
 // large SetMany calls does not build a transaction of gigabytes in memory.
@@ -128,6 +133,9 @@ func (c Config) withDefaults() (Config, error) {
 		return c, fmt.Errorf("config: DefaultQuota is negative (%d)", c.DefaultQuota)
 	}
 	c.Limits = c.Limits.WithDefaults()
+	if c.Limits.MaxKeyBytes > MaxKeyBytes {
+		return c, fmt.Errorf("config: the key limit %d bytes is more than the PostgreSQL backend can index (%d bytes)", c.Limits.MaxKeyBytes, MaxKeyBytes)
+	}
 	if c.Committers <= 0 {
 		c.Committers = DefaultCommitters
 	}
