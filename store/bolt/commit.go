@@ -73,7 +73,7 @@ func (s *Store) submit(ctx context.Context, size int, apply func(w *writeTx) (re
 		s.mu.RUnlock()
 	case <-ctx.Done():
 		s.mu.RUnlock()
-		return result{err: ctx.Err()}
+		return result{err: fmt.Errorf("%w: the write queue stayed full: %w", store.ErrBusy, ctx.Err())}
 	}
 	return <-req.done
 }

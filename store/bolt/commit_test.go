@@ -368,3 +368,30 @@ func TestSweeperRemovesExpired(t *testing.T) {
 		t.Fatal("the sweeper removed a live entry")
 	}
 }
+
+// TestFullQueueIsBusy: a write that cannot enter a full queue before its
+// deadline fails with ErrBusy (the daemon answers busy: nothing written,
+// retry later), not with a bare deadline error.
+func TestFullQueueIsBusy(t *testing.T) {
+	s, b := openHeld(t, Config{}, nil)
+	var wg sync.WaitGroup
+	for i := range queueCapacity {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			s.Set(context.Background(), "p", "k"+strconv.Itoa(i), []byte("v"), 0)
+		}()
+	}
+	waitQueued(t, s, queueCapacity)
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	err := s.Set(ctx, "p", "late", []byte("v"), 0)
+	if !errors.Is(err, store.ErrBusy) || !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Set into a full queue = %v, want ErrBusy wrapping the deadline", err)
+	}
+	close(b.release)
+	wg.Wait()
+	if _, found, _ := s.Get(context.Background(), "p", "late"); found {
+		t.Fatal("the refused write was stored")
+	}
+}
