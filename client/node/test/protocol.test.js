@@ -25,6 +25,22 @@ test('connects lazily and sends hello with id 0 and version 1 first', async (t) 
   await kv.close();
 });
 
+test('each request carries what is left of its timeout, less a margin; none without a timeout', async (t) => {
+  const srv = await startFakeServer(memoryHandler());
+  t.after(() => srv.close());
+  const kv = createClient({ socketPath: srv.socketPath, timeout: 2000 });
+  await kv.set('a', 1);
+  const sent = srv.requests.find((r) => r.op === 'set');
+  assert.ok(sent.timeout > 1500 && sent.timeout < 2000, `timeout ${sent.timeout} ms: want a little under 2000`);
+  await kv.close();
+
+  const none = createClient({ socketPath: srv.socketPath, timeout: 0 });
+  await none.get('a');
+  const get = srv.requests.find((r) => r.op === 'get');
+  assert.equal(get.timeout, undefined, 'no timeout field when calls have no timeout');
+  await none.close();
+});
+
 test('socket path: option, then $KV_SOCKET, then the default', () => {
   const saved = process.env.KV_SOCKET;
   try {
