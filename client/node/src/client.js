@@ -30,6 +30,22 @@ const ITEM_OVERHEAD = 32;
 const KEYS_PAGE = 1000;
 const ENTRIES_PAGE = 100;
 
+// The largest frame read before the hello result: a hello result or a
+// refusal is a few hundred bytes. Anything claiming more is not a kvsidecar
+// daemon speaking this protocol (an HTTP server's "HTTP" reads as 1.2 GB).
+const HELLO_MAX_PAYLOAD = 64 * 1024;
+// Room in a response for everything that is not a key or a value.
+const RESPONSE_ITEM_OVERHEAD = 16;
+
+/**
+ * The largest response the daemon can send with these limits (PROTOCOL.md
+ * §2: responses are not bounded by max_frame): a list page of max_batch
+ * keys with their values, plus room for the rest of the frame.
+ */
+function maxResponse(limits) {
+  return limits.maxBatch * (limits.maxKey + limits.maxValue + RESPONSE_ITEM_OVERHEAD) + limits.maxFrame;
+}
+
 // How long a listen-first connection waits for a refusal before its hello.
 const LISTEN_FIRST_MS = 500;
 
@@ -175,6 +191,7 @@ class Connection {
     this.corked = false;
     this.done = false;
     this.reader = new FrameReader();
+    this.reader.maxPayload = HELLO_MAX_PAYLOAD;
     this.ready = new Promise((resolve, reject) => {
       this.resolveReady = resolve;
       this.rejectReady = reject;
@@ -268,7 +285,9 @@ class Connection {
     } catch (cause) {
       this.fail(new KvError(
         ErrorCodes.UNAVAILABLE,
-        `the kvsidecar daemon at ${this.socketPath} sent a malformed frame (${cause.message}); the connection was closed`,
+        this.hello === null
+          ? `the program at ${this.socketPath} does not answer like a kvsidecar daemon: before its hello result, ${cause.message}; the connection was closed`
+          : `the kvsidecar daemon at ${this.socketPath} sent a malformed frame (${cause.message}); the connection was closed`,
         { cause },
       ));
       return;
@@ -320,6 +339,7 @@ class Connection {
         return;
       }
       this.hello = hello;
+      this.reader.maxPayload = maxResponse(hello.limits);
       this.resolveReady(this.hello);
       const queued = this.queued;
       this.queued = [];

@@ -31,9 +31,16 @@ export class FrameReader {
   #decoder = new Decoder();
 
   /**
+   * The largest payload a frame may claim. A longer one is an error as soon
+   * as its length prefix arrives, before its bytes are buffered.
+   */
+  maxPayload = Infinity;
+
+  /**
    * Adds a chunk and returns the messages completed by it, decoded.
-   * Throws on a zero-length frame or a payload that is not one MessagePack
-   * value; the stream cannot be resynchronised after that.
+   * Throws on a zero-length frame, a frame longer than maxPayload, or a
+   * payload that is not one MessagePack value; the stream cannot be
+   * resynchronised after that.
    * @param {Buffer} chunk
    * @returns {unknown[]}
    */
@@ -50,6 +57,9 @@ export class FrameReader {
     while (buf.length - off >= HEADER_SIZE) {
       const len = buf.readUInt32BE(off);
       if (len === 0) throw new Error('the daemon sent a frame with an empty payload');
+      if (len > this.maxPayload) {
+        throw new Error(`the daemon sent a frame of ${len} bytes, over the limit of ${this.maxPayload} bytes`);
+      }
       if (buf.length - off - HEADER_SIZE < len) {
         need = HEADER_SIZE + len;
         break;

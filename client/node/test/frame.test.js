@@ -81,3 +81,15 @@ test('a zero-length frame is an error', () => {
   const r = new FrameReader();
   assert.throws(() => r.push(Buffer.from([0, 0, 0, 0])), /empty payload/);
 });
+
+test('a length prefix over maxPayload is an error before its bytes are buffered', () => {
+  const r = new FrameReader();
+  r.maxPayload = 100;
+  const ok = encodeFrame({ id: 1, result: 'x'.repeat(50) });
+  assert.equal(r.push(ok).length, 1);
+  const header = Buffer.alloc(4);
+  header.writeUInt32BE(101, 0);
+  // Split inside the prefix: the check happens once all four bytes are here.
+  assert.deepEqual(r.push(header.subarray(0, 2)), []);
+  assert.throws(() => r.push(header.subarray(2)), /frame of 101 bytes, over the limit of 100 bytes/);
+});

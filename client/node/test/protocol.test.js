@@ -335,3 +335,41 @@ test('an idle client does not keep the process alive', async () => {
     await srv.close();
   }
 });
+
+test('a response claiming more bytes than any answer can hold fails the connection instead of buffering it', async (t) => {
+  // A broken daemon (or another program on the socket) announces a 4 GiB
+  // frame and keeps sending: the client must not buffer it, nor hang.
+  let streamed = 0;
+  const srv = await startFakeServer((req, conn) => {
+    const header = Buffer.alloc(4);
+    header.writeUInt32BE(0xfffffff0, 0);
+    conn.socket.write(header);
+    const iv = setInterval(() => {
+      if (conn.socket.destroyed || streamed > 64 * 1024 * 1024) { clearInterval(iv); return; }
+      conn.socket.write(Buffer.alloc(1024 * 1024), () => {});
+      streamed += 1024 * 1024;
+    }, 1);
+    conn.socket.once('close', () => clearInterval(iv));
+    return undefined;
+  });
+  t.after(() => srv.close());
+  const kv = createClient({ socketPath: srv.socketPath, timeout: 0 });
+  await assert.rejects(kv.get('a'), (err) => err.code === 'UNAVAILABLE' && /4294967280 bytes/.test(err.message));
+  assert.ok(streamed < 64 * 1024 * 1024, `the client kept reading ${streamed} bytes`);
+  await kv.close();
+});
+
+test('a first frame too large to be a hello result fails at once: not a kvsidecar daemon', async (t) => {
+  // E.g. $KV_SOCKET names an HTTP server's socket: "HTTP" reads as a 1.2 GB length.
+  const srv = await startFakeServer(() => undefined, {
+    onConnect(conn) {
+      conn.socket.on('data', () => {});
+      conn.socket.write('HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\n\r\n');
+      return false;
+    },
+  });
+  t.after(() => srv.close());
+  const kv = createClient({ socketPath: srv.socketPath, timeout: 0 });
+  await assert.rejects(kv.ping(), (err) => err.code === 'UNAVAILABLE' && /hello/.test(err.message) && /bytes/.test(err.message));
+  await kv.close();
+});
