@@ -6,7 +6,7 @@ export type JsonValue = string | number | boolean | null | JsonValue[] | { [key:
 export interface ClientOptions {
   /** Unix socket of the daemon. Default: $KV_SOCKET, else /run/kvsidecar/kv.sock. */
   socketPath?: string;
-  /** Per-call timeout in milliseconds; 0 disables it. Default 5000. */
+  /** Per-call timeout in milliseconds, at most 2147483647; 0 disables it. Default 5000. */
   timeout?: number;
 }
 

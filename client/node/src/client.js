@@ -11,6 +11,8 @@ export const DEFAULT_TIMEOUT = 5000;
 export const VERSION = '0.1.0';
 
 const PROTOCOL_VERSION = 1;
+// The longest delay setTimeout honours; Node turns a longer one into 1 ms.
+const MAX_TIMEOUT = 2 ** 31 - 1;
 const HELLO_ID = 0;
 // Ids stay below 2^53 (PROTOCOL.md §4); 0 is the hello's.
 const MAX_ID = Number.MAX_SAFE_INTEGER;
@@ -513,6 +515,9 @@ export class Client extends EventEmitter {
     const timeout = options.timeout ?? DEFAULT_TIMEOUT;
     if (typeof timeout !== 'number' || !(timeout >= 0) || !Number.isFinite(timeout)) {
       throw new KvError(ErrorCodes.BAD_REQUEST, `timeout must be a non-negative number of milliseconds, got ${String(options.timeout)}`);
+    }
+    if (timeout > MAX_TIMEOUT) {
+      throw new KvError(ErrorCodes.BAD_REQUEST, `timeout must be at most ${MAX_TIMEOUT} ms (about 24.8 days), got ${timeout}; 0 disables it`);
     }
     this.#socketPath = socketPath;
     this.#timeout = timeout;

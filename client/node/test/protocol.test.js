@@ -373,3 +373,16 @@ test('a first frame too large to be a hello result fails at once: not a kvsideca
   await assert.rejects(kv.ping(), (err) => err.code === 'UNAVAILABLE' && /hello/.test(err.message) && /bytes/.test(err.message));
   await kv.close();
 });
+
+test('a timeout longer than a timer can hold is refused, not turned into 1 ms', async (t) => {
+  // Node clamps setTimeout delays over 2^31-1 ms to 1 ms: a client made
+  // with timeout: 2 ** 31 ("practically never") timed every call out at once.
+  const mem = memoryHandler();
+  const srv = await startFakeServer((req) => new Promise((r) => setTimeout(() => r(mem(req)), 30)));
+  t.after(() => srv.close());
+  assert.throws(() => createClient({ socketPath: srv.socketPath, timeout: 2 ** 31 }),
+    (err) => err.code === 'BAD_REQUEST' && /at most 2147483647/.test(err.message));
+  const kv = createClient({ socketPath: srv.socketPath, timeout: 2 ** 31 - 1 });
+  assert.equal(await kv.set('a', 1), true);
+  await kv.close();
+});
