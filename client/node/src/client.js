@@ -81,7 +81,19 @@ function checkKey(key, op) {
   if (key === '') {
     throw new KvError(ErrorCodes.BAD_REQUEST, `${op}: key must not be empty`, { op });
   }
+  checkWellFormed(key, 'key', op);
   return key;
+}
+
+/**
+ * A string with a lone surrogate has no UTF-8 form: the encoder would send
+ * invalid bytes or, for longer strings, U+FFFD in its place, which names a
+ * different key.
+ */
+function checkWellFormed(s, what, op) {
+  if (!s.isWellFormed()) {
+    throw new KvError(ErrorCodes.BAD_REQUEST, `${op}: ${what} is not valid UTF-8: it contains a lone surrogate`, { op });
+  }
 }
 
 function checkKeys(keys, op) {
@@ -846,6 +858,7 @@ export class Client extends EventEmitter {
     if (typeof prefix !== 'string') {
       throw new KvError(ErrorCodes.BAD_REQUEST, 'list: prefix must be a string', { op: 'list' });
     }
+    checkWellFormed(prefix, 'prefix', 'list');
     if (cursor !== null && typeof cursor !== 'string') {
       throw new KvError(ErrorCodes.BAD_REQUEST, 'list: cursor must be a string or null', { op: 'list' });
     }

@@ -90,6 +90,20 @@ test('unicode keys', async () => {
   assert.deepEqual(await collect(kv.keys('ключ')), ['ключ:🔑']);
 });
 
+test('a key with a lone surrogate is refused, not stored under another key', async () => {
+  // Such a string has no UTF-8 form. Long ones used to be sent with U+FFFD
+  // in its place, so they read and overwrote the entry of a different key.
+  const long = 'x'.repeat(300);
+  await kv.set(`${long}\uFFFD`, 'other');
+  for (const key of [`${long}\uD800`, 'a\uDC00b']) {
+    await assert.rejects(kv.set(key, 'mine'), (err) => err.code === 'BAD_REQUEST' && /UTF-8|surrogate/.test(err.message));
+    await assert.rejects(kv.get(key), (err) => err.code === 'BAD_REQUEST');
+    await assert.rejects(kv.getMany([key]), (err) => err.code === 'BAD_REQUEST');
+  }
+  await assert.rejects(kv.list({ prefix: `${long}\uD800` }), (err) => err.code === 'BAD_REQUEST');
+  assert.equal(await kv.get(`${long}\uFFFD`), 'other');
+});
+
 test('set replaces the value and the TTL', async () => {
   await kv.set('k', 'a', 200);
   await kv.set('k', 'b');
