@@ -126,6 +126,10 @@ function requestTimeout(deadline) {
 }
 
 function encodeValue(value, op) {
+  if (typeof value === 'number' && !Number.isFinite(value)) {
+    // JSON has no such number; JSON.stringify would write null.
+    throw new KvError(ErrorCodes.BAD_REQUEST, `${op}: the number ${value} cannot be JSON-encoded (JSON would store null)`, { op });
+  }
   let json;
   try {
     json = JSON.stringify(value);

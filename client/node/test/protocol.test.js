@@ -386,3 +386,19 @@ test('a timeout longer than a timer can hold is refused, not turned into 1 ms', 
   assert.equal(await kv.set('a', 1), true);
   await kv.close();
 });
+
+test('NaN and ±Infinity are refused, not stored as null', async (t) => {
+  // JSON.stringify(NaN) is "null": set('avg', 0 / 0) used to resolve true
+  // and get('avg') then returned null.
+  const srv = await startFakeServer(memoryHandler());
+  t.after(() => srv.close());
+  const kv = createClient({ socketPath: srv.socketPath });
+  for (const v of [NaN, Infinity, -Infinity]) {
+    await assert.rejects(kv.set('k', v), (err) => err.code === 'BAD_REQUEST' && err.message.includes(String(v)));
+    await assert.rejects(kv.setMany([{ key: 'k', value: v }]), (err) => err.code === 'BAD_REQUEST' && err.message.includes(String(v)));
+  }
+  assert.equal(srv.requests.length, 0);
+  assert.equal(await kv.set('z', -0), true);
+  assert.equal(await kv.get('z'), 0);
+  await kv.close();
+});
