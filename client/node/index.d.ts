@@ -177,6 +177,11 @@ export declare class KeyvSidecar extends EventEmitter {
   get<Value>(key: string): Promise<Value | undefined>;
   getMany<Value>(keys: string[]): Promise<Array<Value | undefined>>;
   set(key: string, value: any, ttl?: number): Promise<boolean>;
+  /**
+   * Resolves to one true per entry at run time, which Keyv's setMany()
+   * passes on as its boolean[]; a failure rejects. Declared void because
+   * that is what Keyv's KeyvStoreAdapter type asks of a store.
+   */
   setMany(entries: Array<{ key: string; value: any; ttl?: number }>): Promise<void>;
   delete(key: string): Promise<boolean>;
   /** True when at least one of the keys existed. */

@@ -46,9 +46,14 @@ export class KeyvSidecar extends EventEmitter {
     return this.client.set(key, value, ttl);
   }
 
-  /** @param {Array<{ key: string, value: unknown, ttl?: number }>} entries */
+  /**
+   * Resolves to one true per entry: Keyv's setMany() returns what this
+   * returns, and promises a boolean per entry. A failure rejects.
+   * @param {Array<{ key: string, value: unknown, ttl?: number }>} entries
+   */
   async setMany(entries) {
     await this.client.setMany(entries);
+    return entries.map(() => true);
   }
 
   async delete(key) {
