@@ -140,8 +140,21 @@ function keyFrom(pathname, prefix) {
   return key;
 }
 
+/**
+ * The path of the request target as the client sent it. Parsing it with
+ * new URL() would turn a backslash into a slash and resolve "..", so the
+ * key read or deleted would be another one than the one named; and a target
+ * such as "//[" would throw.
+ */
+function pathOf(target) {
+  const absolute = /^[a-zA-Z][a-zA-Z0-9+.-]*:\/\/[^/?#]*/.exec(target); // absolute-form, e.g. through a proxy
+  const rest = absolute ? target.slice(absolute[0].length) || '/' : target;
+  const end = rest.search(/[?#]/);
+  return end < 0 ? rest : rest.slice(0, end);
+}
+
 async function route(req, res) {
-  const { pathname } = new URL(req.url, 'http://localhost');
+  const pathname = pathOf(req.url);
   const { method } = req;
 
   if (method === 'GET' && (pathname === '/' || pathname === '/index.html')) {

@@ -3,6 +3,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
+import http from 'node:http';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { startDaemon } from '../../../client/node/test/helpers/daemon.js';
@@ -174,4 +175,36 @@ test('other KV failures answer 500 {"error": "Failed to access KV store"}', asyn
   assert.deepEqual(await res.json(), { error: 'Failed to access KV store' });
   await new Promise((r) => setTimeout(r, 50));
   assert.match(logs(), /KV operation failed/);
+});
+
+/** Sends a request with the target exactly as given (fetch would normalise it). */
+function rawRequest(method, target) {
+  const { hostname, port } = new URL(base);
+  return new Promise((resolve, reject) => {
+    const req = http.request({ host: hostname, port, method, path: target }, (res) => {
+      let text = '';
+      res.setEncoding('utf8');
+      res.on('data', (d) => { text += d; });
+      res.on('end', () => resolve({ status: res.statusCode, body: text.startsWith('{') ? JSON.parse(text) : text }));
+    });
+    req.on('error', reject);
+    req.end();
+  });
+}
+
+test('the key is the path as sent: a backslash is not turned into a slash, dot segments are not resolved', async () => {
+  await call('POST', '/set', { key: 'dir\\file', value: 'backslash' });
+  await call('POST', '/set', { key: 'dir/file', value: 'slash' });
+  await call('POST', '/set', { key: 'file', value: 'plain' });
+  assert.deepEqual((await rawRequest('GET', '/get/dir\\file')).body, { key: 'dir\\file', value: 'backslash' });
+  assert.deepEqual((await rawRequest('GET', '/get/dir/../file')).body, { key: 'dir/../file' });
+  assert.deepEqual((await rawRequest('DELETE', '/delete/dir\\file')).body, { success: true, key: 'dir\\file', deleted: true });
+  assert.deepEqual((await call('GET', '/get/dir%2Ffile')).body, { key: 'dir/file', value: 'slash' }, 'the other key is untouched');
+  assert.deepEqual((await call('GET', '/get/file')).body, { key: 'file', value: 'plain' });
+});
+
+test('a request target that is not a URL path is a 4xx, not a KV failure', async () => {
+  const res = await rawRequest('GET', '//[');
+  assert.equal(res.status, 404);
+  assert.match(res.body.error, /no route/);
 });
