@@ -13,6 +13,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/kvsidecar/kvsidecar/client"
+	"github.com/kvsidecar/kvsidecar/internal/daemon"
 	"github.com/kvsidecar/kvsidecar/sidecar"
 )
 
@@ -30,18 +31,20 @@ func runWithDaemon(m *testing.M) int {
 	}
 	defer os.RemoveAll(dir)
 	ctx, stop := context.WithCancel(context.Background())
-	d, err := sidecar.Start(ctx, sidecar.Config{
-		Socket:  filepath.Join(dir, "kv.sock"),
+	d, err := daemon.New(ctx, daemon.Config{
+		Server:  sidecar.Config{Socket: filepath.Join(dir, "kv.sock")},
 		DataDir: filepath.Join(dir, "data"),
 		Project: "shop",
-	}, zap.NewNop(), nil)
+	}, zap.NewNop())
 	if err != nil {
 		log.Fatalf("start the examples' daemon: %v", err)
 	}
+	stopped := make(chan error, 1)
+	go func() { stopped <- d.Run(ctx, nil) }()
 	os.Setenv(client.SocketEnv, d.Socket())
 	code := m.Run()
 	stop()
-	if err := d.Wait(); err != nil {
+	if err := <-stopped; err != nil {
 		log.Printf("the examples' daemon stopped with: %v", err)
 	}
 	return code

@@ -10,6 +10,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/kvsidecar/kvsidecar/internal/daemon"
 	"github.com/kvsidecar/kvsidecar/sidecar"
 	"github.com/kvsidecar/kvsidecar/sidecar/sidecartest"
 )
@@ -28,11 +29,10 @@ func shortTempDir(t *testing.T) string {
 func startErr(t *testing.T, socket string) error {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	d, err := sidecar.Start(ctx, sidecar.Config{Socket: socket, DataDir: t.TempDir(), Project: "p"}, zap.NewNop(), nil)
+	cancel() // a daemon that does start stops at once
+	d, err := daemon.New(context.Background(), daemon.Config{Server: sidecar.Config{Socket: socket}, DataDir: t.TempDir(), Project: "p"}, zap.NewNop())
 	if err == nil {
-		cancel()
-		d.Wait()
+		d.Run(ctx, nil)
 		t.Fatal("daemon started")
 	}
 	return err
@@ -83,12 +83,7 @@ func TestSocketFile(t *testing.T) {
 	})
 	t.Run("socket mode", func(t *testing.T) {
 		socket := filepath.Join(shortTempDir(t), "kv.sock")
-		ctx, cancel := context.WithCancel(context.Background())
-		d, err := sidecar.Start(ctx, sidecar.Config{Socket: socket, SocketMode: 0o660, DataDir: t.TempDir(), Project: "p"}, zap.NewNop(), nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer func() { cancel(); d.Wait() }()
+		sidecartest.Start(t, sidecartest.Options{Socket: socket, SocketMode: 0o660})
 		if fi, err := os.Stat(socket); err != nil || fi.Mode().Perm() != 0o660 {
 			t.Fatalf("socket mode %v, %v; want 0660", fi.Mode(), err)
 		}

@@ -1,7 +1,9 @@
-// Package sidecar is the kvsidecar daemon: it listens on a Unix socket,
-// resolves each caller's project from the socket's peer credentials, reads
-// msgpack-framed requests (package protocol) and serves them from a
-// store.Store, with bounded memory, Prometheus metrics and an orderly stop.
+// Package sidecar is the socket server of the kvsidecar daemon: it listens
+// on a Unix socket, resolves each caller's project from the socket's peer
+// credentials, reads msgpack-framed requests (package protocol) and serves
+// them from a store.Store, with bounded memory, Prometheus metrics and an
+// orderly stop. It imports no storage backend: the daemon's command
+// (internal/daemon) opens the store and hands it to NewServer.
 package sidecar
 
 import (
@@ -27,6 +29,27 @@ import (
 // ServerName is sent to clients in the hello result.
 const ServerName = "kvsidecar/0.1.0"
 
+// Timeouts of the server's own housekeeping; a request's are in Config.
+const (
+	// staleSocketDialTimeout bounds Listen's check for a daemon still
+	// serving an existing socket file. A live daemon accepts at once (the
+	// kernel completes a Unix connection in the listen backlog), so a
+	// second only passes when nothing answers.
+	staleSocketDialTimeout = time.Second
+	// acceptRetryPause is how long accepting pauses when the process is out
+	// of file descriptors: long enough for connections to close and free
+	// some, short enough that callers barely notice.
+	acceptRetryPause = 100 * time.Millisecond
+	// refuseTimeout bounds each step of refusing a caller: writing the
+	// forbidden frame, then reading what the caller still sends. A refused
+	// caller cannot hold a connection slot longer than twice this.
+	refuseTimeout = time.Second
+	// resolveTimeout bounds resolving a caller's project at accept. The
+	// resolvers read memory or local files; a resolver that must ask
+	// another service gets this long before the caller is refused.
+	resolveTimeout = 5 * time.Second
+)
+
 // Server serves one Unix socket. Create it with NewServer, then Listen and
 // Serve.
 type Server struct {
@@ -40,6 +63,7 @@ type Server struct {
 	slots chan struct{}       // open connections (MaxConns)
 
 	ln       *net.UnixListener
+	lnFile   os.FileInfo // the socket file Listen created, so RemoveSocket removes only that one
 	draining atomic.Bool
 
 	// stopReading is cancelled when a stop begins: connections stop reading
@@ -53,8 +77,8 @@ type Server struct {
 	wg    sync.WaitGroup // one per connection goroutine
 }
 
-// NewServer returns a server for cfg (defaults applied by the caller through
-// LoadConfig or Config.WithDefaults).
+// NewServer returns a server for cfg, which must have its defaults applied
+// (Config.WithDefaults) and be valid (Config.Validate).
 func NewServer(cfg Config, st store.Store, ident identity.Resolver, m *Metrics, log *zap.Logger) *Server {
 	s := &Server{
 		cfg:     cfg,
@@ -80,7 +104,7 @@ func (s *Server) Listen() error {
 		if fi.Mode()&os.ModeSocket == 0 {
 			return fmt.Errorf("listen on %s: the path exists and is not a socket; remove it or choose another --socket", path)
 		}
-		c, err := net.DialTimeout("unix", path, time.Second)
+		c, err := net.DialTimeout("unix", path, staleSocketDialTimeout)
 		if err == nil {
 			c.Close()
 			return fmt.Errorf("listen on %s: another daemon is serving this socket", path)
@@ -97,20 +121,51 @@ func (s *Server) Listen() error {
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", path, err)
 	}
-	ln.SetUnlinkOnClose(true)
-	if err := os.Chmod(path, s.cfg.SocketMode); err != nil {
+	// The file stays when the listener closes: RemoveSocket removes it once
+	// the daemon has finished with its store, the last step of a stop.
+	ln.SetUnlinkOnClose(false)
+	fi, err := os.Lstat(path)
+	if err == nil {
+		err = os.Chmod(path, s.cfg.SocketMode)
+	}
+	if err != nil {
 		ln.Close()
+		os.Remove(path)
 		return fmt.Errorf("set socket mode: %w", err)
 	}
-	s.ln = ln
+	s.ln, s.lnFile = ln, fi
+	return nil
+}
+
+// RemoveSocket closes the listener if Serve has not, and removes the socket
+// file Listen created. A file another daemon has put in its place since is
+// left alone. Calling it again, or without Listen, does nothing.
+func (s *Server) RemoveSocket() error {
+	if s.ln == nil || s.lnFile == nil {
+		return nil
+	}
+	s.draining.Store(true)
+	s.ln.Close() // an error only says it was closed already
+	fi, err := os.Lstat(s.cfg.Socket)
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+	case err != nil:
+		return fmt.Errorf("remove socket: %w", err)
+	case os.SameFile(fi, s.lnFile):
+		if err := os.Remove(s.cfg.Socket); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("remove socket: %w", err)
+		}
+	}
+	s.lnFile = nil
 	return nil
 }
 
 // Serve accepts connections until ctx is cancelled, then stops: it stops
 // accepting, lets every connection finish the requests it has read (up to
-// ShutdownTimeout, after which they are cancelled), flushes their responses,
-// closes them and removes the socket. It returns after every connection
-// goroutine has ended. The store is the caller's to close afterwards.
+// ShutdownTimeout, after which they are cancelled), flushes their responses
+// and closes them. It returns after every connection goroutine has ended.
+// The store is the caller's to close afterwards, and then the socket file
+// (RemoveSocket): until then new callers are refused by the kernel.
 func (s *Server) Serve(ctx context.Context) error {
 	if s.ln == nil {
 		return errors.New("serve: Listen was not called")
@@ -125,7 +180,7 @@ func (s *Server) Serve(ctx context.Context) error {
 		err = fmt.Errorf("accept: %w", err)
 	}
 	s.draining.Store(true)
-	s.ln.Close() // ends acceptLoop
+	s.ln.Close() // ends acceptLoop; the file stays until RemoveSocket
 	if err == nil {
 		<-acceptDone
 	}
@@ -179,7 +234,7 @@ func (s *Server) acceptLoop() error {
 			}
 			if errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE) {
 				s.log.Error("accept: out of file descriptors; pausing", zap.Error(err))
-				time.Sleep(100 * time.Millisecond)
+				time.Sleep(acceptRetryPause)
 				continue
 			}
 			return err
@@ -201,7 +256,9 @@ func (s *Server) serveConn(nc *net.UnixConn) {
 		s.refuse(nc, "the daemon could not read the caller's credentials")
 		return
 	}
-	project, err := s.ident.Resolve(peer)
+	ctx, cancel := context.WithTimeout(s.stopReading, resolveTimeout)
+	project, err := s.ident.Resolve(ctx, peer)
+	cancel()
 	if err == nil && project == s.cfg.SystemProject {
 		err = fmt.Errorf("project %q is the system project, which has no key-value access", project)
 	}
@@ -236,14 +293,14 @@ func (s *Server) refuse(nc *net.UnixConn, msg string) {
 	s.metrics.conns.WithLabelValues("refused").Inc()
 	frame, err := protocol.NewEncoder().Response(&protocol.Response{Err: protocol.NewError(protocol.CodeForbidden, msg)})
 	if err == nil {
-		nc.SetWriteDeadline(time.Now().Add(time.Second))
+		nc.SetWriteDeadline(time.Now().Add(refuseTimeout))
 		nc.Write(frame)
 	}
 	// Half-close and read what the peer sends (its hello) until it closes or
-	// a second passes: closing with unread input would make the kernel reset
+	// refuseTimeout passes: closing with unread input would make the kernel reset
 	// the connection, and some clients then lose the error frame.
 	nc.CloseWrite()
-	nc.SetReadDeadline(time.Now().Add(time.Second))
+	nc.SetReadDeadline(time.Now().Add(refuseTimeout))
 	io.Copy(io.Discard, io.LimitReader(nc, 1<<20))
 	nc.Close()
 }

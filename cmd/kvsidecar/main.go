@@ -1,5 +1,6 @@
 // Command kvsidecar is the key-value daemon that runs next to function
-// processes. See --help, and the README for how to deploy it.
+// processes. See --help, and the README for how to deploy it. How the
+// daemon is put together is package internal/daemon.
 package main
 
 import (
@@ -13,53 +14,53 @@ import (
 
 	"go.uber.org/zap"
 
-	"github.com/kvsidecar/kvsidecar/sidecar"
+	"github.com/kvsidecar/kvsidecar/internal/daemon"
 )
+
+// version is the daemon's version, stamped at build time with
+// -ldflags "-X main.version=...".
+var version = "dev"
 
 func main() {
 	os.Exit(run())
 }
 
+// run is the daemon's one exit point: 0 after an orderly stop (or --help,
+// --version), 2 for bad settings, 1 when the daemon cannot start or fails.
 func run() int {
-	cfg, err := sidecar.LoadConfig(os.Args[1:], os.Getenv, os.Stderr)
-	if errors.Is(err, flag.ErrHelp) {
+	cfg, err := daemon.LoadConfig(os.Args[1:], os.LookupEnv, os.Stderr)
+	switch {
+	case errors.Is(err, flag.ErrHelp):
 		return 0
-	}
-	if err != nil {
+	case errors.Is(err, daemon.ErrVersion):
+		fmt.Println("kvsidecar", version)
+		return 0
+	case err != nil:
 		fmt.Fprintf(os.Stderr, "kvsidecar: %v\n", err)
 		return 2
 	}
-	log, err := sidecar.NewLogger(cfg.LogLevel, cfg.LogFormat)
+	log, err := daemon.NewLogger(cfg.LogLevel, cfg.LogFormat)
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "kvsidecar: %v\n", err)
 		return 2
 	}
 	defer log.Sync()
+	log = log.With(zap.String("version", version))
 
+	// SIGTERM and SIGINT cancel ctx, whose cause names the signal; SIGHUP
+	// goes straight to the daemon's reload actor.
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
-	reload := make(chan struct{})
-	done := make(chan struct{})
-	defer close(done)
-	go func() {
-		for {
-			select {
-			case <-hup:
-				select {
-				case reload <- struct{}{}:
-				case <-done:
-					return
-				}
-			case <-done:
-				return
-			}
-		}
-	}()
 
-	if err := sidecar.Run(ctx, cfg, log, reload); err != nil {
+	d, err := daemon.New(ctx, cfg, log)
+	if err != nil {
+		log.Error("kvsidecar cannot start", zap.Error(err))
+		return 1
+	}
+	if err := d.Run(ctx, hup); err != nil {
 		log.Error("kvsidecar failed", zap.Error(err))
 		return 1
 	}

@@ -2,10 +2,17 @@
 // for. The daemon reads the peer's credentials (SO_PEERCRED) once, when it
 // accepts a connection, and asks a Resolver for the project; nothing the
 // peer sends can change the answer.
+//
+// A Resolver may also implement Reloader (the daemon calls Reload on SIGHUP)
+// and io.Closer (the daemon calls Close once it has stopped serving). The
+// daemon discovers both by asserting these interfaces, never a concrete
+// type, so a new resolver needs no change outside its own file and the
+// daemon's --identity switch.
 package identity
 
 import (
 	"bufio"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -36,10 +43,27 @@ func (p Peer) String() string {
 var ErrUnmapped = errors.New("peer is not mapped to any project")
 
 // Resolver maps a peer to its project. Implementations are safe for
-// concurrent use.
+// concurrent use. Resolve is called once per connection, when it is
+// accepted; ctx bounds the call and is cancelled when the daemon stops. An
+// error refuses the caller: wrap ErrUnmapped for a peer that belongs to no
+// project, and name the peer's credential that decided it.
 type Resolver interface {
-	Resolve(p Peer) (project string, err error)
+	Resolve(ctx context.Context, p Peer) (project string, err error)
 }
+
+// Reloader is implemented by resolvers whose mapping can be re-read while
+// the daemon runs (on SIGHUP). A failed Reload must leave the previous
+// mapping in force. It may run concurrently with Resolve.
+type Reloader interface {
+	Reload(ctx context.Context) error
+}
+
+// The resolvers of this package, and what they implement.
+var (
+	_ Resolver = Static{}
+	_ Resolver = (*UIDMap)(nil)
+	_ Reloader = (*UIDMap)(nil)
+)
 
 // PeerOf reads the kernel's credentials of the peer of a Unix socket
 // connection.
@@ -69,7 +93,7 @@ type Static struct {
 }
 
 // Resolve returns the static project.
-func (s Static) Resolve(Peer) (string, error) { return s.Project, nil }
+func (s Static) Resolve(context.Context, Peer) (string, error) { return s.Project, nil }
 
 // Rule maps the uids From..To (inclusive) to a project.
 type Rule struct {
@@ -137,16 +161,17 @@ type UIDMap struct {
 }
 
 // LoadUIDMap reads the uid map file at path.
-func LoadUIDMap(path string) (*UIDMap, error) {
+func LoadUIDMap(ctx context.Context, path string) (*UIDMap, error) {
 	m := &UIDMap{path: path}
-	if err := m.Reload(); err != nil {
+	if err := m.Reload(ctx); err != nil {
 		return nil, err
 	}
 	return m, nil
 }
 
-// Reload re-reads the file. On error the previous rules stay in force.
-func (m *UIDMap) Reload() error {
+// Reload re-reads the file. On error the previous rules stay in force. The
+// file is local and small, so ctx is not consulted.
+func (m *UIDMap) Reload(context.Context) error {
 	f, err := os.Open(m.path)
 	if err != nil {
 		return fmt.Errorf("load uid map: %w", err)
@@ -170,7 +195,7 @@ func (m *UIDMap) Len() int {
 }
 
 // Resolve returns the project of the peer's uid.
-func (m *UIDMap) Resolve(p Peer) (string, error) {
+func (m *UIDMap) Resolve(_ context.Context, p Peer) (string, error) {
 	m.mu.RLock()
 	defer m.mu.RUnlock()
 	i := sort.Search(len(m.rules), func(i int) bool { return m.rules[i].To >= p.UID })

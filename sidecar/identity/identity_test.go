@@ -52,36 +52,36 @@ func TestParseUIDMap(t *testing.T) {
 func TestUIDMapResolveAndReload(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "uids")
 	os.WriteFile(path, []byte("100 a\n200-299 b\n"), 0o644)
-	m, err := LoadUIDMap(path)
+	m, err := LoadUIDMap(t.Context(), path)
 	if err != nil {
 		t.Fatal(err)
 	}
 	for uid, want := range map[uint32]string{100: "a", 200: "b", 250: "b", 299: "b"} {
-		if got, err := m.Resolve(Peer{UID: uid}); err != nil || got != want {
+		if got, err := m.Resolve(t.Context(), Peer{UID: uid}); err != nil || got != want {
 			t.Errorf("uid %d: %q, %v; want %q", uid, got, err, want)
 		}
 	}
 	for _, uid := range []uint32{0, 99, 101, 300} {
-		if _, err := m.Resolve(Peer{UID: uid}); !errors.Is(err, ErrUnmapped) {
+		if _, err := m.Resolve(t.Context(), Peer{UID: uid}); !errors.Is(err, ErrUnmapped) {
 			t.Errorf("uid %d: err = %v, want ErrUnmapped", uid, err)
 		}
 	}
 	// A broken file keeps the previous map in force.
 	os.WriteFile(path, []byte("oops\n"), 0o644)
-	if err := m.Reload(); err == nil {
+	if err := m.Reload(t.Context()); err == nil {
 		t.Fatal("reload of a broken map succeeded")
 	}
-	if got, _ := m.Resolve(Peer{UID: 100}); got != "a" {
+	if got, _ := m.Resolve(t.Context(), Peer{UID: 100}); got != "a" {
 		t.Fatalf("after a failed reload uid 100 -> %q", got)
 	}
 	os.WriteFile(path, []byte("101 c\n"), 0o644)
-	if err := m.Reload(); err != nil {
+	if err := m.Reload(t.Context()); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := m.Resolve(Peer{UID: 100}); !errors.Is(err, ErrUnmapped) {
+	if _, err := m.Resolve(t.Context(), Peer{UID: 100}); !errors.Is(err, ErrUnmapped) {
 		t.Fatal("uid 100 still mapped after reload removed it")
 	}
-	if got, _ := m.Resolve(Peer{UID: 101}); got != "c" {
+	if got, _ := m.Resolve(t.Context(), Peer{UID: 101}); got != "c" {
 		t.Fatalf("uid 101 -> %q", got)
 	}
 }

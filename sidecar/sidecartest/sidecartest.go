@@ -14,9 +14,14 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
 
+	"github.com/kvsidecar/kvsidecar/internal/daemon"
 	"github.com/kvsidecar/kvsidecar/sidecar"
 	"github.com/kvsidecar/kvsidecar/store"
 )
+
+// shutdownTimeout bounds a test daemon's stop: long enough for any request
+// of a test to finish, short enough that a stuck one fails the test soon.
+const shutdownTimeout = 10 * time.Second
 
 // Options configure a test daemon. Zero fields take the daemon's defaults,
 // except where noted.
@@ -30,20 +35,22 @@ type Options struct {
 	Postgres     string // PostgreSQL DSN; default: the embedded store
 	DataDir      string // default: a new temporary directory
 	Socket       string // default: kv.sock in a new temporary directory
+	SocketMode   os.FileMode
 	Metrics      bool   // serve /metrics on a free loopback port
 	Logger       *zap.Logger
 }
 
 // Daemon is a daemon started by Start.
 type Daemon struct {
-	*sidecar.Daemon
+	*daemon.Daemon
 	Socket  string
 	DataDir string
 
 	t      testing.TB
 	opts   Options
 	cancel context.CancelFunc
-	reload chan struct{}
+	done   chan struct{} // closed when Run has returned
+	err    error         // what Run returned, once done is closed
 }
 
 // Start starts a daemon and stops it when the test ends.
@@ -67,7 +74,7 @@ func Start(t testing.TB, opts Options) *Daemon {
 	if opts.Logger == nil {
 		opts.Logger = zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel))
 	}
-	d := &Daemon{Socket: opts.Socket, DataDir: opts.DataDir, t: t, opts: opts, reload: make(chan struct{})}
+	d := &Daemon{Socket: opts.Socket, DataDir: opts.DataDir, t: t, opts: opts}
 	d.start()
 	t.Cleanup(d.Stop)
 	return d
@@ -75,29 +82,39 @@ func Start(t testing.TB, opts Options) *Daemon {
 
 func (d *Daemon) start() {
 	d.t.Helper()
-	cfg := sidecar.Config{
-		Socket:          d.opts.Socket,
-		DataDir:         d.opts.DataDir,
-		Postgres:        d.opts.Postgres,
-		Project:         d.opts.Project,
-		UIDMap:          d.opts.UIDMap,
-		DefaultQuota:    d.opts.DefaultQuota,
-		Limits:          d.opts.Limits,
-		MaxInflight:     d.opts.MaxInflight,
-		MaxConns:        d.opts.MaxConns,
-		ShutdownTimeout: 10 * time.Second,
-		LogLevel:        "warn",
+	cfg := daemon.Config{
+		Server: sidecar.Config{
+			Socket:          d.opts.Socket,
+			SocketMode:      d.opts.SocketMode,
+			Limits:          d.opts.Limits,
+			MaxInflight:     d.opts.MaxInflight,
+			MaxConns:        d.opts.MaxConns,
+			ShutdownTimeout: shutdownTimeout,
+		},
+		DataDir:      d.opts.DataDir,
+		Postgres:     d.opts.Postgres,
+		Project:      d.opts.Project,
+		UIDMap:       d.opts.UIDMap,
+		DefaultQuota: d.opts.DefaultQuota,
+		LogLevel:     "warn",
+	}
+	if d.opts.UIDMap != "" {
+		cfg.Project = ""
 	}
 	if d.opts.Metrics {
 		cfg.MetricsAddr = "127.0.0.1:0"
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	sd, err := sidecar.Start(ctx, cfg, d.opts.Logger, d.reload)
+	dd, err := daemon.New(ctx, cfg, d.opts.Logger)
 	if err != nil {
 		cancel()
 		d.t.Fatalf("start daemon: %v", err)
 	}
-	d.Daemon, d.cancel = sd, cancel
+	d.Daemon, d.cancel, d.done = dd, cancel, make(chan struct{})
+	go func() {
+		defer close(d.done)
+		d.err = dd.Run(ctx, nil)
+	}()
 }
 
 // Stop stops the daemon as SIGTERM would and waits until it has stopped.
@@ -108,18 +125,18 @@ func (d *Daemon) Stop() {
 	}
 	d.cancel()
 	d.cancel = nil
-	if err := d.Wait(); err != nil {
-		d.t.Errorf("daemon stopped with: %v", err)
+	<-d.done
+	if d.err != nil {
+		d.t.Errorf("daemon stopped with: %v", d.err)
 	}
 }
 
-// Reload makes the daemon re-read its uid map, as SIGHUP does, and returns
-// once the daemon has taken the request.
+// Reload makes the daemon re-read its uid map, as SIGHUP does, and fails
+// the test if it cannot.
 func (d *Daemon) Reload() {
-	select {
-	case d.reload <- struct{}{}:
-	case <-d.Done():
-		d.t.Fatal("reload: the daemon has stopped")
+	d.t.Helper()
+	if err := d.Daemon.Reload(context.Background()); err != nil {
+		d.t.Fatalf("reload: %v", err)
 	}
 }
 

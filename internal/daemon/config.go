@@ -1,0 +1,166 @@
+package daemon
+
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	"go.uber.org/zap/zapcore"
+
+	"github.com/kvsidecar/kvsidecar/sidecar"
+	"github.com/kvsidecar/kvsidecar/store"
+)
+
+// Defaults of Config that are not the socket server's (those are
+// sidecar.Default*) nor a backend's.
+const (
+	DefaultDataDir     = "/var/lib/kvsidecar"
+	DefaultMetricsAddr = ":9477"
+	DefaultLogLevel    = "info"
+	DefaultLogFormat   = "json"
+)
+
+// The identity sources of --identity.
+const (
+	// IdentityStatic maps every caller to Config.Project: the pod-sidecar
+	// shape.
+	IdentityStatic = "static"
+	// IdentityUIDMap maps callers' uids to projects through the file
+	// Config.UIDMap, re-read on SIGHUP: one daemon per node.
+	IdentityUIDMap = "uidmap"
+	// IdentityK8s maps a caller's pid to its Kubernetes pod and the pod's
+	// project label. Reserved: not built yet.
+	IdentityK8s = "k8s"
+)
+
+// Config is the whole configuration of the daemon. LoadConfig fills it from
+// flags and environment variables (the settings table); zero fields take
+// the defaults (WithDefaults), except MetricsAddr, whose zero value turns
+// the HTTP listener off.
+type Config struct {
+	// Server is the socket server's configuration: socket, limits,
+	// timeouts.
+	Server sidecar.Config
+
+	// Identity chooses how callers are mapped to projects: IdentityStatic,
+	// IdentityUIDMap or IdentityK8s. "" infers it: static when Project is
+	// set, uidmap when UIDMap is.
+	Identity string
+	// Project is the project of every caller (static identity).
+	Project string
+	// UIDMap is the file mapping caller uids to projects (uidmap identity).
+	UIDMap string
+
+	// DataDir is the directory of the embedded store (kv.db), used when
+	// Postgres is empty. Default DefaultDataDir.
+	DataDir string
+	// Postgres is a PostgreSQL connection string; when set, the daemon uses
+	// PostgreSQL instead of the embedded store. It may hold a password: it
+	// is never logged.
+	Postgres string
+	// PostgresMaxConns is the size of the PostgreSQL connection pool; 0
+	// takes pool_max_conns from the DSN, else the backend's default.
+	PostgresMaxConns int
+	// PostgresStatementTimeout bounds each SQL statement; 0 takes the
+	// backend's default.
+	PostgresStatementTimeout time.Duration
+	// DefaultQuota, when > 0, sets the storage quota of projects without an
+	// override, in bytes, and is stored so that every daemon sharing the
+	// store agrees. 0 keeps the stored value (store.DefaultQuota, 1 GiB,
+	// until someone sets another).
+	DefaultQuota int64
+
+	// MetricsAddr is the address of the HTTP server for /metrics, /healthz
+	// and /readyz; "" disables it (LoadConfig defaults it to
+	// DefaultMetricsAddr).
+	MetricsAddr string
+	// Pprof exposes net/http/pprof under /debug/pprof/ on MetricsAddr.
+	Pprof bool
+
+	// LogLevel is one of debug, info, warn, error. Default info.
+	LogLevel string
+	// LogFormat is json or console. Default json.
+	LogFormat string
+}
+
+// WithDefaults returns c with zero fields set to their defaults.
+func (c Config) WithDefaults() Config {
+	c.Server = c.Server.WithDefaults()
+	if c.DataDir == "" {
+		c.DataDir = DefaultDataDir
+	}
+	if c.LogLevel == "" {
+		c.LogLevel = DefaultLogLevel
+	}
+	if c.LogFormat == "" {
+		c.LogFormat = DefaultLogFormat
+	}
+	return c
+}
+
+// ErrNoIdentity is returned when no identity source is given.
+var ErrNoIdentity = errors.New("no identity source: give --project NAME (every caller belongs to that project; env KV_PROJECT) or --uid-map FILE (callers' uids map to projects; env KV_UID_MAP)")
+
+// Validate checks a Config that has its defaults applied.
+func (c Config) Validate() error {
+	if _, err := c.identity(); err != nil {
+		return err
+	}
+	switch {
+	case c.Project != "" && c.Project == c.Server.SystemProject:
+		return fmt.Errorf("--project %q is the system project, which has no key-value access", c.Project)
+	case c.DefaultQuota < 0:
+		return errors.New("--default-quota must not be negative")
+	case c.PostgresMaxConns < 0:
+		return errors.New("--postgres-max-conns must not be negative")
+	case c.LogFormat != "json" && c.LogFormat != "console":
+		return fmt.Errorf("--log-format %q: want json or console", c.LogFormat)
+	}
+	if _, err := zapcore.ParseLevel(c.LogLevel); err != nil {
+		return fmt.Errorf("--log-level %q: want debug, info, warn or error", c.LogLevel)
+	}
+	if c.Project != "" {
+		if err := store.CheckProject(c.Project); err != nil {
+			return fmt.Errorf("--project: %w", err)
+		}
+	}
+	return c.Server.Validate()
+}
+
+// identity returns the identity source in force: Identity, or the one
+// Project or UIDMap implies. It refuses settings that contradict it.
+func (c Config) identity() (string, error) {
+	switch c.Identity {
+	case "":
+		switch {
+		case c.Project != "" && c.UIDMap != "":
+			return "", errors.New("both --project and --uid-map are given: choose one identity source")
+		case c.Project != "":
+			return IdentityStatic, nil
+		case c.UIDMap != "":
+			return IdentityUIDMap, nil
+		}
+		return "", ErrNoIdentity
+	case IdentityStatic:
+		if c.Project == "" {
+			return "", errors.New("--identity static needs --project NAME (env KV_PROJECT): the project of every caller")
+		}
+		if c.UIDMap != "" {
+			return "", errors.New("--identity static does not read --uid-map: give one of them")
+		}
+	case IdentityUIDMap:
+		if c.UIDMap == "" {
+			return "", errors.New("--identity uidmap needs --uid-map FILE (env KV_UID_MAP): the file mapping uids to projects")
+		}
+		if c.Project != "" {
+			return "", errors.New("--identity uidmap does not read --project: give one of them")
+		}
+	case IdentityK8s:
+		if c.Project != "" || c.UIDMap != "" {
+			return "", errors.New("--identity k8s reads neither --project nor --uid-map: give one identity source")
+		}
+	default:
+		return "", fmt.Errorf("--identity %q: want %s, %s or %s", c.Identity, IdentityStatic, IdentityUIDMap, IdentityK8s)
+	}
+	return c.Identity, nil
+}

@@ -1,0 +1,352 @@
+package daemon
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/kvsidecar/kvsidecar/sidecar"
+	"github.com/kvsidecar/kvsidecar/store"
+	"github.com/kvsidecar/kvsidecar/store/postgres"
+)
+
+// A setting is one daemon setting, defined once: its flag, its environment
+// variable, its default and its help. The flag, the variable and the
+// default all go through set, so they accept the same text. README.md's
+// settings table lists the same rows (TestREADMEListsEverySetting).
+type setting struct {
+	flag string // the flag's name, without dashes
+	env  string // the environment variable
+	// def is applied before the environment and the flags, and shown as
+	// the default. "" means none: the field's zero value stands, which
+	// Config gives the meaning defDoc describes.
+	def    string
+	defDoc string // the default when def is "", as the README writes it
+	arg    string // the value's name in --help; "" for a switch (--pprof)
+	help   string
+	set    func(c *Config, v string) error
+}
+
+// settings is every setting of the daemon, in the order of --help and the
+// README. A new setting is one entry here and one row in the README.
+func settings() []setting {
+	return []setting{
+		{flag: "socket", env: "KV_SOCKET", def: sidecar.DefaultSocket, arg: "PATH",
+			help: "path of the Unix socket to serve",
+			set:  text(func(c *Config) *string { return &c.Server.Socket })},
+		{flag: "socket-mode", env: "KV_SOCKET_MODE", def: fmt.Sprintf("%04o", sidecar.DefaultSocketMode), arg: "MODE",
+			help: "permissions of the socket file, octal; callers are confined by their credentials, not by this",
+			set:  fileMode(func(c *Config) *os.FileMode { return &c.Server.SocketMode })},
+		{flag: "data-dir", env: "KV_DATA_DIR", def: DefaultDataDir, arg: "DIR",
+			help: "directory of the embedded store, used when --postgres is not given",
+			set:  text(func(c *Config) *string { return &c.DataDir })},
+		{flag: "postgres", env: "KV_POSTGRES_DSN", arg: "DSN",
+			help: "PostgreSQL connection string; when given, data is stored there instead of the embedded store",
+			set:  text(func(c *Config) *string { return &c.Postgres })},
+		{flag: "postgres-max-conns", env: "KV_POSTGRES_MAX_CONNS", arg: "N",
+			defDoc: fmt.Sprintf("`pool_max_conns` of the DSN, else %d", postgres.DefaultMaxConns),
+			help:   "size of the PostgreSQL connection pool; 0 takes pool_max_conns from the DSN, else the backend's default",
+			set:    count(func(c *Config) *int { return &c.PostgresMaxConns })},
+		{flag: "postgres-statement-timeout", env: "KV_POSTGRES_STATEMENT_TIMEOUT", arg: "DURATION",
+			defDoc: fmt.Sprintf("backend default (`%s`)", postgres.DefaultStatementTimeout),
+			help:   "limit on each SQL statement; 0 takes the backend's default",
+			set:    duration(func(c *Config) *time.Duration { return &c.PostgresStatementTimeout })},
+		{flag: "identity", env: "KV_IDENTITY", arg: "SOURCE",
+			defDoc: "`static` with `--project`, `uidmap` with `--uid-map`",
+			help:   "how callers are mapped to projects: static (--project), uidmap (--uid-map) or k8s (not built yet)",
+			set:    text(func(c *Config) *string { return &c.Identity })},
+		{flag: "project", env: "KV_PROJECT", arg: "NAME",
+			help: "static identity: every caller belongs to this project",
+			set:  text(func(c *Config) *string { return &c.Project })},
+		{flag: "uid-map", env: "KV_UID_MAP", arg: "FILE",
+			help: "uid identity: file of \"UID PROJECT\" or \"FROM-TO PROJECT\" lines, # comments; re-read on SIGHUP",
+			set:  text(func(c *Config) *string { return &c.UIDMap })},
+		{flag: "system-project", env: "KV_SYSTEM_PROJECT", def: sidecar.DefaultSystemProject, arg: "NAME",
+			help: "project that is refused key-value access",
+			set:  text(func(c *Config) *string { return &c.Server.SystemProject })},
+		{flag: "default-quota", env: "KV_DEFAULT_QUOTA", arg: "SIZE",
+			defDoc: "stored value, `" + formatSize(store.DefaultQuota) + "` until set",
+			help:   "storage quota of a project without an override: bytes, or a size such as 512MiB or 1GB. It is stored, so every daemon sharing the store agrees; when not given, the stored value stays in force (" + formatSize(store.DefaultQuota) + " until set)",
+			set:    size(func(c *Config) *int64 { return &c.DefaultQuota })},
+		{flag: "max-key-bytes", env: "KV_MAX_KEY_BYTES", def: formatSize(store.DefaultMaxKeyBytes), arg: "SIZE",
+			help: fmt.Sprintf("longest key (at most %d with PostgreSQL)", postgres.MaxKeyBytes),
+			set:  sizeInt(func(c *Config) *int { return &c.Server.Limits.MaxKeyBytes })},
+		{flag: "max-value-bytes", env: "KV_MAX_VALUE_BYTES", def: formatSize(store.DefaultMaxValueBytes), arg: "SIZE",
+			help: "largest value",
+			set:  sizeInt(func(c *Config) *int { return &c.Server.Limits.MaxValueBytes })},
+		{flag: "max-conns", env: "KV_MAX_CONNS", def: strconv.Itoa(sidecar.DefaultMaxConns), arg: "N",
+			help: "most open connections; more callers wait to be accepted",
+			set:  count(func(c *Config) *int { return &c.Server.MaxConns })},
+		{flag: "max-inflight", env: "KV_MAX_INFLIGHT", def: strconv.Itoa(sidecar.DefaultMaxInflight), arg: "N",
+			help: "requests of one connection read ahead of their responses",
+			set:  count(func(c *Config) *int { return &c.Server.MaxInflight })},
+		{flag: "max-inflight-bytes", env: "KV_MAX_INFLIGHT_BYTES", def: formatSize(sidecar.DefaultMaxInflightBytes), arg: "SIZE",
+			help: "request bytes held across all connections before reading pauses",
+			set:  size(func(c *Config) *int64 { return &c.Server.MaxInflightBytes })},
+		{flag: "max-frame-bytes", env: "KV_MAX_FRAME_BYTES", arg: "SIZE",
+			defDoc: "max value + 64KiB, ≥ 2MiB",
+			help:   "largest request frame; 0 means the max value size plus 64KiB, at least 2MiB",
+			set:    sizeInt(func(c *Config) *int { return &c.Server.MaxFrameBytes })},
+		{flag: "request-timeout", env: "KV_REQUEST_TIMEOUT", def: sidecar.DefaultRequestTimeout.String(), arg: "DURATION",
+			help: "limit on the work for one request",
+			set:  duration(func(c *Config) *time.Duration { return &c.Server.RequestTimeout })},
+		{flag: "shutdown-timeout", env: "KV_SHUTDOWN_TIMEOUT", def: sidecar.DefaultShutdownTimeout.String(), arg: "DURATION",
+			help: "how long a stop waits for requests in flight",
+			set:  duration(func(c *Config) *time.Duration { return &c.Server.ShutdownTimeout })},
+		{flag: "metrics-addr", env: "KV_METRICS_ADDR", def: DefaultMetricsAddr, arg: "ADDR",
+			help: "address for /metrics, /healthz and /readyz; empty disables",
+			set:  text(func(c *Config) *string { return &c.MetricsAddr })},
+		{flag: "pprof", env: "KV_PPROF", def: "false",
+			help: "serve net/http/pprof under /debug/pprof/ on the metrics address",
+			set:  boolean(func(c *Config) *bool { return &c.Pprof })},
+		{flag: "log-level", env: "KV_LOG_LEVEL", def: DefaultLogLevel, arg: "LEVEL",
+			help: "debug, info, warn or error",
+			set:  text(func(c *Config) *string { return &c.LogLevel })},
+		{flag: "log-format", env: "KV_LOG_FORMAT", def: DefaultLogFormat, arg: "FORMAT",
+			help: "json or console",
+			set:  text(func(c *Config) *string { return &c.LogFormat })},
+	}
+}
+
+// ErrVersion is returned by LoadConfig when --version is given: the
+// command prints its version and exits.
+var ErrVersion = errors.New("version requested")
+
+// LoadConfig builds a Config from command-line arguments and environment
+// variables (lookupEnv is os.LookupEnv in production): each setting takes
+// its default, then its variable if set (even to ""), then its flag if
+// given. It returns flag.ErrHelp after printing help to out when -h or
+// --help is given, and ErrVersion for --version.
+func LoadConfig(args []string, lookupEnv func(string) (string, bool), out io.Writer) (Config, error) {
+	var c Config
+	fs := flag.NewFlagSet("kvsidecar", flag.ContinueOnError)
+	fs.SetOutput(out)
+	var envErr error
+	for _, s := range settings() {
+		if s.def != "" {
+			if err := s.set(&c, s.def); err != nil {
+				return Config{}, fmt.Errorf("the default of --%s, %q: %w", s.flag, s.def, err) // a bug in the table
+			}
+		}
+		if v, ok := lookupEnv(s.env); ok && envErr == nil {
+			if err := s.set(&c, v); err != nil {
+				envErr = fmt.Errorf("$%s: %w", s.env, err)
+			}
+		}
+		set := func(v string) error { return s.set(&c, v) }
+		if s.arg == "" {
+			fs.BoolFunc(s.flag, s.help, set)
+		} else {
+			fs.Func(s.flag, s.help, set)
+		}
+	}
+	version := fs.Bool("version", false, "print the version and exit")
+	fs.Usage = func() { printUsage(fs.Output()) }
+	if err := fs.Parse(args); err != nil {
+		return Config{}, err
+	}
+	if *version {
+		return Config{}, ErrVersion
+	}
+	if fs.NArg() > 0 {
+		return Config{}, fmt.Errorf("unexpected argument %q (all settings are flags; see --help)", fs.Arg(0))
+	}
+	if envErr != nil {
+		return Config{}, envErr
+	}
+	c = c.WithDefaults()
+	return c, c.Validate()
+}
+
+const usageHeader = `kvsidecar serves a project-scoped, persistent key-value store to the
+processes on this machine over a Unix socket. Each caller's project is
+resolved from the socket's peer credentials: give --project for one project
+(the pod-sidecar shape) or --uid-map to map uids to projects (one daemon per
+node). Data lives in PostgreSQL with --postgres, else in an embedded store
+under --data-dir.
+
+Signals: SIGTERM or SIGINT stop it after requests in flight finish; SIGHUP
+re-reads the --uid-map file.
+
+Every flag can also be set by the environment variable named in its help;
+a flag on the command line wins.
+
+Usage: kvsidecar [flags]
+
+`
+
+// printUsage writes --help: the header, then every setting with its
+// variable and default.
+func printUsage(w io.Writer) {
+	fmt.Fprint(w, usageHeader)
+	for _, s := range settings() {
+		name := "--" + s.flag
+		if s.arg != "" {
+			name += " " + s.arg
+		}
+		def := s.def
+		if def == "" {
+			def = strings.ReplaceAll(s.defDoc, "`", "")
+		}
+		fmt.Fprintf(w, "  %s\n    \t%s\n    \t(env %s", name, s.help, s.env)
+		if def != "" {
+			fmt.Fprintf(w, "; default %s", def)
+		}
+		fmt.Fprint(w, ")\n")
+	}
+	fmt.Fprint(w, "  --version\n    \tprint the version and exit\n  --help\n    \tprint this help and exit\n")
+}
+
+// The parsers of the settings, shared by their flags, variables and
+// defaults. Each takes a function that picks its field of a Config. An
+// empty value sets the zero value, which stands for the field's default
+// (for --metrics-addr, "off").
+
+func text(field func(*Config) *string) func(*Config, string) error {
+	return func(c *Config, v string) error {
+		*field(c) = v
+		return nil
+	}
+}
+
+// count parses a number of things (connections, requests).
+func count(field func(*Config) *int) func(*Config, string) error {
+	return func(c *Config, v string) error {
+		if v == "" {
+			*field(c) = 0
+			return nil
+		}
+		n, err := strconv.Atoi(strings.TrimSpace(v))
+		if err != nil || n < 0 {
+			return fmt.Errorf("bad number %q: want a whole number, 0 or more", v)
+		}
+		*field(c) = n
+		return nil
+	}
+}
+
+// size parses a byte count (ParseSize).
+func size(field func(*Config) *int64) func(*Config, string) error {
+	return func(c *Config, v string) error {
+		if v == "" {
+			*field(c) = 0
+			return nil
+		}
+		n, err := ParseSize(v)
+		if err != nil {
+			return err
+		}
+		*field(c) = n
+		return nil
+	}
+}
+
+// sizeInt parses a byte count that a Config holds as an int.
+func sizeInt(field func(*Config) *int) func(*Config, string) error {
+	return func(c *Config, v string) error {
+		var n int64
+		if err := size(func(*Config) *int64 { return &n })(c, v); err != nil {
+			return err
+		}
+		if n > math.MaxInt32 {
+			return fmt.Errorf("bad size %q: at most %s", v, formatSize(math.MaxInt32))
+		}
+		*field(c) = int(n)
+		return nil
+	}
+}
+
+func duration(field func(*Config) *time.Duration) func(*Config, string) error {
+	return func(c *Config, v string) error {
+		if v == "" {
+			*field(c) = 0
+			return nil
+		}
+		d, err := time.ParseDuration(strings.TrimSpace(v))
+		if err != nil || d < 0 {
+			return fmt.Errorf("bad duration %q: want a duration such as 500ms, 10s or 1m", v)
+		}
+		*field(c) = d
+		return nil
+	}
+}
+
+func boolean(field func(*Config) *bool) func(*Config, string) error {
+	return func(c *Config, v string) error {
+		if v == "" {
+			*field(c) = false
+			return nil
+		}
+		b, err := strconv.ParseBool(strings.TrimSpace(v))
+		if err != nil {
+			return fmt.Errorf("bad switch %q: want true or false", v)
+		}
+		*field(c) = b
+		return nil
+	}
+}
+
+func fileMode(field func(*Config) *os.FileMode) func(*Config, string) error {
+	return func(c *Config, v string) error {
+		if v == "" {
+			*field(c) = 0
+			return nil
+		}
+		n, err := strconv.ParseUint(strings.TrimSpace(v), 8, 32)
+		if err != nil || n > 0o777 {
+			return fmt.Errorf("bad mode %q: want octal permissions such as 0660", v)
+		}
+		*field(c) = os.FileMode(n)
+		return nil
+	}
+}
+
+// ParseSize parses a byte count: a plain number of bytes, or a number with
+// a unit B, KB, MB, GB, TB (powers of 1000) or KiB, MiB, GiB, TiB (powers
+// of 1024), case-insensitive.
+func ParseSize(s string) (int64, error) {
+	t := strings.TrimSpace(s)
+	i := 0
+	for i < len(t) && (t[i] >= '0' && t[i] <= '9' || t[i] == '.') {
+		i++
+	}
+	num, unit := t[:i], strings.ToLower(strings.TrimSpace(t[i:]))
+	mult := map[string]float64{
+		"": 1, "b": 1,
+		"kb": 1e3, "mb": 1e6, "gb": 1e9, "tb": 1e12,
+		"kib": 1 << 10, "mib": 1 << 20, "gib": 1 << 30, "tib": 1 << 40,
+		"k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40,
+	}[unit]
+	if num == "" || mult == 0 {
+		return 0, fmt.Errorf("bad size %q: want bytes, or a number with a unit such as 512MiB or 1GB", s)
+	}
+	f, err := strconv.ParseFloat(num, 64)
+	if err != nil {
+		return 0, fmt.Errorf("bad size %q: %w", s, err)
+	}
+	v := f * mult
+	if v > math.MaxInt64/2 {
+		return 0, fmt.Errorf("bad size %q: too large", s)
+	}
+	return int64(v), nil
+}
+
+// formatSize writes n in the largest binary unit that divides it exactly,
+// as ParseSize reads it back: 1GiB, 64KiB, 1000.
+func formatSize(n int64) string {
+	for _, u := range []struct {
+		name string
+		size int64
+	}{{"TiB", 1 << 40}, {"GiB", 1 << 30}, {"MiB", 1 << 20}, {"KiB", 1 << 10}} {
+		if n >= u.size && n%u.size == 0 {
+			return strconv.FormatInt(n/u.size, 10) + u.name
+		}
+	}
+	return strconv.FormatInt(n, 10)
+}

@@ -1,0 +1,93 @@
+package daemon
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+
+	"github.com/jackc/pgx/v5"
+	"go.uber.org/zap"
+
+	"github.com/kvsidecar/kvsidecar/sidecar"
+	"github.com/kvsidecar/kvsidecar/store"
+	"github.com/kvsidecar/kvsidecar/store/bolt"
+	"github.com/kvsidecar/kvsidecar/store/postgres"
+)
+
+// boltFile is the name of the embedded store's file in the data directory.
+const boltFile = "kv.db"
+
+// openStore opens the backend the configuration selects: PostgreSQL when a
+// DSN is given, else the embedded store under DataDir. It also returns the
+// store's name for the start-up log.
+func openStore(ctx context.Context, cfg Config, m *sidecar.Metrics, log *zap.Logger) (store.Store, string, error) {
+	if cfg.Postgres != "" {
+		st, err := postgres.Open(ctx, postgres.Config{
+			DSN:              cfg.Postgres,
+			Limits:           cfg.Server.Limits,
+			DefaultQuota:     cfg.DefaultQuota,
+			MaxConns:         int32(postgresMaxConns(cfg)),
+			StatementTimeout: cfg.PostgresStatementTimeout,
+			ObserveBatch:     m.ObserveBatch,
+			Logger:           log.Named("store"),
+		})
+		if err != nil {
+			// The DSN may hold a password: name the backend, not the DSN.
+			return nil, "", fmt.Errorf("open PostgreSQL store: %w", err)
+		}
+		return st, "postgres", nil
+	}
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, "", fmt.Errorf("create data dir: %w", err)
+	}
+	path := filepath.Join(cfg.DataDir, boltFile)
+	st, err := bolt.Open(ctx, bolt.Config{
+		Path:         path,
+		Limits:       cfg.Server.Limits,
+		DefaultQuota: cfg.DefaultQuota,
+		ObserveBatch: m.ObserveBatch,
+		Logger:       log.Named("store"),
+	})
+	if err != nil {
+		return nil, "", fmt.Errorf("open embedded store: %w", err)
+	}
+	return st, "embedded " + path, nil
+}
+
+// postgresMaxConns is the pool size to ask the backend for:
+// --postgres-max-conns when given, else the DSN's pool_max_conns, else 0
+// (the backend's default). A DSN that does not parse, or a pool_max_conns
+// that is not a number, is left to the backend to report.
+func postgresMaxConns(cfg Config) int {
+	if cfg.PostgresMaxConns > 0 {
+		return cfg.PostgresMaxConns
+	}
+	pc, err := pgx.ParseConfig(cfg.Postgres)
+	if err != nil {
+		return 0
+	}
+	// pgx keeps parameters it does not know, pool_max_conns among them, as
+	// run-time parameters; pgxpool reads it from there too.
+	n, err := strconv.ParseInt(pc.RuntimeParams["pool_max_conns"], 10, 32)
+	if err != nil || n < 0 {
+		return 0
+	}
+	return int(n)
+}
+
+// defaultQuotaInForce returns the quota of projects without an override.
+// The Store interface has no call for it, so it reads the quota in force
+// for the system project, which has no key-value access and so no reason
+// to carry an override.
+func defaultQuotaInForce(ctx context.Context, st store.Store, cfg Config) (int64, error) {
+	if cfg.DefaultQuota > 0 {
+		return cfg.DefaultQuota, nil // Open stored it
+	}
+	u, err := st.Usage(ctx, cfg.Server.SystemProject)
+	if err != nil {
+		return 0, fmt.Errorf("read the default quota: %w", err)
+	}
+	return u.Quota, nil
+}
