@@ -6,6 +6,8 @@ SOCKET    ?= $(CURDIR)/var/kv.sock
 DATA_DIR  ?= $(CURDIR)/var/data
 METRICS   ?= 127.0.0.1:9477
 GOFLAGS_TEST ?= -race -count=1 -timeout 20m
+# VERSION is what `kvsidecar --version` prints; without git it stays "dev".
+VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 
 .PHONY: help build run test test-go test-node vet bench bench-go node-deps clean
 
@@ -18,7 +20,7 @@ help:
 	@echo "make clean   remove bin/ and var/"
 
 build:
-	$(GO) build -o bin/kvsidecar ./cmd/kvsidecar
+	$(GO) build -ldflags "-X main.version=$(VERSION)" -o bin/kvsidecar ./cmd/kvsidecar
 	$(GO) build -o bin/kvbench ./cmd/kvbench
 
 run: build
