@@ -78,6 +78,32 @@ func TestBadFlagValues(t *testing.T) {
 	}
 }
 
+func TestVersion(t *testing.T) {
+	out, err := daemonCmd("--version").Output()
+	if err != nil || strings.TrimSpace(string(out)) != "kvsidecar dev" {
+		t.Fatalf("--version: %q, %v; want \"kvsidecar dev\" (no -ldflags in tests)", out, err)
+	}
+}
+
+// TestStartErrorIsPlain: an error at start-up is one log line that says
+// what is wrong, in both log formats, with no stack trace, and exit code 1.
+func TestStartErrorIsPlain(t *testing.T) {
+	for _, format := range []string{"json", "console"} {
+		cmd := daemonCmd("--socket", filepath.Join(t.TempDir(), "kv.sock"), "--identity", "k8s", "--metrics-addr", "", "--log-format", format)
+		out, err := cmd.CombinedOutput()
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) || ee.ExitCode() != 1 {
+			t.Fatalf("%s: exit %v, want code 1\n%s", format, err, out)
+		}
+		if !strings.Contains(string(out), "not built yet") {
+			t.Errorf("%s: the error does not say k8s is not built yet:\n%s", format, out)
+		}
+		if strings.Contains(string(out), "stacktrace") || strings.Contains(string(out), "main.run") || strings.Count(string(out), "\n") != 1 {
+			t.Errorf("%s: want one line without a stack trace, got:\n%s", format, out)
+		}
+	}
+}
+
 type daemonProc struct {
 	cmd    *exec.Cmd
 	socket string
@@ -197,6 +223,9 @@ func TestSIGTERMUnderLoadKeepsAcknowledgedWrites(t *testing.T) {
 	wg.Wait()
 	if _, err := os.Stat(socket); !os.IsNotExist(err) {
 		t.Fatalf("socket still exists after stop: %v", err)
+	}
+	if !strings.Contains(d.log.String(), "kvsidecar stopping") || !strings.Contains(d.log.String(), "terminated signal received") {
+		t.Fatalf("the log does not say the daemon is stopping, and why:\n%s", d.log)
 	}
 	if len(acked) < writers*20 {
 		t.Fatalf("only %d writes acknowledged before SIGTERM", len(acked))
