@@ -32,11 +32,11 @@ type Options struct {
 	Limits       store.Limits
 	MaxInflight  int
 	MaxConns     int
-	Postgres     string // PostgreSQL DSN; default: the embedded store
-	DataDir      string // default: a new temporary directory
-	Socket       string // default: kv.sock in a new temporary directory
-	SocketMode   os.FileMode
-	Metrics      bool   // serve /metrics on a free loopback port
+	Postgres     string      // PostgreSQL DSN; default: the embedded store
+	DataDir      string      // default: a new temporary directory
+	Socket       string      // default: kv.sock in a new temporary directory
+	SocketMode   os.FileMode // default 0666
+	Metrics      bool        // serve /metrics on a free loopback port
 	Logger       *zap.Logger
 }
 
