@@ -125,7 +125,8 @@ func (d *Daemon) Run(ctx context.Context, hup <-chan os.Signal) error {
 		errs []error
 	)
 	// actor adds a part to the group; when the first part ends, every
-	// interrupt runs, in the order the parts were added.
+	// interrupt runs, in the order the parts are added below. A new
+	// long-running part is one more actor, placed by when it must stop.
 	actor := func(execute func() error, interrupt func(error)) {
 		g.Add(func() error {
 			err := execute()

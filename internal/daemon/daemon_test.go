@@ -200,20 +200,27 @@ func TestK8sIdentityIsNotBuiltYet(t *testing.T) {
 
 // TestStartLogShowsTheDefaultQuotaInForce starts a daemon that stores a
 // default quota, then one that gives none: its start-up line names the
-// stored quota, not "as stored".
+// stored quota, not "as stored". On both backends.
 func TestStartLogShowsTheDefaultQuotaInForce(t *testing.T) {
-	cfg := testConfig(t)
-	cfg.DefaultQuota = 5000
-	first := start(t, cfg)
-	first.stop(errors.New("next"))
-	first.wait(t)
-	if got := first.logs.FilterMessage("kvsidecar serving").All()[0].ContextMap()["default_quota"]; got != int64(5000) {
-		t.Fatalf("first daemon logs default_quota %v", got)
-	}
-	cfg.DefaultQuota = 0
-	second := start(t, cfg)
-	if got := second.logs.FilterMessage("kvsidecar serving").All()[0].ContextMap()["default_quota"]; got != int64(5000) {
-		t.Fatalf("second daemon logs default_quota %v (%T), want the stored 5000", got, got)
+	for _, backend := range []string{"embedded", "postgres"} {
+		t.Run(backend, func(t *testing.T) {
+			cfg := testConfig(t)
+			if backend == "postgres" {
+				cfg.Postgres = pgtest.Database(t)
+			}
+			cfg.DefaultQuota = 5000
+			first := start(t, cfg)
+			first.stop(errors.New("next"))
+			first.wait(t)
+			if got := first.logs.FilterMessage("kvsidecar serving").All()[0].ContextMap()["default_quota"]; got != int64(5000) {
+				t.Fatalf("first daemon logs default_quota %v", got)
+			}
+			cfg.DefaultQuota = 0
+			second := start(t, cfg)
+			if got := second.logs.FilterMessage("kvsidecar serving").All()[0].ContextMap()["default_quota"]; got != int64(5000) {
+				t.Fatalf("second daemon logs default_quota %v (%T), want the stored 5000", got, got)
+			}
+		})
 	}
 }
 
