@@ -68,6 +68,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/kvsidecar/kvsidecar/store"
+	"github.com/kvsidecar/kvsidecar/store/internal/batch"
 )
 
 // Defaults of Config.
@@ -168,14 +169,14 @@ type Store struct {
 	cfg    Config
 	limits store.Limits
 
-	// mu guards closed and, held for reading by every caller while it
-	// enqueues a write or runs a read, keeps Close from closing the queue
-	// under a sender or the file under a reader.
+	// mu guards closed and, held for reading by every read while it runs,
+	// keeps Close from closing the file under a reader.
 	mu     sync.RWMutex
 	closed bool
 
-	queue         chan *request
-	committerDone chan struct{}
+	// queue is the write queue; its goroutine is the committer. It refuses
+	// writes once closed, so no write reaches the file after Close.
+	queue *batch.Queue[request, result]
 
 	stopSweeper context.CancelFunc
 	sweeperDone chan struct{}
@@ -207,14 +208,12 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	}
 
 	s := &Store{
-		db:            db,
-		cfg:           cfg,
-		limits:        cfg.Limits,
-		queue:         make(chan *request, queueCapacity),
-		committerDone: make(chan struct{}),
-		sweeperDone:   make(chan struct{}),
+		db:          db,
+		cfg:         cfg,
+		limits:      cfg.Limits,
+		sweeperDone: make(chan struct{}),
 	}
-	go s.commitLoop()
+	s.queue = s.newQueue()
 
 	sweepCtx, cancel := context.WithCancel(context.Background())
 	s.stopSweeper = cancel
@@ -239,13 +238,9 @@ func (s *Store) Close() error {
 		return store.ErrClosed
 	}
 	s.closed = true
-	// No sender is inside submit (each holds mu for reading while it
-	// sends), so closing the queue is safe; the committer drains what is
-	// in it and exits.
-	close(s.queue)
 	s.mu.Unlock()
 
-	<-s.committerDone
+	s.queue.Close() // commits what is queued; later writes fail with ErrClosed
 	if err := s.db.Close(); err != nil {
 		return fmt.Errorf("close %s: %w", s.cfg.Path, err)
 	}

@@ -8,6 +8,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/kvsidecar/kvsidecar/store"
+	"github.com/kvsidecar/kvsidecar/store/internal/batch"
 )
 
 const (
@@ -36,8 +37,7 @@ type request struct {
 	// reported in the result, after apply has decided it without mutating
 	// anything; an error means the transaction must be rolled back.
 	apply func(w *writeTx) (result, error)
-	size  int         // bytes of keys and values, for maxBatchBytes
-	done  chan result // buffered: the committer never blocks on a caller
+	size  int // bytes of keys and values, for maxBatchBytes
 }
 
 // result is the answer to one request.
@@ -47,6 +47,9 @@ type result struct {
 	err   error
 }
 
+// writeCall is a request in the write queue.
+type writeCall = batch.Call[request, result]
+
 // writeTx is what a request's apply gets: the transaction and its clock.
 type writeTx struct {
 	tx  *bbolt.Tx
@@ -54,65 +57,41 @@ type writeTx struct {
 	s   *Store
 }
 
+// newQueue returns the write queue, whose committer goroutine runs commit
+// until Close.
+func (s *Store) newQueue() *batch.Queue[request, result] {
+	return batch.New(batch.Config[request, result]{
+		Name:      "write",
+		Capacity:  queueCapacity,
+		MaxWeight: maxBatch,
+		MaxBytes:  maxBatchBytes,
+		Bytes:     func(r request) int { return r.size },
+		Apply:     s.commit,
+		Logger:    s.cfg.Logger,
+	})
+}
+
 // submit queues a write and waits for its result. ctx applies while the
 // request waits to enter the queue; once queued, the write will be applied
 // and submit waits for its outcome regardless of ctx, so a write whose ctx
 // expires after that point may still commit.
 func (s *Store) submit(ctx context.Context, size int, apply func(w *writeTx) (result, error)) result {
-	if err := ctx.Err(); err != nil {
+	res, err := s.queue.Submit(ctx, request{apply: apply, size: size})
+	if err != nil {
 		return result{err: err}
 	}
-	req := &request{apply: apply, size: size, done: make(chan result, 1)}
-	s.mu.RLock()
-	if s.closed {
-		s.mu.RUnlock()
-		return result{err: store.ErrClosed}
-	}
-	select {
-	case s.queue <- req:
-		s.mu.RUnlock()
-	case <-ctx.Done():
-		s.mu.RUnlock()
-		return result{err: fmt.Errorf("%w: the write queue stayed full: %w", store.ErrBusy, ctx.Err())}
-	}
-	return <-req.done
+	return res
 }
 
-// commitLoop is the committer goroutine. It ends when Close closes the
-// queue, after committing everything that was in it.
-func (s *Store) commitLoop() {
-	defer close(s.committerDone)
-	batch := make([]*request, 0, maxBatch)
-	for first := range s.queue {
-		batch = append(batch[:0], first)
-		size := first.size
-	drain:
-		for len(batch) < maxBatch && size < maxBatchBytes {
-			select {
-			case req, ok := <-s.queue:
-				if !ok {
-					break drain
-				}
-				batch = append(batch, req)
-				size += req.size
-			default:
-				break drain // nothing more queued right now: commit, don't wait
-			}
-		}
-		s.commit(batch)
-		clear(batch) // drop references to answered requests
-	}
-}
-
-// commit applies batch in one transaction and answers every request. If the
-// transaction fails, each request is retried in a transaction of its own so
+// commit applies calls in one transaction and answers every one. If the
+// transaction fails, each call is retried in a transaction of its own so
 // that only the one that cannot commit fails.
-func (s *Store) commit(batch []*request) {
-	results := make([]result, len(batch))
+func (s *Store) commit(calls []*writeCall) {
+	results := make([]result, len(calls))
 	err := s.db.Update(func(tx *bbolt.Tx) error {
 		w := &writeTx{tx: tx, now: s.nowMs(), s: s}
-		for i, req := range batch {
-			res, err := req.apply(w)
+		for i, c := range calls {
+			res, err := c.Item.apply(w)
 			if err != nil {
 				return err
 			}
@@ -121,19 +100,19 @@ func (s *Store) commit(batch []*request) {
 		return nil
 	})
 	if err == nil {
-		s.cfg.ObserveBatch(len(batch))
-		for i, req := range batch {
-			req.done <- results[i]
+		s.cfg.ObserveBatch(len(calls))
+		for i, c := range calls {
+			c.Answer(results[i])
 		}
 		return
 	}
-	if len(batch) == 1 {
-		batch[0].done <- result{err: fmt.Errorf("%w: commit: %w", store.ErrUnavailable, err)}
+	if len(calls) == 1 {
+		calls[0].Fail(fmt.Errorf("%w: commit: %w", store.ErrUnavailable, err))
 		return
 	}
 	s.cfg.Logger.Warn("bolt: a batch failed to commit; retrying its writes one per transaction",
-		zap.Int("writes", len(batch)), zap.Error(err))
-	for i := range batch {
-		s.commit(batch[i : i+1])
+		zap.Int("writes", len(calls)), zap.Error(err))
+	for i := range calls {
+		s.commit(calls[i : i+1])
 	}
 }

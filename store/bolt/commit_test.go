@@ -104,9 +104,9 @@ func openHeld(t *testing.T, cfg Config, first func(s *Store) error) (*Store, *ba
 func waitQueued(t *testing.T, s *Store, n int) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
-	for len(s.queue) < n {
+	for s.queue.Len() < n {
 		if time.Now().After(deadline) {
-			t.Fatalf("%d requests queued, want %d", len(s.queue), n)
+			t.Fatalf("%d requests queued, want %d", s.queue.Len(), n)
 		}
 		time.Sleep(time.Millisecond)
 	}
