@@ -12,6 +12,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/kvsidecar/kvsidecar/store"
+	"github.com/kvsidecar/kvsidecar/store/internal/batch"
 	"github.com/kvsidecar/kvsidecar/store/postgres/pgtest"
 	"github.com/kvsidecar/kvsidecar/store/storetest"
 )
@@ -41,7 +42,7 @@ func (l *batchLog) get() []int {
 type stall struct {
 	t       *testing.T
 	s       *Store
-	q       chan *writeReq
+	q       *batch.Queue[writeReq, writeResult]
 	tx      pgx.Tx
 	pending sync.WaitGroup
 }
@@ -80,9 +81,9 @@ WHERE datname = current_database() AND wait_event_type = 'Lock'`).Scan(&waiting)
 // queue starts call in a goroutine and returns once it is queued.
 func (st *stall) queue(call func()) {
 	st.t.Helper()
-	n := len(st.q)
+	n := st.q.Len()
 	st.pending.Go(call)
-	waitFor(st.t, "the call to be queued", func() bool { return len(st.q) == n+1 })
+	waitFor(st.t, "the call to be queued", func() bool { return st.q.Len() == n+1 })
 }
 
 // release lets the committer go on and waits for every queued call.

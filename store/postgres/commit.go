@@ -3,11 +3,8 @@ package postgres
 import (
 	"context"
 	"errors"
-	"fmt"
 
 	"go.uber.org/zap"
-
-	"github.com/kvsidecar/kvsidecar/store"
 )
 
 // maxBatchAttempts bounds how often a batch is run again after a conflict
@@ -15,122 +12,77 @@ import (
 // should not happen at all; the retry is a safety net, not a strategy.
 const maxBatchAttempts = 3
 
-// commitLoop is one committer: it takes what is queued on q right now, up to
-// Config.MaxBatch items, commits it as one transaction, and repeats until q
-// is closed and drained.
-func (s *Store) commitLoop(q <-chan *writeReq) {
-	defer s.workers.Done()
-	var next *writeReq // taken from q but left for the next batch
-	for {
-		first := next
-		next = nil
-		if first == nil {
-			r, ok := <-q
-			if !ok {
-				return
-			}
-			first = r
-		}
-		batch := []*writeReq{first}
-		weight, size := first.weight(), first.bytes()
-	fill:
-		for weight < s.cfg.MaxBatch && size < maxBatchBytes {
-			select {
-			case r, ok := <-q:
-				if !ok {
-					break fill
-				}
-				if weight+r.weight() > s.cfg.MaxBatch || size+r.bytes() > maxBatchBytes {
-					next = r
-					break fill
-				}
-				batch = append(batch, r)
-				weight += r.weight()
-				size += r.bytes()
-			default:
-				break fill
-			}
-		}
-		s.commit(batch)
-	}
-}
-
-// commit applies a batch and answers every call in it.
-func (s *Store) commit(batch []*writeReq) {
-	live := batch[:0]
-	for _, r := range batch {
-		select {
-		case <-r.abandoned:
-			// Nobody waits for this answer; it only completes the protocol.
-			r.done <- writeResult{err: fmt.Errorf("%w: the caller gave up before the write was applied", store.ErrUnavailable)}
-		default:
-			live = append(live, r)
-		}
-	}
-	if len(live) == 0 {
-		return
-	}
-
+// commit applies the calls of one batch and answers every one. It is the
+// apply function of each committer's queue.
+func (s *Store) commit(calls []*writeCall) {
 	// Batches of Sets far from their quota take one round trip.
-	if onlySets(live) {
-		applied, err := s.commitFast(live)
+	if reqs := requests(calls); onlySets(reqs) {
+		applied, err := s.commitFast(reqs)
 		if err != nil && classify(err) == classUnavailable {
-			s.fail(live, err)
+			s.fail(calls, err)
 			return
 		}
 		// On a conflict or a refused statement nothing was applied, and the
 		// general path sorts it out.
-		var done []*writeReq
-		rest := live[:0]
-		for _, r := range live {
-			if applied[r.project] {
-				done = append(done, r)
+		var done, rest []*writeCall
+		for _, c := range calls {
+			if applied[c.Item.project] {
+				done = append(done, c)
 			} else {
-				rest = append(rest, r)
+				rest = append(rest, c)
 			}
 		}
 		if len(done) > 0 {
 			s.cfg.ObserveBatch(len(done))
-			for _, r := range done {
-				r.done <- writeResult{}
+			for _, c := range done {
+				c.Answer(writeResult{})
 			}
 		}
-		live = rest
-		if len(live) == 0 {
+		calls = rest
+		if len(calls) == 0 {
 			return
 		}
 	}
 
-	results, err := s.commitRetrying(live)
+	results, err := s.commitRetrying(requests(calls))
 	if err == nil {
-		s.cfg.ObserveBatch(len(live))
-		for i, r := range live {
-			r.done <- results[i]
+		s.cfg.ObserveBatch(len(calls))
+		for i, c := range calls {
+			c.Answer(results[i])
 		}
 		return
 	}
-	if len(live) > 1 && classify(err) == classRetryAlone {
+	if len(calls) > 1 && classify(err) == classRetryAlone {
 		s.log.Warn("write batch failed; retrying its calls one at a time",
-			zap.Int("calls", len(live)), zap.Error(err))
-		for _, r := range live {
-			res, err := s.commitRetrying([]*writeReq{r})
+			zap.Int("calls", len(calls)), zap.Error(err))
+		for _, c := range calls {
+			res, err := s.commitRetrying([]*writeReq{&c.Item})
 			if err != nil {
-				r.done <- writeResult{err: dbError(err)}
+				c.Fail(dbError(err))
 				continue
 			}
 			s.cfg.ObserveBatch(1)
-			r.done <- res[0]
+			c.Answer(res[0])
 		}
 		return
 	}
-	s.fail(live, err)
+	s.fail(calls, err)
 }
 
-// fail answers every call of reqs with err, from the database.
-func (s *Store) fail(reqs []*writeReq, err error) {
+// requests returns the write calls of calls, in order.
+func requests(calls []*writeCall) []*writeReq {
+	reqs := make([]*writeReq, len(calls))
+	for i, c := range calls {
+		reqs[i] = &c.Item
+	}
+	return reqs
+}
+
+// fail answers every one of calls with err, from the database.
+func (s *Store) fail(calls []*writeCall, err error) {
 	err = dbError(err)
-	for _, r := range reqs {
-		r.done <- writeResult{err: err}
+	for _, c := range calls {
+		c.Fail(err)
 	}
 }
 

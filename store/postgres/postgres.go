@@ -21,7 +21,11 @@
 // Steps 1–2 are one round trip and 4–5 another (pgx pipelines them). A Clear
 // splits the batch: what precedes it is written before it runs. A batch
 // whose transaction fails on something other than the connection is retried
-// one call at a time, so one bad call never fails its neighbours.
+// one call at a time, so one bad call never fails its neighbours. The queues
+// and their drain are store/internal/batch's; a panic while a batch is
+// applied fails that batch's calls with an internal error, and the committer
+// goes on. The transaction of the general path is modelled in txn.go, the
+// one-round-trip path below in fast.go, and commit.go chooses between them.
 //
 // The common case takes a shorter path. When a batch holds only Sets and
 // SetManys, and a project's usage leaves room for all of its items even if
@@ -81,6 +85,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/kvsidecar/kvsidecar/store"
+	"github.com/kvsidecar/kvsidecar/store/internal/batch"
 )
 
 // Store is the PostgreSQL backend. It is safe for concurrent use.
@@ -89,14 +94,14 @@ type Store struct {
 	pool *pgxpool.Pool
 	log  *zap.Logger
 
-	// mu guards closed and, held for reading by every caller while it
-	// enqueues, keeps Close from closing a queue under a sender.
+	// mu guards closed, which the calls that do not queue check.
 	mu     sync.RWMutex
 	closed bool
 
-	writeQs []chan *writeReq // one per committer
-	readQ   chan *readReq
-	workers sync.WaitGroup // committers and the reader
+	// The queues' goroutines are the committers and the reader. Each queue
+	// refuses calls once closed, so nothing reaches the pool after Close.
+	writeQs []*batch.Queue[writeReq, writeResult] // one per committer
+	readQ   *batch.Queue[readReq, readResult]
 
 	// known holds projects whose usage row is known to exist. Rows are
 	// never deleted, so an entry stays true.
@@ -150,20 +155,16 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		cfg:         cfg,
 		pool:        pool,
 		log:         cfg.Logger,
-		writeQs:     make([]chan *writeReq, cfg.Committers),
-		readQ:       make(chan *readReq, cfg.QueueSize),
+		writeQs:     make([]*batch.Queue[writeReq, writeResult], cfg.Committers),
 		sweeperDone: make(chan struct{}),
 	}
 	// Each committer's queue gets its share of QueueSize (at least one
 	// full batch), so a hot project cannot take the slots of the others.
 	perQueue := max(cfg.QueueSize/cfg.Committers, 1)
 	for i := range s.writeQs {
-		s.writeQs[i] = make(chan *writeReq, perQueue)
-		s.workers.Add(1)
-		go s.commitLoop(s.writeQs[i])
+		s.writeQs[i] = s.newWriteQueue(perQueue)
 	}
-	s.workers.Add(1)
-	go s.readLoop()
+	s.readQ = s.newReadQueue()
 
 	sweepCtx, stop := context.WithCancel(context.Background())
 	s.stopSweeper = stop
@@ -201,16 +202,16 @@ func (s *Store) Close() error {
 		return store.ErrClosed
 	}
 	s.closed = true
-	// No sender is inside enqueue (each holds mu for reading while it
-	// sends), so closing the queues is safe; the workers drain what is in
-	// them and exit.
-	for _, q := range s.writeQs {
-		close(q)
-	}
-	close(s.readQ)
 	s.mu.Unlock()
 
-	s.workers.Wait()
+	// All at once, so that every queue refuses new calls from now on; each
+	// Close returns once what was queued is answered.
+	var queues sync.WaitGroup
+	for _, q := range s.writeQs {
+		queues.Go(q.Close)
+	}
+	queues.Go(s.readQ.Close)
+	queues.Wait()
 	s.stopSweeper()
 	<-s.sweeperDone
 	s.pool.Close()

@@ -3,12 +3,12 @@ package postgres
 import (
 	"bytes"
 	"context"
-	"fmt"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 
 	"github.com/kvsidecar/kvsidecar/store"
+	"github.com/kvsidecar/kvsidecar/store/internal/batch"
 )
 
 // readReq is one point read (Get, Has, GetMany, HasMany) waiting for the
@@ -17,9 +17,6 @@ type readReq struct {
 	project string
 	keys    []string
 	values  bool // Get and GetMany want values; Has and HasMany only presence
-
-	abandoned <-chan struct{} // the caller's ctx.Done()
-	done      chan readResult // buffered: the reader never blocks on a caller
 }
 
 // readResult is the answer to one read: per key, whether it is live and,
@@ -30,45 +27,36 @@ type readResult struct {
 	err    error
 }
 
+// readCall is a read in the reader's queue.
+type readCall = batch.Call[readReq, readResult]
+
+// newReadQueue returns the reader's queue, whose goroutine runs readRound
+// until Close: it takes what is queued right now, up to Config.MaxBatch
+// keys, answers it with one round trip, and while that round is in flight,
+// new reads queue for the next one.
+func (s *Store) newReadQueue() *batch.Queue[readReq, readResult] {
+	return batch.New(batch.Config[readReq, readResult]{
+		Name:             "read",
+		Capacity:         s.cfg.QueueSize,
+		MaxWeight:        s.cfg.MaxBatch,
+		Weight:           func(r readReq) int { return len(r.keys) },
+		Abandonable:      true,
+		AbandonedMessage: "no answer from the database in time",
+		Apply:            s.readRound,
+		Logger:           s.log,
+	})
+}
+
 // read queues r for the reader and waits for the answer, within ctx. While
 // the queue is full the caller waits; when ctx ends first the call fails
 // with store.ErrBusy. A caller whose ctx ends while its round is in flight
 // gets store.ErrUnavailable.
-func (s *Store) read(ctx context.Context, r *readReq) readResult {
-	if err := ctx.Err(); err != nil {
+func (s *Store) read(ctx context.Context, r readReq) readResult {
+	res, err := s.readQ.Submit(ctx, r)
+	if err != nil {
 		return readResult{err: err}
 	}
-	r.abandoned = ctx.Done()
-	r.done = make(chan readResult, 1)
-
-	s.mu.RLock()
-	if s.closed {
-		s.mu.RUnlock()
-		return readResult{err: store.ErrClosed}
-	}
-	select {
-	case s.readQ <- r:
-	default:
-		select {
-		case s.readQ <- r:
-		case <-ctx.Done():
-			s.mu.RUnlock()
-			return readResult{err: fmt.Errorf("%w: the read queue stayed full: %w", store.ErrBusy, ctx.Err())}
-		}
-	}
-	s.mu.RUnlock()
-
-	select {
-	case res := <-r.done:
-		return res
-	case <-ctx.Done():
-		select {
-		case res := <-r.done:
-			return res
-		default:
-		}
-		return readResult{err: fmt.Errorf("%w: no answer from the database in time: %w", store.ErrUnavailable, ctx.Err())}
-	}
+	return res
 }
 
 // Get returns the value of key. See store.Store.
@@ -79,7 +67,7 @@ func (s *Store) Get(ctx context.Context, project, key string) ([]byte, bool, err
 	if err := s.cfg.Limits.CheckKey(key); err != nil {
 		return nil, false, err
 	}
-	res := s.read(ctx, &readReq{project: project, keys: []string{key}, values: true})
+	res := s.read(ctx, readReq{project: project, keys: []string{key}, values: true})
 	if res.err != nil {
 		return nil, false, res.err
 	}
@@ -100,7 +88,7 @@ func (s *Store) GetMany(ctx context.Context, project string, keys []string) ([][
 		}
 		return [][]byte{}, nil
 	}
-	res := s.read(ctx, &readReq{project: project, keys: keys, values: true})
+	res := s.read(ctx, readReq{project: project, keys: keys, values: true})
 	return res.values, res.err
 }
 
@@ -112,7 +100,7 @@ func (s *Store) Has(ctx context.Context, project, key string) (bool, error) {
 	if err := s.cfg.Limits.CheckKey(key); err != nil {
 		return false, err
 	}
-	res := s.read(ctx, &readReq{project: project, keys: []string{key}})
+	res := s.read(ctx, readReq{project: project, keys: []string{key}})
 	if res.err != nil {
 		return false, res.err
 	}
@@ -133,48 +121,8 @@ func (s *Store) HasMany(ctx context.Context, project string, keys []string) ([]b
 		}
 		return []bool{}, nil
 	}
-	res := s.read(ctx, &readReq{project: project, keys: keys})
+	res := s.read(ctx, readReq{project: project, keys: keys})
 	return res.found, res.err
-}
-
-// readLoop is the reader: it takes what is queued right now, up to
-// Config.MaxBatch keys, answers it with one round trip, and repeats until
-// the queue is closed and drained. While a round is in flight, new reads
-// queue for the next one.
-func (s *Store) readLoop() {
-	defer s.workers.Done()
-	var next *readReq
-	for {
-		first := next
-		next = nil
-		if first == nil {
-			r, ok := <-s.readQ
-			if !ok {
-				return
-			}
-			first = r
-		}
-		round := []*readReq{first}
-		keys := len(first.keys)
-	fill:
-		for keys < s.cfg.MaxBatch {
-			select {
-			case r, ok := <-s.readQ:
-				if !ok {
-					break fill
-				}
-				if keys+len(r.keys) > s.cfg.MaxBatch {
-					next = r
-					break fill
-				}
-				round = append(round, r)
-				keys += len(r.keys)
-			default:
-				break fill
-			}
-		}
-		s.readRound(round)
-	}
 }
 
 // readProject is one project's part of a read round.
@@ -187,22 +135,10 @@ type readProject struct {
 // readRound answers a round of reads with one pipelined round trip: per
 // project, one statement for the keys whose values are wanted and one for
 // the keys only tested.
-func (s *Store) readRound(round []*readReq) {
-	live := round[:0]
-	for _, r := range round {
-		select {
-		case <-r.abandoned:
-			r.done <- readResult{err: fmt.Errorf("%w: the caller gave up", store.ErrUnavailable)}
-		default:
-			live = append(live, r)
-		}
-	}
-	if len(live) == 0 {
-		return
-	}
-
+func (s *Store) readRound(calls []*readCall) {
 	projects := map[string]*readProject{}
-	for _, r := range live {
+	for _, c := range calls {
+		r := &c.Item
 		p := projects[r.project]
 		if p == nil {
 			p = &readProject{valueKeys: map[string]bool{}, hasKeys: map[string]bool{}, found: map[string][]byte{}}
@@ -262,8 +198,8 @@ func (s *Store) readRound(round []*readReq) {
 	cancel()
 	if err != nil {
 		err = dbError(err)
-		for _, r := range live {
-			r.done <- readResult{err: err}
+		for _, c := range calls {
+			c.Fail(err)
 		}
 		return
 	}
@@ -271,7 +207,8 @@ func (s *Store) readRound(round []*readReq) {
 	// A value read for several callers is handed to the first as is and
 	// copied for the others, so that no two callers share a buffer.
 	handed := map[*byte]bool{}
-	for _, r := range live {
+	for _, c := range calls {
+		r := &c.Item
 		p := projects[r.project]
 		res := readResult{found: make([]bool, len(r.keys))}
 		if r.values {
@@ -289,7 +226,7 @@ func (s *Store) readRound(round []*readReq) {
 				res.values[i] = v
 			}
 		}
-		r.done <- res
+		c.Answer(res)
 	}
 }
 

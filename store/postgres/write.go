@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/kvsidecar/kvsidecar/store"
+	"github.com/kvsidecar/kvsidecar/store/internal/batch"
 )
 
 // writeOp is the kind of a write call.
@@ -28,11 +29,6 @@ type writeReq struct {
 	keys    []string     // opDelete (one key), opDeleteMany, opIncr (one key)
 	delta   int64        // opIncr
 	ttl     time.Duration
-
-	// abandoned is the caller's ctx.Done(): a call whose caller has given
-	// up before its batch starts is not applied.
-	abandoned <-chan struct{}
-	done      chan writeResult // buffered: the committer never blocks on a caller
 }
 
 // writeResult is the answer to one write call.
@@ -42,13 +38,16 @@ type writeResult struct {
 	err     error
 }
 
+// writeCall is a write call in its committer's queue.
+type writeCall = batch.Call[writeReq, writeResult]
+
 // weight is what the call counts against Config.MaxBatch.
-func (r *writeReq) weight() int {
+func (r writeReq) weight() int {
 	return max(len(r.items)+len(r.keys), 1)
 }
 
 // bytes is what the call counts against maxBatchBytes.
-func (r *writeReq) bytes() int {
+func (r writeReq) bytes() int {
 	n := 0
 	for _, it := range r.items {
 		n += len(it.Key) + len(it.Value)
@@ -59,48 +58,36 @@ func (r *writeReq) bytes() int {
 	return n
 }
 
+// newWriteQueue returns the queue of one committer, whose goroutine runs
+// commit until Close. A caller whose ctx ends while its call is queued
+// stops waiting, and the call is dropped unless its batch has started.
+func (s *Store) newWriteQueue(capacity int) *batch.Queue[writeReq, writeResult] {
+	return batch.New(batch.Config[writeReq, writeResult]{
+		Name:             "write",
+		Capacity:         capacity,
+		MaxWeight:        s.cfg.MaxBatch,
+		Weight:           writeReq.weight,
+		MaxBytes:         maxBatchBytes,
+		Bytes:            writeReq.bytes,
+		Abandonable:      true,
+		AbandonedMessage: "gave up waiting for the commit, the write may or may not be applied",
+		Apply:            s.commit,
+		Logger:           s.log,
+	})
+}
+
 // write queues r on its project's committer and waits for the result.
 //
 // While the queue is full the caller waits, within ctx; when ctx ends first
 // the call fails with store.ErrBusy and nothing is written. Once queued, a
 // caller whose ctx ends gets store.ErrUnavailable: the write may still
 // commit (if its batch had started) or not.
-func (s *Store) write(ctx context.Context, r *writeReq) writeResult {
-	if err := ctx.Err(); err != nil {
+func (s *Store) write(ctx context.Context, r writeReq) writeResult {
+	res, err := s.writeQs[partition(r.project, len(s.writeQs))].Submit(ctx, r)
+	if err != nil {
 		return writeResult{err: err}
 	}
-	r.abandoned = ctx.Done()
-	r.done = make(chan writeResult, 1)
-
-	s.mu.RLock()
-	if s.closed {
-		s.mu.RUnlock()
-		return writeResult{err: store.ErrClosed}
-	}
-	q := s.writeQs[partition(r.project, len(s.writeQs))]
-	select {
-	case q <- r:
-	default:
-		select {
-		case q <- r:
-		case <-ctx.Done():
-			s.mu.RUnlock()
-			return writeResult{err: fmt.Errorf("%w: the write queue stayed full: %w", store.ErrBusy, ctx.Err())}
-		}
-	}
-	s.mu.RUnlock()
-
-	select {
-	case res := <-r.done:
-		return res
-	case <-ctx.Done():
-		select {
-		case res := <-r.done:
-			return res
-		default:
-		}
-		return writeResult{err: fmt.Errorf("%w: gave up waiting for the commit, the write may or may not be applied: %w", store.ErrUnavailable, ctx.Err())}
-	}
+	return res
 }
 
 // copyValues returns items with their values copied into one allocation. A
@@ -130,7 +117,7 @@ func (s *Store) Set(ctx context.Context, project, key string, value []byte, ttl 
 		return err
 	}
 	items := []store.Item{{Key: key, Value: value, TTL: ttl}}
-	return s.write(ctx, &writeReq{op: opSet, project: project, items: copyValues(items)}).err
+	return s.write(ctx, writeReq{op: opSet, project: project, items: copyValues(items)}).err
 }
 
 // SetMany stores every item atomically. See store.Store.
@@ -144,7 +131,7 @@ func (s *Store) SetMany(ctx context.Context, project string, items []store.Item)
 	if len(items) == 0 {
 		return s.ready(ctx)
 	}
-	return s.write(ctx, &writeReq{op: opSetMany, project: project, items: copyValues(items)}).err
+	return s.write(ctx, writeReq{op: opSetMany, project: project, items: copyValues(items)}).err
 }
 
 // Delete removes key and reports whether it existed. See store.Store.
@@ -155,7 +142,7 @@ func (s *Store) Delete(ctx context.Context, project, key string) (bool, error) {
 	if err := s.cfg.Limits.CheckKey(key); err != nil {
 		return false, err
 	}
-	res := s.write(ctx, &writeReq{op: opDelete, project: project, keys: []string{key}})
+	res := s.write(ctx, writeReq{op: opDelete, project: project, keys: []string{key}})
 	if res.err != nil {
 		return false, res.err
 	}
@@ -177,7 +164,7 @@ func (s *Store) DeleteMany(ctx context.Context, project string, keys []string) (
 		}
 		return []bool{}, nil
 	}
-	res := s.write(ctx, &writeReq{op: opDeleteMany, project: project, keys: keys})
+	res := s.write(ctx, writeReq{op: opDeleteMany, project: project, keys: keys})
 	return res.existed, res.err
 }
 
@@ -186,7 +173,7 @@ func (s *Store) Clear(ctx context.Context, project string) (int64, error) {
 	if err := checkProject(project); err != nil {
 		return 0, err
 	}
-	res := s.write(ctx, &writeReq{op: opClear, project: project})
+	res := s.write(ctx, writeReq{op: opClear, project: project})
 	return res.n, res.err
 }
 
@@ -201,7 +188,7 @@ func (s *Store) Incr(ctx context.Context, project, key string, delta int64, ttl 
 	if err := store.CheckTTL(ttl); err != nil {
 		return 0, err
 	}
-	res := s.write(ctx, &writeReq{op: opIncr, project: project, keys: []string{key}, delta: delta, ttl: ttl})
+	res := s.write(ctx, writeReq{op: opIncr, project: project, keys: []string{key}, delta: delta, ttl: ttl})
 	return res.n, res.err
 }
 
