@@ -22,7 +22,9 @@
 // Each request is decided (arguments, quota, integer parsing) before it
 // mutates anything, so a refused request leaves no trace and its neighbours in
 // the batch commit normally. If the transaction itself fails, its requests
-// are retried one per transaction, so only the culprit fails.
+// are retried one per transaction, so only the culprit fails. If it panics
+// (a bug), bbolt rolls it back and its requests fail with an internal error
+// while the committer goes on; the queue is store/internal/batch's.
 //
 // Reads run in bbolt read-only transactions, concurrently with each other and
 // with the committer. A write is answered only after its commit, so a read
