@@ -104,13 +104,12 @@ type Call[T, R any] struct {
 	Item T
 
 	abandoned <-chan struct{} // the caller's ctx.Done() when the queue is Abandonable
-	done      chan outcome[R] // buffered: answering never blocks on a caller
-	answered  bool            // touched only by the drain goroutine
-}
-
-type outcome[R any] struct {
-	r   R
-	err error
+	// done is closed once r and err hold the answer: answering never
+	// blocks on a caller, and the channel costs one allocation.
+	done     chan struct{}
+	r        R
+	err      error
+	answered bool // touched only by the drain goroutine
 }
 
 // New returns a queue and starts its drain goroutine, which runs until
@@ -153,7 +152,7 @@ func (q *Queue[T, R]) Submit(ctx context.Context, item T) (R, error) {
 	if err := ctx.Err(); err != nil {
 		return zero, err
 	}
-	c := &Call[T, R]{Item: item, done: make(chan outcome[R], 1)}
+	c := &Call[T, R]{Item: item, done: make(chan struct{})}
 	if q.cfg.Abandonable {
 		c.abandoned = ctx.Done()
 	}
@@ -161,16 +160,16 @@ func (q *Queue[T, R]) Submit(ctx context.Context, item T) (R, error) {
 		return zero, err
 	}
 	if !q.cfg.Abandonable {
-		o := <-c.done
-		return o.r, o.err
+		<-c.done
+		return c.r, c.err
 	}
 	select {
-	case o := <-c.done:
-		return o.r, o.err
+	case <-c.done:
+		return c.r, c.err
 	case <-ctx.Done():
 		select {
-		case o := <-c.done: // answered meanwhile: the real outcome wins
-			return o.r, o.err
+		case <-c.done: // answered meanwhile: the real outcome wins
+			return c.r, c.err
 		default:
 		}
 		return zero, fmt.Errorf("%w: %s: %w", store.ErrUnavailable, q.cfg.AbandonedMessage, ctx.Err())
@@ -237,8 +236,9 @@ func (q *Queue[T, R]) run() {
 // cross a limit is carried to the next batch. ok is false once the queue is
 // closed and empty.
 //
-// This is the whole drain policy; a fairer one (round-robin across
-// projects) would replace this method alone.
+// This is the whole drain policy. A fairer one — round-robin across
+// projects — replaces this method (and adds a Config field naming an
+// item's project); Submit, the limits, the abandoned rule and apply stay.
 func (q *Queue[T, R]) next() (batch []*Call[T, R], ok bool) {
 	first := q.carry
 	q.carry = nil
@@ -319,15 +319,19 @@ func (q *Queue[T, R]) safelyApply(calls []*Call[T, R]) {
 }
 
 // Answer gives the call's caller its result.
-func (c *Call[T, R]) Answer(r R) { c.finish(outcome[R]{r: r}) }
+func (c *Call[T, R]) Answer(r R) { c.finish(r, nil) }
 
 // Fail gives the call's caller err.
-func (c *Call[T, R]) Fail(err error) { c.finish(outcome[R]{err: err}) }
+func (c *Call[T, R]) Fail(err error) {
+	var zero R
+	c.finish(zero, err)
+}
 
-func (c *Call[T, R]) finish(o outcome[R]) {
+func (c *Call[T, R]) finish(r R, err error) {
 	if c.answered {
 		panic("batch: a call was answered twice")
 	}
 	c.answered = true
-	c.done <- o
+	c.r, c.err = r, err
+	close(c.done)
 }
