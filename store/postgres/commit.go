@@ -69,7 +69,7 @@ func (s *Store) commit(calls []*writeCall) {
 	s.fail(calls, err)
 }
 
-// requests returns the write calls of calls, in order.
+// requests returns the requests of calls, in order.
 func requests(calls []*writeCall) []*writeReq {
 	reqs := make([]*writeReq, len(calls))
 	for i, c := range calls {
