@@ -23,7 +23,7 @@ func TestDecodeBoundsStringLengths(t *testing.T) {
 			resp.Op = OpHello
 			rerr := NewDecoder().DecodeResponse(payload, &resp)
 			runtime.ReadMemStats(&after)
-			if err == nil || !ErrMalformed(err) || rerr == nil {
+			if err == nil || !IsMalformed(err) || rerr == nil {
 				t.Fatalf("decode: got %v / %v, want malformed", err, rerr)
 			}
 			if got := after.TotalAlloc - before.TotalAlloc; got > 8<<20 { // msgpack itself may take 1 MiB to start a read

@@ -19,8 +19,8 @@ const maxDepth = 16
 // CodeBadFrame (unreadable frame) or CodeBadRequest (wrong field type).
 var errBadFrame = errors.New("malformed frame")
 
-// ErrMalformed reports whether err came from decoding a malformed frame.
-func ErrMalformed(err error) bool { return errors.Is(err, errBadFrame) }
+// IsMalformed reports whether err came from decoding a malformed frame.
+func IsMalformed(err error) bool { return errors.Is(err, errBadFrame) }
 
 func malformed(format string, args ...any) error {
 	return fmt.Errorf("%w: "+format, append([]any{errBadFrame}, args...)...)
@@ -153,9 +153,7 @@ func (enc *Encoder) Response(resp *Response) ([]byte, error) { return enc.frame(
 
 var (
 	_ msgpack.CustomEncoder = (*Request)(nil)
-	_ msgpack.CustomDecoder = (*Request)(nil)
 	_ msgpack.CustomEncoder = (*Response)(nil)
-	_ msgpack.CustomDecoder = (*Response)(nil)
 )
 
 // EncodeMsgpack writes the request as a map holding only the fields its op
@@ -261,12 +259,8 @@ func (r *Request) EncodeMsgpack(e *msgpack.Encoder) error {
 	return w.err
 }
 
-// DecodeMsgpack reads a request map. Unknown keys are skipped so that the
+// decode reads a request map. Unknown keys are skipped so that the
 // protocol can grow; a known key of the wrong type is an error.
-func (r *Request) DecodeMsgpack(d *msgpack.Decoder) error {
-	return r.decode(&reader{d: d})
-}
-
 func (r *Request) decode(rd *reader) error {
 	n := rd.mapLen()
 	for i := 0; i < n && rd.err == nil; i++ {
@@ -421,11 +415,7 @@ func (r *Response) EncodeMsgpack(e *msgpack.Encoder) error {
 	return w.err
 }
 
-// DecodeMsgpack reads a response map. r.Op must be set to the request's op.
-func (r *Response) DecodeMsgpack(d *msgpack.Decoder) error {
-	return r.decode(&reader{d: d})
-}
-
+// decode reads a response map. r.Op must be set to the request's op.
 func (r *Response) decode(rd *reader) error {
 	n := rd.mapLen()
 	for i := 0; i < n && rd.err == nil; i++ {
@@ -557,7 +547,7 @@ func (rd *reader) op() (Op, string) {
 		rd.fail("op", err)
 		return OpInvalid, ""
 	}
-	if op := parseOpBytes(b); op != OpInvalid {
+	if op := ParseOp(string(b)); op != OpInvalid {
 		return op, ""
 	}
 	return OpInvalid, string(b)

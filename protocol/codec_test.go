@@ -167,7 +167,7 @@ func TestDecodeRequestErrors(t *testing.T) {
 			if err == nil {
 				t.Fatal("decoded without error")
 			}
-			if !ErrMalformed(err) {
+			if !IsMalformed(err) {
 				t.Fatalf("error %v does not report a malformed frame", err)
 			}
 			if tc.want != "" && !strings.Contains(err.Error(), tc.want) {

@@ -62,15 +62,6 @@ func ParseOp(name string) Op {
 	return OpInvalid
 }
 
-func parseOpBytes(name []byte) Op {
-	for i := OpHello; i < opCount; i++ {
-		if opNames[i] == string(name) {
-			return i
-		}
-	}
-	return OpInvalid
-}
-
 // Ops lists every valid op, in wire-name order of PROTOCOL.md.
 func Ops() []Op {
 	ops := make([]Op, 0, opCount-1)
@@ -78,15 +69,6 @@ func Ops() []Op {
 		ops = append(ops, i)
 	}
 	return ops
-}
-
-// IsWrite reports whether the op changes stored data.
-func (o Op) IsWrite() bool {
-	switch o {
-	case OpSet, OpDelete, OpClear, OpSetMany, OpDeleteMany, OpIncr:
-		return true
-	}
-	return false
 }
 
 // Request is one request frame. Which fields matter depends on Op; an absent
