@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"reflect"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -249,5 +250,69 @@ func TestErrorIs(t *testing.T) {
 	}
 	if resp.Err.Code != CodeInternal {
 		t.Fatalf("unknown code decoded as %q, want internal", resp.Err.Code)
+	}
+}
+
+// TestEncodeFieldsLongMap checks the map16 path of encodeFields, which no
+// message of this version reaches (none has 16 fields): a table of 20
+// fields must come out as a map that a plain msgpack decoder reads back.
+func TestEncodeFieldsLongMap(t *testing.T) {
+	type wide struct{ vals [20]int64 }
+	var fields []mapField[wide]
+	for i := range 20 {
+		fields = append(fields, mapField[wide]{
+			name:   "f" + strconv.Itoa(i),
+			sent:   func(m *wide) bool { return m.vals[i] != 0 },
+			encode: func(w *writer, m *wide) { w.int(m.vals[i]) },
+		})
+	}
+	enc := NewEncoder()
+	for _, n := range []int{0, 15, 16, 20} {
+		var m wide
+		for i := range n {
+			m.vals[i] = int64(i + 1)
+		}
+		enc.start()
+		enc.buf.WriteByte(0x91) // an array around the map: what follows it must move with it
+		encodeFields(&enc.w, fields, &m)
+		enc.w.bool(true)
+		frame, err := enc.finish()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got []any
+		if err := msgpack.Unmarshal(append([]byte{0x92}, frame[HeaderSize+1:]...), &got); err != nil {
+			t.Fatalf("%d fields: %v (payload %x)", n, err, frame[HeaderSize:])
+		}
+		if mp, ok := got[0].(map[string]any); !ok || len(mp) != n || got[1] != true {
+			t.Fatalf("%d fields: decoded %v", n, got)
+		}
+		for i := range n {
+			if v := got[0].(map[string]any)["f"+strconv.Itoa(i)]; v != int8(i+1) {
+				t.Fatalf("%d fields: f%d = %v (%T)", n, i, v, v)
+			}
+		}
+	}
+}
+
+// TestIDInAnyIntegerEncoding checks that ResponseID and Scan read an id
+// written in a signed integer encoding, as PROTOCOL.md §2 lets a peer
+// write integers, and treat a negative one as no id.
+func TestIDInAnyIntegerEncoding(t *testing.T) {
+	dec := NewDecoder()
+	// {"id": int16 300, "result": nil}
+	payload := []byte{0x82, 0xa2, 'i', 'd', 0xd1, 0x01, 0x2c, 0xa6, 'r', 'e', 's', 'u', 'l', 't', 0xc0}
+	if id, err := dec.ResponseID(payload); err != nil || id != 300 {
+		t.Fatalf("ResponseID = %d, %v; want 300", id, err)
+	}
+	if id, err := dec.Scan(payload); err != nil || id != 300 {
+		t.Fatalf("Scan = %d, %v; want 300", id, err)
+	}
+	negative := []byte{0x82, 0xa2, 'i', 'd', 0xff, 0xa6, 'r', 'e', 's', 'u', 'l', 't', 0xc0} // id -1
+	if id, err := dec.ResponseID(negative); err == nil {
+		t.Fatalf("ResponseID of a negative id = %d, want an error", id)
+	}
+	if id, err := dec.Scan(negative); err != nil || id != 0 {
+		t.Fatalf("Scan of a negative id = %d, %v; want 0 and no error", id, err)
 	}
 }

@@ -1,6 +1,9 @@
 package protocol
 
-import "errors"
+import (
+	"errors"
+	"fmt"
+)
 
 // Code is an error code carried in an error response. The set is closed:
 // a server sends only these, and a client that meets another treats it as
@@ -81,3 +84,14 @@ var (
 	// ErrTruncated is returned when the stream ends inside a frame.
 	ErrTruncated = errors.New("truncated frame")
 )
+
+// errBadFrame marks decode failures; the server answers them with
+// CodeBadFrame (unreadable frame) or CodeBadRequest (wrong field type).
+var errBadFrame = errors.New("malformed frame")
+
+// IsMalformed reports whether err came from decoding a malformed frame.
+func IsMalformed(err error) bool { return errors.Is(err, errBadFrame) }
+
+func malformed(format string, args ...any) error {
+	return fmt.Errorf("%w: "+format, append([]any{errBadFrame}, args...)...)
+}

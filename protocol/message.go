@@ -3,7 +3,7 @@ package protocol
 // Version is the protocol version this package speaks.
 const Version = 1
 
-// Op names an operation. On the wire it is a string (OpName).
+// Op names an operation. On the wire it is a string, its String.
 type Op uint8
 
 // Operations. OpInvalid is the zero value and never valid on the wire.
@@ -26,36 +26,52 @@ const (
 	opCount
 )
 
-var opNames = [opCount]string{
-	OpInvalid:    "",
-	OpHello:      "hello",
-	OpPing:       "ping",
-	OpGet:        "get",
-	OpSet:        "set",
-	OpDelete:     "delete",
-	OpHas:        "has",
-	OpClear:      "clear",
-	OpGetMany:    "getMany",
-	OpSetMany:    "setMany",
-	OpDeleteMany: "deleteMany",
-	OpHasMany:    "hasMany",
-	OpList:       "list",
-	OpIncr:       "incr",
-	OpUsage:      "usage",
+// opSpec is what the codec knows of an op.
+type opSpec struct {
+	name   string // on the wire
+	result result // the shape of its result
+}
+
+// opSpecs describes every op. Adding an op to the protocol is adding its
+// constant above and one entry here, plus an entry in requestFields for
+// each request field it is the first to use.
+var opSpecs = [opCount]opSpec{
+	OpHello:      {"hello", resultHello},
+	OpPing:       {"ping", resultNil},
+	OpGet:        {"get", resultValue},
+	OpSet:        {"set", resultNil},
+	OpDelete:     {"delete", resultBool},
+	OpHas:        {"has", resultFound},
+	OpClear:      {"clear", resultInt},
+	OpGetMany:    {"getMany", resultValues},
+	OpSetMany:    {"setMany", resultNil},
+	OpDeleteMany: {"deleteMany", resultBools},
+	OpHasMany:    {"hasMany", resultBools},
+	OpList:       {"list", resultList},
+	OpIncr:       {"incr", resultInt},
+	OpUsage:      {"usage", resultUsage},
 }
 
 // String returns the op's wire name.
 func (o Op) String() string {
 	if o < opCount && o != OpInvalid {
-		return opNames[o]
+		return opSpecs[o].name
 	}
 	return "invalid"
+}
+
+// result is the shape of the op's result; resultNil for an invalid op.
+func (o Op) result() result {
+	if o < opCount {
+		return opSpecs[o].result
+	}
+	return resultNil
 }
 
 // ParseOp returns the op with the given wire name, or OpInvalid.
 func ParseOp(name string) Op {
 	for i := OpHello; i < opCount; i++ {
-		if opNames[i] == name {
+		if opSpecs[i].name == name {
 			return i
 		}
 	}
