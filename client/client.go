@@ -12,14 +12,14 @@ import (
 	"github.com/kvsidecar/kvsidecar/protocol"
 )
 
-// Defaults of Options. DefaultSocket and SocketEnv are shared with the
-// daemon and every client library.
+// Defaults of Options. DefaultSocket and SocketEnv are the protocol's,
+// shared with the daemon and every client library.
 const (
 	// DefaultSocket is the daemon's socket when neither Options.Socket nor
 	// $KV_SOCKET names one.
-	DefaultSocket = "/run/kvsidecar/kv.sock"
+	DefaultSocket = protocol.DefaultSocket
 	// SocketEnv is the environment variable that names the socket.
-	SocketEnv = "KV_SOCKET"
+	SocketEnv = protocol.SocketEnv
 	// DefaultConns is the number of connections: one, because requests are
 	// pipelined, so one connection carries any number of concurrent calls.
 	DefaultConns = 1

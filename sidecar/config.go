@@ -7,12 +7,13 @@ import (
 	"os"
 	"time"
 
+	"github.com/kvsidecar/kvsidecar/protocol"
 	"github.com/kvsidecar/kvsidecar/store"
 )
 
 // Defaults of Config. The socket path is shared with every client library.
 const (
-	DefaultSocket           = "/run/kvsidecar/kv.sock"
+	DefaultSocket           = protocol.DefaultSocket
 	DefaultSocketMode       = 0o666 // callers are told apart by peer credentials, not by file permissions
 	DefaultSystemProject    = "system"
 	DefaultMaxConns         = 1024

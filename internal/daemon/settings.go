@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/kvsidecar/kvsidecar/protocol"
 	"github.com/kvsidecar/kvsidecar/sidecar"
 	"github.com/kvsidecar/kvsidecar/store"
 	"github.com/kvsidecar/kvsidecar/store/postgres"
@@ -37,7 +38,7 @@ type setting struct {
 // README. A new setting is one entry here and one row in the README.
 func settings() []setting {
 	return []setting{
-		{flag: "socket", env: "KV_SOCKET", def: sidecar.DefaultSocket, arg: "PATH",
+		{flag: "socket", env: protocol.SocketEnv, def: protocol.DefaultSocket, arg: "PATH",
 			help: "path of the Unix socket to serve",
 			set:  text(func(c *Config) *string { return &c.Server.Socket })},
 		{flag: "socket-mode", env: "KV_SOCKET_MODE", def: fmt.Sprintf("%04o", sidecar.DefaultSocketMode), arg: "MODE",
