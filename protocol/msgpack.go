@@ -140,10 +140,13 @@ func (w *writer) int(n int64)   { w.do(w.e.EncodeInt(n)) }
 func (w *writer) bool(b bool)   { w.do(w.e.EncodeBool(b)) }
 func (w *writer) nil()          { w.do(w.e.EncodeNil()) }
 
-// bytes writes a bin; nil is written as an empty one.
+// bytes writes a bin; nil is written as an empty one. A bin8 (shorter
+// than 256 bytes) is written here, as the encoder would write it.
 func (w *writer) bytes(b []byte) {
-	if b == nil {
-		b = []byte{}
+	if len(b) < 256 {
+		w.out.Write([]byte{msgpcode.Bin8, byte(len(b))})
+		w.out.Write(b)
+		return
 	}
 	w.do(w.e.EncodeBytes(b))
 }
