@@ -1,21 +1,17 @@
 package protocol
 
-import (
-	"bytes"
-
-	"github.com/vmihailenco/msgpack/v5"
-)
+import "bytes"
 
 // Encoder encodes frames. It is not safe for concurrent use.
 type Encoder struct {
-	buf bytes.Buffer
+	out output
 	w   writer
 }
 
 // NewEncoder returns an Encoder.
 func NewEncoder() *Encoder {
 	enc := &Encoder{}
-	enc.w = writer{e: msgpack.NewEncoder(&enc.buf), out: &enc.buf}
+	enc.w = newWriter(&enc.out)
 	return enc
 }
 
@@ -35,8 +31,7 @@ func (enc *Encoder) Response(resp *Response) ([]byte, error) {
 
 // start begins a frame with room for its length prefix.
 func (enc *Encoder) start() {
-	enc.buf.Reset()
-	enc.buf.Write([]byte{0, 0, 0, 0})
+	enc.out.b = append(enc.out.b[:0], 0, 0, 0, 0)
 	enc.w.err = nil
 }
 
@@ -45,7 +40,7 @@ func (enc *Encoder) finish() ([]byte, error) {
 	if enc.w.err != nil {
 		return nil, enc.w.err
 	}
-	b := enc.buf.Bytes()
+	b := enc.out.b
 	n := len(b) - HeaderSize
 	b[0], b[1], b[2], b[3] = byte(n>>24), byte(n>>16), byte(n>>8), byte(n)
 	return b, nil

@@ -42,8 +42,8 @@ type mapField[M any] struct {
 // order. It asks each field once whether it is sent, writing as it goes, and
 // fills in the map's length at the end.
 func encodeFields[M any](w *writer, fields []mapField[M], m *M) {
-	at := w.out.Len()
-	w.out.WriteByte(msgpcode.FixedMapLow) // the length is filled in below
+	at := len(w.out.b)
+	w.out.b = append(w.out.b, msgpcode.FixedMapLow) // the length is filled in below
 	n := 0
 	for i := range fields {
 		if f := &fields[i]; f.sent == nil || f.sent(m) {
@@ -78,11 +78,27 @@ func lookupField[M any](fields []mapField[M], name []byte) *mapField[M] {
 	return nil
 }
 
-// writer wraps an encoder and keeps the first error.
+// output is the frame being encoded. The msgpack encoder appends to it
+// through Write and WriteByte; the writer's fast paths append to it
+// directly.
+type output struct{ b []byte }
+
+func (o *output) Write(p []byte) (int, error) { o.b = append(o.b, p...); return len(p), nil }
+func (o *output) WriteByte(c byte) error      { o.b = append(o.b, c); return nil }
+
+// writer writes msgpack values to out and keeps the first error. The
+// shortest forms of headers, strs and bins (all a message of this protocol
+// has but its integers) it writes itself, byte for byte as the encoder
+// would, which saves a frame a dozen calls through the encoder's
+// interfaces.
 type writer struct {
-	e   *msgpack.Encoder
-	out *bytes.Buffer // what e writes to, unbuffered
+	e   *msgpack.Encoder // writes to out
+	out *output
 	err error
+}
+
+func newWriter(out *output) writer {
+	return writer{e: msgpack.NewEncoder(out), out: out}
 }
 
 func (w *writer) do(err error) {
@@ -91,11 +107,9 @@ func (w *writer) do(err error) {
 	}
 }
 
-// mapLen and arrayLen write short headers (a fixmap or fixarray: one byte)
-// themselves, for speed, and leave longer ones to the encoder.
 func (w *writer) mapLen(n int) {
 	if uint(n) < 16 {
-		w.out.WriteByte(msgpcode.FixedMapLow | byte(n))
+		w.out.b = append(w.out.b, msgpcode.FixedMapLow|byte(n))
 		return
 	}
 	w.do(w.e.EncodeMapLen(n))
@@ -106,50 +120,46 @@ func (w *writer) mapLen(n int) {
 // or by moving the entries two bytes on for a map16 (n < 16 for every map
 // of this version, so that path is the cold one).
 func (w *writer) patchMapLen(at, n int) {
+	b := w.out.b
 	if n < 16 {
-		w.out.Bytes()[at] = msgpcode.FixedMapLow | byte(n)
+		b[at] = msgpcode.FixedMapLow | byte(n)
 		return
 	}
-	w.out.Write([]byte{0, 0})
-	b := w.out.Bytes()
+	b = append(b, 0, 0)
 	copy(b[at+3:], b[at+1:len(b)-2])
 	b[at], b[at+1], b[at+2] = msgpcode.Map16, byte(n>>8), byte(n)
+	w.out.b = b
 }
 
 func (w *writer) arrayLen(n int) {
 	if uint(n) < 16 {
-		w.out.WriteByte(msgpcode.FixedArrayLow | byte(n))
+		w.out.b = append(w.out.b, msgpcode.FixedArrayLow|byte(n))
 		return
 	}
 	w.do(w.e.EncodeArrayLen(n))
 }
 
-// str writes a str. The short ones (every name, most keys) skip the
-// encoder: a fixstr is its length in a header byte, then the bytes, as the
-// encoder would write it.
 func (w *writer) str(s string) {
 	if len(s) < 32 {
-		w.out.WriteByte(msgpcode.FixedStrLow | byte(len(s)))
-		w.out.WriteString(s)
+		w.out.b = append(append(w.out.b, msgpcode.FixedStrLow|byte(len(s))), s...)
 		return
 	}
 	w.do(w.e.EncodeString(s))
 }
-func (w *writer) uint(n uint64) { w.do(w.e.EncodeUint(n)) }
-func (w *writer) int(n int64)   { w.do(w.e.EncodeInt(n)) }
-func (w *writer) bool(b bool)   { w.do(w.e.EncodeBool(b)) }
-func (w *writer) nil()          { w.do(w.e.EncodeNil()) }
 
-// bytes writes a bin; nil is written as an empty one. A bin8 (shorter
-// than 256 bytes) is written here, as the encoder would write it.
+// bytes writes a bin; nil is written as an empty one.
 func (w *writer) bytes(b []byte) {
 	if len(b) < 256 {
-		w.out.Write([]byte{msgpcode.Bin8, byte(len(b))})
-		w.out.Write(b)
+		w.out.b = append(append(w.out.b, msgpcode.Bin8, byte(len(b))), b...)
 		return
 	}
 	w.do(w.e.EncodeBytes(b))
 }
+
+func (w *writer) uint(n uint64) { w.do(w.e.EncodeUint(n)) }
+func (w *writer) int(n int64)   { w.do(w.e.EncodeInt(n)) }
+func (w *writer) bool(b bool)   { w.do(w.e.EncodeBool(b)) }
+func (w *writer) nil()          { w.do(w.e.EncodeNil()) }
 
 // reader wraps a decoder reading one payload held in memory, keeps the
 // first error and names the field that failed.
