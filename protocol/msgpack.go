@@ -269,9 +269,19 @@ func (rd *reader) op() (Op, string) {
 	return OpInvalid, string(b)
 }
 
+// str reads a str. A fixstr that the frame holds whole (most keys) is read
+// straight from the payload; anything else goes through the decoder.
 func (rd *reader) str(field string) string {
 	if rd.err != nil {
 		return ""
+	}
+	if c, err := rd.in.ReadByte(); err == nil {
+		if n := int(c & 0x1f); c&0xe0 == msgpcode.FixedStrLow && n <= rd.in.Len() {
+			b := rd.buf[:n]
+			rd.in.Read(b) // cannot fail: the bytes are there
+			return string(b)
+		}
+		rd.in.UnreadByte()
 	}
 	s, err := rd.d.DecodeString()
 	if err != nil {
