@@ -96,6 +96,9 @@ type Store interface {
 	// Close finishes queued writes, stops background work and releases the
 	// store. Calls after Close, a second Close included, fail with ErrClosed.
 	Close() error
+
+	// Admin holds what the admin API needs (see admin.go).
+	Admin
 }
 
 // Item is one entry of a SetMany.

@@ -3,6 +3,7 @@ package storetest
 import (
 	"context"
 	"errors"
+	"maps"
 	"math/rand/v2"
 	"strconv"
 	"sync"
@@ -191,7 +192,7 @@ func testConcurrency(t *testing.T, h Harness) {
 // everyCall returns every Store method as a call on project "p": writes
 // of key "k" (deletes of deleteKey), and "n" for Incr.
 func everyCall(ctx context.Context, s store.Store, deleteKey string) map[string]func() error {
-	return map[string]func() error{
+	calls := map[string]func() error{
 		"Get":             func() error { _, _, err := s.Get(ctx, "p", "k"); return err },
 		"Has":             func() error { _, err := s.Has(ctx, "p", "k"); return err },
 		"GetMany":         func() error { _, err := s.GetMany(ctx, "p", []string{"k"}); return err },
@@ -209,6 +210,8 @@ func everyCall(ctx context.Context, s store.Store, deleteKey string) map[string]
 		"Sweep":           func() error { _, err := s.Sweep(ctx); return err },
 		"Ping":            func() error { return s.Ping(ctx) },
 	}
+	maps.Copy(calls, adminCalls(ctx, s))
+	return calls
 }
 
 func testContext(t *testing.T, h Harness) {

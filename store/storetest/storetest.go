@@ -49,6 +49,7 @@ func Run(t *testing.T, h Harness) {
 		{"Incr", testIncr},
 		{"List", testList},
 		{"UsageModel", testUsageModel},
+		{"Admin", testAdmin},
 		{"Concurrency", testConcurrency},
 		{"Context", testContext},
 		{"Close", testClose},
