@@ -134,7 +134,7 @@ const APIPrefix = "/admin/api/v1"
 
 func (s *Server) routes() {
 	page := http.StripPrefix("/admin/", http.FileServerFS(s.cfg.Page))
-	s.mux.Handle("GET /admin/", noCache(page))
+	s.mux.Handle("/admin/", pageOnly(page))
 	s.mux.Handle("GET /admin", http.RedirectHandler("/admin/", http.StatusMovedPermanently))
 
 	api := func(pattern string, need access, h func(*request) error) {
@@ -164,8 +164,15 @@ func (s *Server) routes() {
 	}))
 }
 
-func noCache(h http.Handler) http.Handler {
+// pageOnly serves the page's files to GET and HEAD, revalidated on every
+// load so a new binary's page is never mixed with an old one's.
+func pageOnly(h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodGet && r.Method != http.MethodHead {
+			w.Header().Set("Allow", "GET, HEAD")
+			http.Error(w, "the admin page takes GET", http.StatusMethodNotAllowed)
+			return
+		}
 		w.Header().Set("Cache-Control", "no-cache")
 		h.ServeHTTP(w, r)
 	})
