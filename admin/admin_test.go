@@ -29,7 +29,7 @@ const (
 // env is a real admin server over a real bbolt file.
 type env struct {
 	t      *testing.T
-	st     *bolt.Store
+	st     store.Store
 	srv    *httptest.Server
 	tokens *admin.Tokens
 	path   string // the tokens file
@@ -60,7 +60,7 @@ func writeTokens(t testing.TB, lines ...string) string {
 	return path
 }
 
-func newEnv(t *testing.T, st *bolt.Store, cfg admin.Config) *env {
+func newEnv(t *testing.T, st store.Store, cfg admin.Config) *env {
 	t.Helper()
 	path := writeTokens(t,
 		"# test tokens",
@@ -91,6 +91,13 @@ type response struct {
 	body   map[string]any
 }
 
+// with returns the env for a subtest, so that its failures end the subtest.
+func (e *env) with(t *testing.T) *env {
+	c := *e
+	c.t = t
+	return &c
+}
+
 func (r response) errCode() string {
 	e, _ := r.body["error"].(map[string]any)
 	code, _ := e["code"].(string)
@@ -103,17 +110,25 @@ func (r response) errMessage() string {
 	return msg
 }
 
-func (e *env) do(method, path, token string, body io.Reader) response {
-	e.t.Helper()
-	req, err := http.NewRequest(method, e.srv.URL+path, body)
+func newRequest(method, url, token string, body io.Reader) (*http.Request, error) {
+	req, err := http.NewRequest(method, url, body)
 	if err != nil {
-		e.t.Fatal(err)
+		return nil, err
 	}
 	if token != "" {
 		req.Header.Set("Authorization", "Bearer "+token)
 	}
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
+	}
+	return req, nil
+}
+
+func (e *env) do(method, path, token string, body io.Reader) response {
+	e.t.Helper()
+	req, err := newRequest(method, e.srv.URL+path, token, body)
+	if err != nil {
+		e.t.Fatal(err)
 	}
 	res, err := e.srv.Client().Do(req)
 	if err != nil {

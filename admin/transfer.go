@@ -123,7 +123,11 @@ func (s *Server) importProject(req *request) error {
 		if e.code == codeQuotaExceeded {
 			e.message = fmt.Sprintf("%s; stopped at entry %d after importing %d", e.message, entry, res.Imported)
 		}
-		e.extra = map[string]any{"imported": res.Imported, "skipped_expired": res.SkippedExpired}
+		imported := res.Imported
+		if dryRun {
+			imported = 0 // counted, never written
+		}
+		e.extra = map[string]any{"imported": imported, "skipped_expired": res.SkippedExpired}
 		return e
 	}
 

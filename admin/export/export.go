@@ -144,6 +144,7 @@ var ErrFormat = errors.New("not a valid import document")
 func NewReader(r io.Reader, maxEntryBytes int64) (*Reader, error) {
 	in := &boundedReader{r: r, max: maxEntryBytes}
 	rd := &Reader{in: in, dec: json.NewDecoder(in)}
+	rd.dec.DisallowUnknownFields()
 	if err := rd.start(); err != nil {
 		return nil, err
 	}
