@@ -22,6 +22,7 @@ help:
 build:
 	$(GO) build -ldflags "-X main.version=$(VERSION)" -o bin/kvsidecar ./cmd/kvsidecar
 	$(GO) build -o bin/kvbench ./cmd/kvbench
+	$(GO) build -o bin/kvctl ./cmd/kvctl
 
 run: build
 	@mkdir -p $(dir $(SOCKET)) $(DATA_DIR)
