@@ -12,7 +12,7 @@ VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo de
 .PHONY: help build run test test-go test-node vet bench bench-go node-deps clean
 
 help:
-	@echo "make build   build bin/kvsidecar, bin/kvbench"
+	@echo "make build   build bin/kvsidecar, bin/kvbench, bin/kvctl"
 	@echo "make run     build and start the daemon on the embedded store under ./var (project 'dev')"
 	@echo "make test    vet, Go tests with -race (PostgreSQL included), Node.js tests"
 	@echo "make bench   load test: the daemon on a fresh PostgreSQL database vs the naive baseline (kvbench; BENCH_DSN)"
