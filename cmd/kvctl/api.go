@@ -91,6 +91,11 @@ func (a *api) call(ctx context.Context, method, path string, query url.Values, i
 		}
 		body = bytes.NewReader(b)
 	}
+	return a.send(ctx, method, path, query, body, out)
+}
+
+// send streams body (a JSON document) and decodes the answer into out.
+func (a *api) send(ctx context.Context, method, path string, query url.Values, body io.Reader, out any) error {
 	res, err := a.request(ctx, method, path, query, body)
 	if err != nil {
 		return err

@@ -547,7 +547,7 @@ func cmdImport(ctx context.Context, c *cli, args []string) error {
 		bar := c.progress(size, what, true)
 		q := url.Values{"dry_run": {strconv.FormatBool(dryRun)}, "replace": {strconv.FormatBool(c.o.replace)}}
 		var res importResult
-		err := c.api.call(ctx, "POST", projectPath(project, "import"), q, io.TeeReader(body, bar), &res)
+		err := c.api.send(ctx, "POST", projectPath(project, "import"), q, io.TeeReader(body, bar), &res)
 		if err != nil {
 			bar.Exit()
 			return importResult{}, err
@@ -616,7 +616,7 @@ func formatExpiry(at *string) string {
 	if err != nil {
 		return *at
 	}
-	return t.Local().Format("2006-01-02 15:04:05") + " (in " + time.Until(t).Round(time.Second).String() + ")"
+	return t.Local().Format("2006-01-02 15:04:05") + " (in " + time.Until(t).Truncate(time.Second).String() + ")"
 }
 
 // printable quotes a key for the table when it holds what a terminal would

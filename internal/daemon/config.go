@@ -7,6 +7,7 @@ import (
 
 	"go.uber.org/zap/zapcore"
 
+	"github.com/kvsidecar/kvsidecar/admin"
 	"github.com/kvsidecar/kvsidecar/sidecar"
 	"github.com/kvsidecar/kvsidecar/store"
 )
@@ -70,6 +71,22 @@ type Config struct {
 	// until someone sets another).
 	DefaultQuota int64
 
+	// NoSocket serves no function socket (--socket '' on the command
+	// line; an empty KV_SOCKET means the default socket): an admin-only
+	// instance, such as the one admin Deployment of a cluster on
+	// PostgreSQL. It needs AdminAddr, and no identity source.
+	NoSocket bool
+	// AdminAddr is the address of the admin API and page (/admin/); ""
+	// (the default) turns them off. Such an instance also exports the
+	// per-project usage gauges.
+	AdminAddr string
+	// AdminTokens is the file of the admin API's tokens ("sha256:<hex>
+	// ROLE" lines), re-read on SIGHUP. Required with AdminAddr.
+	AdminTokens string
+	// AdminUsageInterval is how often the per-project usage gauges are
+	// refreshed. Default admin.DefaultUsageInterval.
+	AdminUsageInterval time.Duration
+
 	// MetricsAddr is the address of the HTTP server for /metrics, /healthz
 	// and /readyz; "" disables it (LoadConfig defaults it to
 	// DefaultMetricsAddr).
@@ -95,6 +112,9 @@ func (c Config) WithDefaults() Config {
 	if c.LogFormat == "" {
 		c.LogFormat = DefaultLogFormat
 	}
+	if c.AdminUsageInterval <= 0 {
+		c.AdminUsageInterval = admin.DefaultUsageInterval
+	}
 	return c
 }
 
@@ -103,8 +123,16 @@ var ErrNoIdentity = errors.New("no identity source: give --project NAME (every c
 
 // Validate checks a Config that has its defaults applied.
 func (c Config) Validate() error {
-	if _, err := c.identity(); err != nil {
-		return err
+	switch {
+	case c.NoSocket && c.AdminAddr == "":
+		return errors.New("--socket '' serves no function socket, and without --admin-addr there is nothing to serve")
+	case c.AdminAddr != "" && c.AdminTokens == "":
+		return errors.New("--admin-addr needs --admin-tokens FILE (env KV_ADMIN_TOKENS): the admin API serves no one without tokens (kvctl token new ROLE makes one)")
+	}
+	if !c.NoSocket {
+		if _, err := c.identity(); err != nil {
+			return err
+		}
 	}
 	switch {
 	case c.Project != "" && c.Project == c.Server.SystemProject:

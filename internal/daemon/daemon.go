@@ -21,6 +21,7 @@ import (
 	"github.com/oklog/run"
 	"go.uber.org/zap"
 
+	"github.com/kvsidecar/kvsidecar/admin"
 	"github.com/kvsidecar/kvsidecar/sidecar"
 	"github.com/kvsidecar/kvsidecar/sidecar/identity"
 	"github.com/kvsidecar/kvsidecar/store"
@@ -40,8 +41,13 @@ type Daemon struct {
 	metrics  *sidecar.Metrics
 	resolver identity.Resolver
 	store    store.Store
-	server   *sidecar.Server
+	server   *sidecar.Server // nil with --socket ''
 	https    []*httpServer
+
+	// The admin surface, with --admin-addr; nil without.
+	tokens *admin.Tokens
+	admin  *admin.Server
+	usage  *admin.UsageMetrics
 }
 
 // New opens the daemon's parts in dependency order: the identity resolver,
@@ -61,11 +67,19 @@ func New(ctx context.Context, cfg Config, log *zap.Logger) (_ *Daemon, err error
 		}
 	}()
 
-	resolver, identityName, err := newResolver(ctx, cfg)
-	if err != nil {
-		return nil, err
+	identityName := "none: no function socket"
+	if !cfg.NoSocket {
+		resolver, name, err := newResolver(ctx, cfg)
+		if err != nil {
+			return nil, err
+		}
+		d.resolver, identityName = resolver, name
 	}
-	d.resolver = resolver
+	if cfg.AdminAddr != "" {
+		if d.tokens, err = admin.LoadTokens(cfg.AdminTokens); err != nil {
+			return nil, fmt.Errorf("--admin-tokens: %w", err)
+		}
+	}
 	st, storeName, err := openStore(ctx, cfg, d.metrics, log)
 	if err != nil {
 		return nil, err
@@ -75,18 +89,33 @@ func New(ctx context.Context, cfg Config, log *zap.Logger) (_ *Daemon, err error
 	if err != nil {
 		return nil, err
 	}
-	d.server = sidecar.NewServer(cfg.Server, st, resolver, d.metrics, log)
-	if err := d.server.Listen(); err != nil {
-		return nil, err
+	if cfg.AdminAddr != "" {
+		if d.admin, err = admin.New(admin.Config{Tokens: d.tokens}, st, log.Named("admin")); err != nil {
+			return nil, err
+		}
+		if d.usage, err = admin.NewUsageMetrics(st, d.metrics.Registry, cfg.AdminUsageInterval, log.Named("admin")); err != nil {
+			return nil, err
+		}
+	}
+	if !cfg.NoSocket {
+		d.server = sidecar.NewServer(cfg.Server, st, d.resolver, d.metrics, log)
+		if err := d.server.Listen(); err != nil {
+			return nil, err
+		}
 	}
 	if err := d.listenHTTP(); err != nil {
 		return nil, err
 	}
+	socket := cfg.Server.Socket
+	if cfg.NoSocket {
+		socket = "none"
+	}
 	log.Info("kvsidecar serving",
-		zap.String("socket", cfg.Server.Socket),
+		zap.String("socket", socket),
 		zap.String("store", storeName),
 		zap.String("identity", identityName),
 		zap.String("metrics_addr", d.MetricsAddr()),
+		zap.String("admin_addr", d.AdminAddr()),
 		zap.Int64("default_quota", quota))
 	return d, nil
 }
@@ -170,18 +199,41 @@ func (d *Daemon) Run(ctx context.Context, hup <-chan os.Signal) error {
 		}
 	}, func(error) { close(quitReload) })
 
-	// The socket server, and after it the store and the socket: they are
-	// released in the same actor so that their order cannot change.
+	// The usage gauges' refresher (an admin instance's); it stops before
+	// the store closes.
+	if d.usage != nil {
+		usageCtx, stopUsage := context.WithCancel(context.Background())
+		defer stopUsage()
+		actor(func() error {
+			d.usage.Run(usageCtx)
+			return nil
+		}, func(error) { stopUsage() })
+	}
+
+	// The socket server, and after it the admin API, the store and the
+	// socket: they are released in the same actor so that their order
+	// cannot change. Without a socket (--socket '') the actor only waits
+	// for the stop.
 	serveCtx, stopServing := context.WithCancel(context.Background())
 	defer stopServing()
 	served := make(chan struct{})
 	actor(func() error {
 		defer close(served)
-		err := d.server.Serve(serveCtx)
-		if err != nil {
-			err = fmt.Errorf("socket server: %w", err)
+		var err error
+		if d.server != nil {
+			if err = d.server.Serve(serveCtx); err != nil {
+				err = fmt.Errorf("socket server: %w", err)
+			}
+		} else {
+			<-serveCtx.Done()
 		}
-		return errors.Join(err, closeStore(d.store), d.server.RemoveSocket())
+		// Admin requests in flight finish before the store closes.
+		d.stopHTTP("admin")
+		err = errors.Join(err, closeStore(d.store))
+		if d.server != nil {
+			err = errors.Join(err, d.server.RemoveSocket())
+		}
+		return err
 	}, func(error) { stopServing() })
 
 	// The HTTP listeners stop last, once the socket server is done, so
@@ -194,11 +246,7 @@ func (d *Daemon) Run(ctx context.Context, hup <-chan os.Signal) error {
 			return nil
 		}, func(error) {
 			<-served
-			sctx, cancel := context.WithTimeout(context.Background(), httpShutdownTimeout)
-			defer cancel()
-			if err := h.srv.Shutdown(sctx); err != nil {
-				h.srv.Close() // cut what is still running
-			}
+			h.shutdown()
 		})
 	}
 
@@ -230,8 +278,19 @@ func (d *Daemon) Reload(ctx context.Context) error {
 	return r.Reload(ctx)
 }
 
-// reloadOnSignal reloads on SIGHUP and logs the outcome.
+// reloadOnSignal reloads on SIGHUP and logs the outcome: the admin tokens
+// (with --admin-addr) and the identity's mapping.
 func (d *Daemon) reloadOnSignal() {
+	if d.tokens != nil {
+		if err := d.tokens.Reload(); err != nil {
+			d.log.Error("admin tokens not reloaded; the previous tokens stay in force", zap.Error(err))
+		} else {
+			d.log.Info("admin tokens reloaded", zap.Int("tokens", d.tokens.Len()))
+		}
+	}
+	if d.resolver == nil {
+		return // no socket, no identity
+	}
 	if _, ok := d.resolver.(identity.Reloader); !ok {
 		d.log.Info("SIGHUP: the identity source has nothing to reload")
 		return
@@ -270,3 +329,7 @@ func (d *Daemon) Socket() string { return d.cfg.Server.Socket }
 // MetricsAddr returns the address the metrics listener listens on, or ""
 // when it is off.
 func (d *Daemon) MetricsAddr() string { return d.addrOf("metrics") }
+
+// AdminAddr returns the address the admin API listens on, or "" when it is
+// off.
+func (d *Daemon) AdminAddr() string { return d.addrOf("admin") }

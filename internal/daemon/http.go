@@ -45,6 +45,7 @@ func (d *Daemon) listenHTTP() error {
 		handler    func() http.Handler
 	}{
 		{"metrics", d.cfg.MetricsAddr, d.metricsHandler},
+		{"admin", d.cfg.AdminAddr, func() http.Handler { return d.admin }},
 	} {
 		if h.addr == "" {
 			continue
@@ -71,7 +72,7 @@ func (d *Daemon) metricsHandler() http.Handler {
 		fmt.Fprintln(w, "ok")
 	})
 	mux.HandleFunc("/readyz", func(w http.ResponseWriter, r *http.Request) {
-		if !d.server.Ready() {
+		if d.server != nil && !d.server.Ready() {
 			http.Error(w, "not ready: stopping", http.StatusServiceUnavailable)
 			return
 		}
@@ -91,6 +92,26 @@ func (d *Daemon) metricsHandler() http.Handler {
 		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 	}
 	return mux
+}
+
+// shutdown stops the listener, waiting up to httpShutdownTimeout for the
+// requests in progress before it cuts their connections. A second call
+// returns at once.
+func (h *httpServer) shutdown() {
+	ctx, cancel := context.WithTimeout(context.Background(), httpShutdownTimeout)
+	defer cancel()
+	if err := h.srv.Shutdown(ctx); err != nil {
+		h.srv.Close() // cut what is still running
+	}
+}
+
+// stopHTTP shuts the named listener down, if it is on.
+func (d *Daemon) stopHTTP(name string) {
+	for _, h := range d.https {
+		if h.name == name {
+			h.shutdown()
+		}
+	}
 }
 
 // addrOf returns the address of the named HTTP listener, or "" when it is

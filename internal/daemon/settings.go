@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/kvsidecar/kvsidecar/admin"
 	"github.com/kvsidecar/kvsidecar/protocol"
 	"github.com/kvsidecar/kvsidecar/sidecar"
 	"github.com/kvsidecar/kvsidecar/store"
@@ -39,7 +40,7 @@ type setting struct {
 func settings() []setting {
 	return []setting{
 		{flag: "socket", env: protocol.SocketEnv, def: protocol.DefaultSocket, arg: "PATH",
-			help: "path of the Unix socket to serve",
+			help: "path of the Unix socket to serve; --socket '' on the command line serves none (an admin-only instance, with --admin-addr)",
 			set:  text(func(c *Config) *string { return &c.Server.Socket })},
 		{flag: "socket-mode", env: "KV_SOCKET_MODE", def: fmt.Sprintf("%04o", sidecar.DefaultSocketMode), arg: "MODE",
 			help: "permissions of the socket file, octal; callers are confined by their credentials, not by this",
@@ -100,6 +101,15 @@ func settings() []setting {
 		{flag: "shutdown-timeout", env: "KV_SHUTDOWN_TIMEOUT", def: sidecar.DefaultShutdownTimeout.String(), arg: "DURATION",
 			help: "how long a stop waits for requests in flight",
 			set:  duration(func(c *Config) *time.Duration { return &c.Server.ShutdownTimeout })},
+		{flag: "admin-addr", env: "KV_ADMIN_ADDR", arg: "ADDR", defDoc: "off",
+			help: "address of the admin API and page (/admin/), such as 127.0.0.1:9480; needs --admin-tokens; empty: off",
+			set:  text(func(c *Config) *string { return &c.AdminAddr })},
+		{flag: "admin-tokens", env: "KV_ADMIN_TOKENS", arg: "FILE",
+			help: "the admin API's tokens: lines \"sha256:<hex> ROLE\", ROLE admin or project:NAME (kvctl token new ROLE prints one); re-read on SIGHUP",
+			set:  text(func(c *Config) *string { return &c.AdminTokens })},
+		{flag: "admin-usage-interval", env: "KV_ADMIN_USAGE_INTERVAL", def: admin.DefaultUsageInterval.String(), arg: "DURATION",
+			help: "how often an instance with --admin-addr refreshes the per-project usage gauges on /metrics",
+			set:  duration(func(c *Config) *time.Duration { return &c.AdminUsageInterval })},
 		{flag: "metrics-addr", env: "KV_METRICS_ADDR", def: DefaultMetricsAddr, arg: "ADDR",
 			help: "address for /metrics, /healthz and /readyz; empty disables",
 			set:  text(func(c *Config) *string { return &c.MetricsAddr })},
@@ -155,6 +165,13 @@ func LoadConfig(args []string, lookupEnv func(string) (string, bool), out io.Wri
 	if *version {
 		return Config{}, ErrVersion
 	}
+	// --socket '' asks for no socket. Only the flag does: an empty
+	// KV_SOCKET, easily left empty by accident, means the default.
+	fs.Visit(func(f *flag.Flag) {
+		if f.Name == "socket" && c.Server.Socket == "" {
+			c.NoSocket = true
+		}
+	})
 	if fs.NArg() > 0 {
 		return Config{}, fmt.Errorf("unexpected argument %q (all settings are flags; see --help)", fs.Arg(0))
 	}
@@ -173,7 +190,7 @@ node). Data lives in PostgreSQL with --postgres, else in an embedded store
 under --data-dir.
 
 Signals: SIGTERM or SIGINT stop it after requests in flight finish; SIGHUP
-re-reads the --uid-map file.
+re-reads the --uid-map file and the --admin-tokens file.
 
 Every flag can also be set by the environment variable named in its help;
 a flag on the command line wins.
