@@ -101,6 +101,18 @@ func boolParam(q url.Values, name string) (bool, error) {
 // With replace it clears the project first. It stops at the first error —
 // a bad entry or a quota refusal — and says how far it got.
 func (s *Server) importProject(req *request) error {
+	err := s.importBody(req)
+	if err != nil {
+		// Read what the client is still sending before answering: a
+		// server that closes a connection with unread data in it resets
+		// the connection, and the client may lose the answer saying how
+		// far the import got.
+		_, _ = io.Copy(io.Discard, req.r.Body)
+	}
+	return err
+}
+
+func (s *Server) importBody(req *request) error {
 	q := req.r.URL.Query()
 	replace, err := boolParam(q, "replace")
 	if err != nil {

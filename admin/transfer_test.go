@@ -277,6 +277,12 @@ func TestImportStopsAtTheQuota(t *testing.T) {
 			for i := range 100 {
 				entries = append(entries, fmt.Sprintf(`{"key":"k%03d","value":"%s","expires_at":null}`, i, strings.Repeat("x", 94)))
 			}
+			// Entries past the refusal make the body much larger than what
+			// the server reads before it answers: the answer must still
+			// reach the client.
+			for i := range 20000 {
+				entries = append(entries, fmt.Sprintf(`{"key":"later%05d","value":"%s","expires_at":null}`, i, strings.Repeat("y", 500)))
+			}
 			r := e.call("POST", "/projects/a/import", aToken, exportDoc(entries...), 413)
 			if r.errCode() != "quota_exceeded" || !strings.Contains(r.errMessage(), "quota exceeded") ||
 				!strings.Contains(r.errMessage(), "stopped at entry 51 after importing 50") || r.body["imported"] != 50.0 {
