@@ -425,3 +425,24 @@ func getMetrics(t *testing.T, addr, want string) string {
 		time.Sleep(200 * time.Millisecond)
 	}
 }
+
+// TestProgressOnlyOnATerminal: the bar is drawn when stderr is a terminal
+// and nothing is written otherwise.
+func TestProgressOnlyOnATerminal(t *testing.T) {
+	for _, tty := range []bool{false, true} {
+		var errOut bytes.Buffer
+		c := &cli{io: stdio{err: &errOut, errTTY: tty}}
+		bar := c.progress(3, "exporting shop", false)
+		for range 3 {
+			bar.Add(1)
+		}
+		bar.Finish()
+		b := c.progress(2048, "importing into shop", true)
+		b.Write(make([]byte, 2048))
+		b.Finish()
+		drawn := strings.Contains(errOut.String(), "exporting shop") && strings.Contains(errOut.String(), "importing into shop")
+		if drawn != tty || (!tty && errOut.Len() > 0) {
+			t.Errorf("stderr a terminal: %v; wrote %q", tty, errOut.String())
+		}
+	}
+}
