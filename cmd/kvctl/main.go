@@ -92,7 +92,7 @@ func commands() []command {
 			flags: func(fs *flag.FlagSet, o *options) {
 				fs.StringVar(&o.file, "o", "", "write the export to `FILE`")
 			}, run: cmdExport},
-		{name: "import", args: "FILE [--replace] [--dry-run]", help: "import an export document or a plain JSON object (\"-\": stdin); the file is checked whole before anything is written",
+		{name: "import", args: "FILE [--replace] [--dry-run]", help: "import an export document or a plain JSON object; a FILE is checked whole before anything is written (\"-\" reads stdin, checked as it is written)",
 			flags: func(fs *flag.FlagSet, o *options) {
 				fs.BoolVar(&o.replace, "replace", false, "clear the project first")
 				fs.BoolVar(&o.dryRun, "dry-run", false, "only check the file; write nothing")
