@@ -121,6 +121,9 @@ Global flags (before or after the command):
   --token-file FILE  file holding the token (env KVCTL_TOKEN_FILE); or put the token itself in KVCTL_TOKEN
   --project NAME     the project (env KVCTL_PROJECT; default: a project token's own)
   -o json|table      output format (default table); for export, -o names the file
+
+A KEY or JSON that starts with "-" (other than a negative number) follows "--":
+  kvctl get -- -odd-key
 `)
 }
 
@@ -219,24 +222,44 @@ func addGlobals(fs *flag.FlagSet, g *globals, withOutput bool) {
 }
 
 // parseInterspersed parses flags wherever they are among the arguments
-// (kvctl set KEY JSON --ttl 1h) and returns the other arguments. "--" ends
-// the flags.
+// (kvctl set KEY JSON --ttl 1h) and returns the other arguments. A negative
+// number (kvctl set n -5) is an argument, not a flag; "--" ends the flags,
+// for a key that starts with "-".
 func parseInterspersed(fs *flag.FlagSet, args []string) ([]string, error) {
 	var rest []string
-	for {
-		if err := fs.Parse(args); err != nil {
-			return nil, err
+	for len(args) > 0 {
+		// The flags and arguments up to the next negative number.
+		end := 0
+		for end < len(args) && !isNegativeNumber(args[end]) && args[end] != "--" {
+			end++
 		}
-		args = fs.Args()
-		if len(args) == 0 {
-			return rest, nil
+		segment := args[:end]
+		for len(segment) > 0 {
+			if err := fs.Parse(segment); err != nil {
+				return nil, err
+			}
+			segment = fs.Args()
+			if len(segment) > 0 {
+				rest = append(rest, segment[0])
+				segment = segment[1:]
+			}
 		}
-		if args[0] == "--" {
-			return append(rest, args[1:]...), nil
+		if end == len(args) {
+			break
 		}
-		rest = append(rest, args[0])
-		args = args[1:]
+		if args[end] == "--" {
+			return append(rest, args[end+1:]...), nil
+		}
+		rest = append(rest, args[end])
+		args = args[end+1:]
 	}
+	return rest, nil
+}
+
+// isNegativeNumber reports whether s reads as a negative number: an
+// argument (a JSON value), never a flag.
+func isNegativeNumber(s string) bool {
+	return len(s) > 1 && s[0] == '-' && (s[1] >= '0' && s[1] <= '9' || s[1] == '.')
 }
 
 // loadToken reads the token: --token-file (or KVCTL_TOKEN_FILE) wins over
