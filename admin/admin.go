@@ -200,9 +200,18 @@ type request struct {
 func (s *Server) endpoint(need access, bounded bool, h func(*request) error) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Cache-Control", "no-store")
-		req := &request{w: w, r: r, project: r.PathValue("p")}
+		rec := &statusRecorder{ResponseWriter: w, status: http.StatusOK}
+		req := &request{w: rec, r: r, project: r.PathValue("p")}
+		// Refusals and changes are logged, with who and the outcome —
+		// never a token, a key or a value: the path names the endpoint
+		// and the project only.
+		fields := func() []zap.Field {
+			return []zap.Field{zap.String("method", r.Method), zap.String("path", r.URL.Path),
+				zap.String("role", string(req.role)), zap.Int("status", rec.status), zap.String("remote", r.RemoteAddr)}
+		}
 		if err := s.authorize(req, need); err != nil {
 			s.writeErr(req, err)
+			s.log.Warn("admin request refused", fields()...)
 			return
 		}
 		if bounded {
@@ -211,8 +220,25 @@ func (s *Server) endpoint(need access, bounded bool, h func(*request) error) htt
 		if err := h(req); err != nil {
 			s.writeErr(req, err)
 		}
+		if r.Method != http.MethodGet {
+			s.log.Info("admin change", fields()...)
+		}
 	})
 }
+
+// statusRecorder remembers the status a handler wrote.
+type statusRecorder struct {
+	http.ResponseWriter
+	status int
+}
+
+func (r *statusRecorder) WriteHeader(status int) {
+	r.status = status
+	r.ResponseWriter.WriteHeader(status)
+}
+
+// Unwrap lets http.ResponseController reach the connection's writer.
+func (r *statusRecorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
 
 func (s *Server) authorize(req *request, need access) error {
 	auth := req.r.Header.Get("Authorization")

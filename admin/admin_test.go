@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -13,6 +14,9 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/kvsidecar/kvsidecar/admin"
 	"github.com/kvsidecar/kvsidecar/store"
@@ -610,5 +614,44 @@ func TestPageIsServed(t *testing.T) {
 	r := e.do("GET", "/admin/", "", nil)
 	if r.status != 200 || !strings.Contains(string(r.raw), "<html") {
 		t.Fatalf("GET /admin/ = %d %.100s, want the page without a token", r.status, r.raw)
+	}
+}
+
+func TestChangesAndRefusalsAreLogged(t *testing.T) {
+	core, logs := observer.New(zap.InfoLevel)
+	st := openBolt(t, bolt.Config{})
+	tokens, err := admin.LoadTokens(writeTokens(t, admin.TokenLine(aToken, admin.ProjectRole("a"))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, err := admin.New(admin.Config{Tokens: tokens}, st, zap.New(core))
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(h)
+	defer srv.Close()
+	e := &env{t: t, st: st, srv: srv}
+	e.call("PUT", "/projects/a/entry?key=secret-key", aToken, `{"value":"secret-value"}`, 200)
+	e.call("GET", "/projects/a/entry?key=secret-key", aToken, "", 200)
+	e.call("DELETE", "/projects/b/entry?key=k", aToken, "", 403)
+	e.call("GET", "/whoami", "guess", "", 401)
+
+	var lines []string
+	for _, entry := range logs.All() {
+		f := entry.ContextMap()
+		lines = append(lines, fmt.Sprintf("%s %v %v %v %v", entry.Message, f["method"], f["path"], f["role"], f["status"]))
+		for _, v := range f {
+			if s := fmt.Sprint(v); strings.Contains(s, "secret") || strings.Contains(s, aToken) || strings.Contains(s, "guess") {
+				t.Errorf("the log holds a key, a value or a token: %v", f)
+			}
+		}
+	}
+	want := []string{
+		"admin change PUT /admin/api/v1/projects/a/entry project:a 200",
+		"admin request refused DELETE /admin/api/v1/projects/b/entry project:a 403",
+		"admin request refused GET /admin/api/v1/whoami  401",
+	}
+	if strings.Join(lines, "\n") != strings.Join(want, "\n") {
+		t.Fatalf("logged:\n%s\nwant:\n%s", strings.Join(lines, "\n"), strings.Join(want, "\n"))
 	}
 }
