@@ -655,3 +655,15 @@ func TestChangesAndRefusalsAreLogged(t *testing.T) {
 		t.Fatalf("logged:\n%s\nwant:\n%s", strings.Join(lines, "\n"), strings.Join(want, "\n"))
 	}
 }
+
+// TestKeysFillsPagesCutShort: with a backend that stops scanning early, the
+// keys endpoint still fills its page.
+func TestKeysFillsPagesCutShort(t *testing.T) {
+	e := newEnv(t, openBolt(t, bolt.Config{SearchScan: 2}), admin.Config{})
+	for _, k := range []string{"a", "bx", "c", "d", "e", "f", "g", "hx", "i"} {
+		e.set("a", k, "1", 0)
+	}
+	r := e.call("GET", "/projects/a/keys?search=x", aToken, "", 200)
+	jsonEq(t, "keys?search=x", r.body, `{"keys":[{"key":"bx","size":3,"expires_at":null},{"key":"hx","size":3,"expires_at":null}],"next_cursor":""}`)
+	jsonEq(t, "delete-matching", e.call("POST", "/projects/a/delete-matching", aToken, `{"search":"x"}`, 200).body, `{"matched":2,"deleted":2}`)
+}

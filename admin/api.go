@@ -128,6 +128,13 @@ func (s *Server) putQuota(req *request) error {
 	return req.ok(map[string]any{"name": p.Name, "quota_bytes": p.QuotaBytes, "quota_override": p.QuotaOverride})
 }
 
+// searchBudget bounds the time one keys request spends filling its page
+// from a backend that cuts pages short (bbolt, after scanning many keys
+// that do not match): past it the page goes out with fewer keys and a
+// cursor, so a search for a rare substring in a huge project answers
+// within about a second, page after page, instead of scanning it all.
+const searchBudget = time.Second
+
 // expiringWindows are the windows of the usage endpoint.
 var expiringWindows = [...]time.Duration{time.Hour, 24 * time.Hour}
 
@@ -205,11 +212,22 @@ func (s *Server) keys(req *request) error {
 		return err
 	}
 	q := req.r.URL.Query()
-	page, err := s.st.SearchKeys(req.r.Context(), req.project, store.SearchOptions{
-		Prefix: q.Get("prefix"), Search: q.Get("search"), After: after, Limit: limit,
-	})
-	if err != nil {
-		return err
+	opts := store.SearchOptions{Prefix: q.Get("prefix"), Search: q.Get("search"), After: after, Limit: limit}
+	// A backend may cut a page short after scanning many keys; the page is
+	// filled from further calls, within searchBudget, before it is sent.
+	var entries []store.Entry
+	next := ""
+	deadline := time.Now().Add(searchBudget)
+	for {
+		page, err := s.st.SearchKeys(req.r.Context(), req.project, opts)
+		if err != nil {
+			return err
+		}
+		entries, next = append(entries, page.Entries...), page.Next
+		if next == "" || len(entries) >= limit || time.Now().After(deadline) {
+			break
+		}
+		opts.After, opts.Limit = next, limit-len(entries)
 	}
 	type entryJSON struct {
 		Key       string  `json:"key"`
@@ -219,12 +237,9 @@ func (s *Server) keys(req *request) error {
 	out := struct {
 		Keys       []entryJSON `json:"keys"`
 		NextCursor string      `json:"next_cursor"`
-	}{Keys: make([]entryJSON, 0, len(page.Entries))}
-	for _, e := range page.Entries {
+	}{Keys: make([]entryJSON, 0, len(entries)), NextCursor: nextCursor(next != "", next)}
+	for _, e := range entries {
 		out.Keys = append(out.Keys, entryJSON{e.Key, e.Size, timeOrNil(e.Expires)})
-	}
-	if len(page.Entries) > 0 {
-		out.NextCursor = nextCursor(page.More, page.Entries[len(page.Entries)-1].Key)
 	}
 	return req.ok(out)
 }
@@ -351,10 +366,10 @@ func (s *Server) deleteMatching(req *request) error {
 				}
 			}
 		}
-		if !page.More {
+		if page.Next == "" {
 			break
 		}
-		opts.After = page.Entries[len(page.Entries)-1].Key
+		opts.After = page.Next
 	}
 	return req.ok(map[string]int64{"matched": matched, "deleted": deleted})
 }

@@ -32,8 +32,9 @@ type Admin interface {
 	ProjectUsage(ctx context.Context, project string) (ProjectUsage, error)
 	// SearchKeys returns live entries, without values, whose key starts with
 	// opts.Prefix, contains opts.Search and sorts after opts.After, in byte
-	// order of keys, at most opts.Limit of them.
-	SearchKeys(ctx context.Context, project string, opts SearchOptions) (Page, error)
+	// order of keys, at most opts.Limit of them. A backend may end a page
+	// early, after scanning a bounded number of keys (see KeyPage).
+	SearchKeys(ctx context.Context, project string, opts SearchOptions) (KeyPage, error)
 	// Entry returns the live entry of key with its value, size and expiry.
 	Entry(ctx context.Context, project, key string) (Entry, bool, error)
 	// PrefixUsage groups the project's live entries by the part of their key
@@ -77,6 +78,16 @@ type SearchOptions struct {
 	Search string // only keys containing Search (bytes, case-sensitive); "" matches all
 	After  string // only keys sorting strictly after After
 	Limit  int    // at most this many; <= 0 or > MaxListLimit means MaxListLimit
+}
+
+// KeyPage is one page of SearchKeys. Next is "" when no key after the page
+// matches; otherwise the next page starts After Next. Next is the last
+// entry's key, or — when the backend stopped scanning before the page was
+// full, so that one search never holds the store for long — the last key
+// it scanned: such a page may hold fewer entries than asked, or none.
+type KeyPage struct {
+	Entries []Entry
+	Next    string
 }
 
 // PrefixUsage is what the live entries under one key prefix use.

@@ -101,13 +101,14 @@ func (s *Store) ProjectUsage(ctx context.Context, project string) (store.Project
 }
 
 // SearchKeys returns a page of live keys by prefix and substring. See
-// store.Admin. A substring search walks the keys under the prefix until the
-// page is full, so a rare substring costs a scan of the prefix's keys (in
-// the daemon's time, not its memory).
-func (s *Store) SearchKeys(ctx context.Context, project string, opts store.SearchOptions) (store.Page, error) {
+// store.Admin. A substring search walks the keys under the prefix; it stops
+// after Config.SearchScan keys, so that a rare substring in a large project
+// never holds one read transaction for long (a long one delays writers
+// that must grow the file), and the caller goes on from KeyPage.Next.
+func (s *Store) SearchKeys(ctx context.Context, project string, opts store.SearchOptions) (store.KeyPage, error) {
 	limit := store.PageLimit(opts.Limit)
 	search := []byte(opts.Search)
-	var page store.Page
+	var page store.KeyPage
 	err := s.view(ctx, project, false, func(p *projectTx, now int64) error {
 		if p.data == nil {
 			return nil
@@ -122,21 +123,28 @@ func (s *Store) SearchKeys(ctx context.Context, project string, opts store.Searc
 		if opts.After != "" && bytes.Equal(k, []byte(opts.After)) {
 			k, rec = c.Next()
 		}
+		scanned := 0
+		var last []byte // the last key scanned, in the transaction's memory
 		for ; k != nil && bytes.HasPrefix(k, prefix); k, rec = c.Next() {
-			expiry := recordExpiry(rec)
-			if expired(expiry, now) || !bytes.Contains(k, search) {
+			if scanned == s.cfg.SearchScan {
+				page.Next = string(last) // the caller goes on from here
+				return nil
+			}
+			scanned++
+			last = k
+			if expired(recordExpiry(rec), now) || !bytes.Contains(k, search) {
 				continue
 			}
 			if len(page.Entries) == limit {
-				page.More = true
-				break
+				page.Next = page.Entries[limit-1].Key
+				return nil
 			}
 			page.Entries = append(page.Entries, entryOf(k, rec, false))
 		}
 		return nil
 	})
 	if err != nil {
-		return store.Page{}, err
+		return store.KeyPage{}, err
 	}
 	return page, nil
 }

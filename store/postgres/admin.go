@@ -192,12 +192,12 @@ func (s *Store) ProjectUsage(ctx context.Context, project string) (store.Project
 // SearchKeys returns a page of live keys by prefix and substring. See
 // store.Admin. A rare substring makes the database scan the prefix's keys
 // (within the statement timeout); the daemon holds one page.
-func (s *Store) SearchKeys(ctx context.Context, project string, opts store.SearchOptions) (store.Page, error) {
+func (s *Store) SearchKeys(ctx context.Context, project string, opts store.SearchOptions) (store.KeyPage, error) {
 	if err := checkProject(project); err != nil {
-		return store.Page{}, err
+		return store.KeyPage{}, err
 	}
 	if err := s.ready(ctx); err != nil {
-		return store.Page{}, err
+		return store.KeyPage{}, err
 	}
 	limit := store.PageLimit(opts.Limit)
 	after, prefix, search := []byte(opts.After), []byte(opts.Prefix), []byte(opts.Search)
@@ -211,10 +211,10 @@ func (s *Store) SearchKeys(ctx context.Context, project string, opts store.Searc
 		rows, err = s.pool.Query(ctx, sqlSearchFrom, project, after, prefix, search, s.nowArg(), limit+1)
 	}
 	if err != nil {
-		return store.Page{}, dbError(err)
+		return store.KeyPage{}, dbError(err)
 	}
 	defer rows.Close()
-	var page store.Page
+	var page store.KeyPage
 	for rows.Next() {
 		var (
 			key     []byte
@@ -222,10 +222,10 @@ func (s *Store) SearchKeys(ctx context.Context, project string, opts store.Searc
 			expires *time.Time
 		)
 		if err := rows.Scan(&key, &e.Size, &expires); err != nil {
-			return store.Page{}, dbError(err)
+			return store.KeyPage{}, dbError(err)
 		}
 		if len(page.Entries) == limit {
-			page.More = true
+			page.Next = page.Entries[limit-1].Key
 			break
 		}
 		e.Key = string(key)
@@ -233,7 +233,7 @@ func (s *Store) SearchKeys(ctx context.Context, project string, opts store.Searc
 		page.Entries = append(page.Entries, e)
 	}
 	if err := rows.Err(); err != nil {
-		return store.Page{}, dbError(err)
+		return store.KeyPage{}, dbError(err)
 	}
 	return page, nil
 }

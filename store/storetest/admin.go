@@ -40,7 +40,7 @@ func (f *fixture) now() time.Time {
 	return f.clock.Now()
 }
 
-func (f *fixture) search(project string, opts store.SearchOptions) store.Page {
+func (f *fixture) search(project string, opts store.SearchOptions) store.KeyPage {
 	f.t.Helper()
 	page, err := f.s.SearchKeys(f.ctx, project, opts)
 	if err != nil {
@@ -168,10 +168,13 @@ func testAdmin(t *testing.T, h Harness) {
 						t.Fatalf("SearchKeys entry %+v, want size %d, no value, no expiry", e, size(e.Key, "value"))
 					}
 				}
-				if !page.More {
+				if page.Next == "" {
 					break
 				}
-				opts.After = page.Entries[len(page.Entries)-1].Key
+				if page.Next <= opts.After {
+					t.Fatalf("SearchKeys(%+v).Next = %q does not move forward", opts, page.Next)
+				}
+				opts.After = page.Next
 			}
 			if !slices.Equal(got, tc.want) {
 				t.Errorf("SearchKeys(prefix %q, search %q) = %q, want %q", tc.prefix, tc.search, got, tc.want)
