@@ -177,6 +177,43 @@ func (s *Store) Entry(ctx context.Context, project, key string) (store.Entry, bo
 	return e, found, err
 }
 
+// scanLive calls fn for every live entry of the project, in key order, in
+// read transactions of at most Config.SearchScan keys each, so that a scan
+// of a large project never holds one transaction for long (a long one
+// delays a writer that must grow the file). The scan is therefore not a
+// snapshot. k and rec are valid only during fn.
+func (s *Store) scanLive(ctx context.Context, project string, fn func(k, rec []byte)) error {
+	var from []byte // where the next transaction starts; nil: at the first key
+	for {
+		var resume []byte
+		err := s.view(ctx, project, false, func(p *projectTx, now int64) error {
+			if p.data == nil {
+				return nil
+			}
+			c := p.data.Cursor()
+			k, rec := c.First()
+			if from != nil {
+				k, rec = c.Seek(from)
+			}
+			for n := 0; k != nil; k, rec = c.Next() {
+				if n == s.cfg.SearchScan {
+					resume = bytes.Clone(k)
+					return nil
+				}
+				n++
+				if !expired(recordExpiry(rec), now) {
+					fn(k, rec)
+				}
+			}
+			return nil
+		})
+		if err != nil || resume == nil {
+			return err
+		}
+		from = resume
+	}
+}
+
 // PrefixUsage groups live entries by key prefix. See store.Admin. The keys
 // that share a prefix are contiguous in key order, so one pass over the
 // keys finishes each group before the next starts, and only the largest
@@ -190,68 +227,47 @@ func (s *Store) PrefixUsage(ctx context.Context, project, delimiter string, limi
 	top := newTopK(limit, func(a, b store.PrefixUsage) bool {
 		return a.Bytes > b.Bytes || (a.Bytes == b.Bytes && a.Prefix < b.Prefix)
 	})
-	err := s.view(ctx, project, false, func(p *projectTx, now int64) error {
-		if p.data == nil {
-			return nil
+	none := store.PrefixUsage{Prefix: ""}
+	var cur store.PrefixUsage
+	var curPrefix []byte // a copy: it outlives the transaction
+	err := s.scanLive(ctx, project, func(k, rec []byte) {
+		size := recordSize(k, rec)
+		if curPrefix != nil && bytes.HasPrefix(k, curPrefix) {
+			cur.Bytes += size
+			cur.Entries++
+			return
 		}
-		none := store.PrefixUsage{Prefix: ""}
-		var cur store.PrefixUsage
-		var curPrefix []byte
-		c := p.data.Cursor()
-		for k, rec := c.First(); k != nil; k, rec = c.Next() {
-			if expired(recordExpiry(rec), now) {
-				continue
-			}
-			size := recordSize(k, rec)
-			if curPrefix != nil && bytes.HasPrefix(k, curPrefix) {
-				cur.Bytes += size
-				cur.Entries++
-				continue
-			}
-			i := bytes.Index(k, delim)
-			if i < 0 {
-				none.Bytes += size
-				none.Entries++
-				continue
-			}
-			if curPrefix != nil {
-				top.add(cur)
-			}
-			curPrefix = bytes.Clone(k[:i+len(delim)])
-			cur = store.PrefixUsage{Prefix: string(curPrefix), Bytes: size, Entries: 1}
+		i := bytes.Index(k, delim)
+		if i < 0 {
+			none.Bytes += size
+			none.Entries++
+			return
 		}
 		if curPrefix != nil {
 			top.add(cur)
 		}
-		if none.Entries > 0 {
-			top.add(none)
-		}
-		return nil
+		curPrefix = bytes.Clone(k[:i+len(delim)])
+		cur = store.PrefixUsage{Prefix: string(curPrefix), Bytes: size, Entries: 1}
 	})
 	if err != nil {
 		return nil, err
+	}
+	if curPrefix != nil {
+		top.add(cur)
+	}
+	if none.Entries > 0 {
+		top.add(none)
 	}
 	return top.result(), nil
 }
 
 // LargestKeys returns the largest live entries. See store.Admin.
 func (s *Store) LargestKeys(ctx context.Context, project string, limit int) ([]store.Entry, error) {
-	limit = store.PageLimit(limit)
-	top := newTopK(limit, func(a, b store.Entry) bool {
+	top := newTopK(store.PageLimit(limit), func(a, b store.Entry) bool {
 		return a.Size > b.Size || (a.Size == b.Size && a.Key < b.Key)
 	})
-	err := s.view(ctx, project, false, func(p *projectTx, now int64) error {
-		if p.data == nil {
-			return nil
-		}
-		c := p.data.Cursor()
-		for k, rec := c.First(); k != nil; k, rec = c.Next() {
-			if expired(recordExpiry(rec), now) {
-				continue
-			}
-			top.add(entryOf(k, rec, false))
-		}
-		return nil
+	err := s.scanLive(ctx, project, func(k, rec []byte) {
+		top.add(entryOf(k, rec, false))
 	})
 	if err != nil {
 		return nil, err

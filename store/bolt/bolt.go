@@ -84,11 +84,11 @@ const (
 	// millisecond, the order of one fsync, so writes queued behind a sweep
 	// wait little longer than they would anyway.
 	DefaultSweepBatch = 1000
-	// DefaultSearchScan bounds the keys one SearchKeys call looks at: a
-	// scan of this many keys takes tens of milliseconds, so a search for a
-	// rare substring in a large project is many short read transactions
-	// instead of one long one, which would delay a writer that must grow
-	// the file.
+	// DefaultSearchScan bounds the keys one read transaction of the admin's
+	// scans (SearchKeys, PrefixUsage, LargestKeys) looks at: this many take
+	// tens of milliseconds, so scanning a large project is many short read
+	// transactions instead of one long one, which would delay a writer that
+	// must grow the file.
 	DefaultSearchScan = 100_000
 	// DefaultLockTimeout is how long Open waits for the file lock held by
 	// another process before it fails: long enough to ride out a daemon that
@@ -122,8 +122,9 @@ type Config struct {
 	// LockTimeout is how long Open waits for another process to release
 	// the file. 0 means DefaultLockTimeout.
 	LockTimeout time.Duration
-	// SearchScan is the most keys one SearchKeys call looks at before it
-	// returns a page cut short. 0 means DefaultSearchScan.
+	// SearchScan is the most keys one read transaction of SearchKeys,
+	// PrefixUsage or LargestKeys looks at (SearchKeys then returns a page
+	// cut short). 0 means DefaultSearchScan.
 	SearchScan int
 	// ObserveBatch, if set, is called after each committed transaction with
 	// the number of write requests it committed. It runs on the committer

@@ -59,6 +59,22 @@ func TestConformance(t *testing.T) {
 	storetest.Run(t, harness(-1, false))
 }
 
+// TestConformanceShortScans runs the suite with scans cut every two keys,
+// so that searches and usage analyses cross many transaction boundaries.
+func TestConformanceShortScans(t *testing.T) {
+	storetest.Run(t, storetest.Harness{
+		Open: func(t *testing.T, opts storetest.Options) store.Store {
+			return open(t, bolt.Config{
+				Limits:        opts.Limits,
+				DefaultQuota:  opts.DefaultQuota,
+				Now:           opts.Now,
+				SweepInterval: -1,
+				SearchScan:    2,
+			})
+		},
+	})
+}
+
 func TestConformanceWithSweeper(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs the whole suite again")
