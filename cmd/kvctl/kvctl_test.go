@@ -181,7 +181,7 @@ func TestKvctlBolt(t *testing.T) {
 }
 
 // TestKvctlPostgres runs the cluster shape: a node daemon serving the
-// function socket and a separate admin-only instance (--socket ”), both
+// function socket and a separate admin-only instance (an empty --socket), both
 // on one PostgreSQL database.
 func TestKvctlPostgres(t *testing.T) {
 	dsn := pgtest.Database(t)
