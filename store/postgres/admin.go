@@ -56,25 +56,50 @@ LEFT JOIN LATERAL (
 ) x ON true
 WHERE s.name = 'default_quota'`
 
-	// sqlSearchRange and sqlSearchFrom are sqlListRange and sqlListFrom
-	// without values and with a substring filter ($5 or $4; position of ''
-	// is 1, so an empty search matches every key).
+	// sqlSearchRange and sqlSearchFrom read a page of a key search: they
+	// scan at most $6 keys after $2 and at or after $3 (the prefix) — and
+	// below $8, the first byte string after every key with the prefix, for
+	// sqlSearchRange; sqlSearchFrom serves prefixes without such a bound —
+	// and return, in key order, the live keys containing $4 (position of ''
+	// is 1, so an empty search matches every key), up to $7 of them, and
+	// the last key scanned, with how many keys were scanned: a search that
+	// stopped at the bound goes on from there in another statement.
 	sqlSearchRange = `
-SELECT key, octet_length(key) + octet_length(value), expires_at
-FROM kv_entries
-WHERE project = $1 AND key > $2::bytea AND key >= $3::bytea AND key < $4::bytea
-  AND position($5::bytea IN key) > 0
-  AND (expires_at IS NULL OR expires_at > coalesce($6::timestamptz, now()))
+SELECT key, size, expires_at, hit, scanned
+FROM (
+    SELECT key, size, expires_at, hit,
+           lead(key) OVER (ORDER BY key) IS NULL AS last, count(*) OVER () AS scanned
+    FROM (
+        SELECT key, octet_length(key) + octet_length(value) AS size, expires_at,
+               position($4::bytea IN key) > 0
+               AND (expires_at IS NULL OR expires_at > coalesce($5::timestamptz, now())) AS hit
+        FROM kv_entries
+        WHERE project = $1 AND key > $2::bytea AND key >= $3::bytea AND key < $8::bytea
+        ORDER BY key
+        LIMIT $6
+    ) raw
+) s
+WHERE hit OR last
 ORDER BY key
 LIMIT $7`
 	sqlSearchFrom = `
-SELECT key, octet_length(key) + octet_length(value), expires_at
-FROM kv_entries
-WHERE project = $1 AND key > $2::bytea AND key >= $3::bytea
-  AND position($4::bytea IN key) > 0
-  AND (expires_at IS NULL OR expires_at > coalesce($5::timestamptz, now()))
+SELECT key, size, expires_at, hit, scanned
+FROM (
+    SELECT key, size, expires_at, hit,
+           lead(key) OVER (ORDER BY key) IS NULL AS last, count(*) OVER () AS scanned
+    FROM (
+        SELECT key, octet_length(key) + octet_length(value) AS size, expires_at,
+               position($4::bytea IN key) > 0
+               AND (expires_at IS NULL OR expires_at > coalesce($5::timestamptz, now())) AS hit
+        FROM kv_entries
+        WHERE project = $1 AND key > $2::bytea AND key >= $3::bytea
+        ORDER BY key
+        LIMIT $6
+    ) raw
+) s
+WHERE hit OR last
 ORDER BY key
-LIMIT $6`
+LIMIT $7`
 
 	// sqlEntry reads one live entry with its expiry.
 	sqlEntry = `
@@ -190,8 +215,9 @@ func (s *Store) ProjectUsage(ctx context.Context, project string) (store.Project
 }
 
 // SearchKeys returns a page of live keys by prefix and substring. See
-// store.Admin. A rare substring makes the database scan the prefix's keys
-// (within the statement timeout); the daemon holds one page.
+// store.Admin. Each call scans at most Config.SearchScan keys; a search
+// for a rare substring then returns a page cut short, and the caller goes
+// on from KeyPage.Next.
 func (s *Store) SearchKeys(ctx context.Context, project string, opts store.SearchOptions) (store.KeyPage, error) {
 	if err := checkProject(project); err != nil {
 		return store.KeyPage{}, err
@@ -200,33 +226,40 @@ func (s *Store) SearchKeys(ctx context.Context, project string, opts store.Searc
 		return store.KeyPage{}, err
 	}
 	limit := store.PageLimit(opts.Limit)
-	after, prefix, search := []byte(opts.After), []byte(opts.Prefix), []byte(opts.Search)
+	args := []any{project, []byte(opts.After), []byte(opts.Prefix), []byte(opts.Search), s.nowArg(), s.cfg.SearchScan, limit + 1}
+	q := sqlSearchFrom
+	if upper := prefixEnd([]byte(opts.Prefix)); upper != nil {
+		q, args = sqlSearchRange, append(args, upper)
+	}
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.StatementTimeout)
 	defer cancel()
-	var rows pgx.Rows
-	var err error
-	if upper := prefixEnd(prefix); upper != nil {
-		rows, err = s.pool.Query(ctx, sqlSearchRange, project, after, prefix, upper, search, s.nowArg(), limit+1)
-	} else {
-		rows, err = s.pool.Query(ctx, sqlSearchFrom, project, after, prefix, search, s.nowArg(), limit+1)
-	}
+	rows, err := s.pool.Query(ctx, q, args...)
 	if err != nil {
 		return store.KeyPage{}, dbError(err)
 	}
 	defer rows.Close()
-	var page store.KeyPage
+	var (
+		page    store.KeyPage
+		last    []byte // the last key scanned
+		scanned int64
+	)
 	for rows.Next() {
 		var (
 			key     []byte
 			e       store.Entry
 			expires *time.Time
+			hit     bool
 		)
-		if err := rows.Scan(&key, &e.Size, &expires); err != nil {
+		if err := rows.Scan(&key, &e.Size, &expires, &hit, &scanned); err != nil {
 			return store.KeyPage{}, dbError(err)
+		}
+		last = key
+		if !hit {
+			continue
 		}
 		if len(page.Entries) == limit {
 			page.Next = page.Entries[limit-1].Key
-			break
+			return page, nil
 		}
 		e.Key = string(key)
 		e.Expires = entryExpiry(expires)
@@ -234,6 +267,9 @@ func (s *Store) SearchKeys(ctx context.Context, project string, opts store.Searc
 	}
 	if err := rows.Err(); err != nil {
 		return store.KeyPage{}, dbError(err)
+	}
+	if scanned == int64(s.cfg.SearchScan) {
+		page.Next = string(last) // stopped at the bound: go on from here
 	}
 	return page, nil
 }

@@ -50,6 +50,12 @@ const (
 	// DefaultSweepBatch bounds the entries one Sweep deletes, so that one
 	// sweep holds a project's usage row for milliseconds, not seconds.
 	DefaultSweepBatch = 1000
+	// DefaultSearchScan bounds the rows one SearchKeys statement looks at:
+	// scanning this many index entries takes tens of milliseconds, so a
+	// search for a rare substring in a large project is many short
+	// statements, far inside the statement timeout, instead of one that
+	// runs out of it.
+	DefaultSearchScan = 100_000
 )
 
 // MaxKeyBytes is the longest key limit the backend accepts: a btree index
@@ -106,6 +112,9 @@ type Config struct {
 	// SweepBatch is the most entries one Sweep deletes. 0 means
 	// DefaultSweepBatch.
 	SweepBatch int
+	// SearchScan is the most rows one SearchKeys statement looks at before
+	// it returns a page cut short. 0 means DefaultSearchScan.
+	SearchScan int
 	// Now, if set, is the clock used for TTLs: its reading is sent as a
 	// parameter with every statement that needs the time. nil means the
 	// database's clock (now()), so that every daemon of a cluster agrees on
@@ -156,6 +165,9 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	if c.SweepInterval == 0 {
 		c.SweepInterval = DefaultSweepInterval
+	}
+	if c.SearchScan <= 0 {
+		c.SearchScan = DefaultSearchScan
 	}
 	if c.SweepBatch <= 0 {
 		c.SweepBatch = DefaultSweepBatch

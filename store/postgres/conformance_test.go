@@ -23,3 +23,19 @@ func TestConformance(t *testing.T) {
 		},
 	})
 }
+
+// TestConformanceShortScans runs the suite with key searches cut every two
+// keys, so that they cross many statement boundaries.
+func TestConformanceShortScans(t *testing.T) {
+	dsn := pgtest.Database(t)
+	storetest.Run(t, storetest.Harness{
+		Open: func(t *testing.T, opts storetest.Options) store.Store {
+			cfg := testConfig(testSchema(t, dsn))
+			cfg.Limits = opts.Limits
+			cfg.DefaultQuota = opts.DefaultQuota
+			cfg.Now = opts.Now
+			cfg.SearchScan = 2
+			return openStore(t, cfg)
+		},
+	})
+}
