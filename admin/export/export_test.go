@@ -83,3 +83,32 @@ var errDisk = errors.New("disk on fire")
 type errReader struct{}
 
 func (errReader) Read([]byte) (int, error) { return 0, errDisk }
+
+// FuzzReader feeds the reader arbitrary documents: it must end every one
+// with io.EOF or an error, never a panic or a loop. (It streams, so the
+// entries before an error are returned; the import writes them or, in a
+// dry run, only counts them.)
+func FuzzReader(f *testing.F) {
+	for _, seed := range []string{
+		`{"a":1,"b":[1,2]}`, `{}`, `[]`, ``, `{"format":"kvsidecar-export","version":1,"entries":[]}`,
+		`{"format":"kvsidecar-export","version":1,"project":"p","exported_at":"2026-01-01T00:00:00Z","entries":[{"key":"k","value":1,"expires_at":null}]}`,
+		`{"format":"kvsidecar-export","entries":[{"key":"k","value_base64":"AA==","expires_at":"2026-01-01T00:00:00.5Z"}]} x`,
+		`{"format":"other","x":1}`, `{"a":`, `{"a":1}}`,
+	} {
+		f.Add([]byte(seed))
+	}
+	f.Fuzz(func(t *testing.T, doc []byte) {
+		r, err := export.NewReader(bytes.NewReader(doc), 1<<16)
+		if err != nil {
+			return
+		}
+		for i := 0; ; i++ {
+			if i > len(doc) {
+				t.Fatalf("more entries than bytes in %q", doc)
+			}
+			if _, err := r.Next(); err != nil {
+				return
+			}
+		}
+	})
+}
