@@ -277,40 +277,62 @@ func (s *Store) LargestKeys(ctx context.Context, project string, limit int) ([]s
 
 // ExpiringBytes sums the live entries expiring within each window. See
 // store.Admin. It walks the expiry index from now to the longest window.
+// An entry that expires or is rewritten during the walk may be counted by
+// the instant the walk started, or missed.
 func (s *Store) ExpiringBytes(ctx context.Context, project string, windows ...time.Duration) ([]int64, error) {
 	sums := make([]int64, len(windows))
 	var longest time.Duration
 	for _, w := range windows {
 		longest = max(longest, w)
 	}
-	err := s.view(ctx, project, true, func(p *projectTx, now int64) error {
-		if p.exp == nil {
-			return nil
-		}
-		end := now + longest.Milliseconds()
-		c := p.exp.Cursor()
-		for k, _ := c.Seek(binary.BigEndian.AppendUint64(nil, uint64(now+1))); k != nil; k, _ = c.Next() {
-			e := int64(binary.BigEndian.Uint64(k))
-			if e > end {
-				break
+	// Like scanLive, in read transactions of at most Config.SearchScan
+	// index rows, all measured from the first one's clock.
+	now := int64(-1)
+	var from []byte // the index row the next transaction starts at
+	for {
+		var resume []byte
+		err := s.view(ctx, project, true, func(p *projectTx, txNow int64) error {
+			if now < 0 {
+				now = txNow
+				from = binary.BigEndian.AppendUint64(nil, uint64(now+1))
 			}
-			rec := p.data.Get(k[8:])
-			if rec == nil {
-				continue
+			if p.exp == nil {
+				return nil
 			}
-			size := recordSize(k[8:], rec)
-			for i, w := range windows {
-				if e <= now+w.Milliseconds() {
-					sums[i] += size
+			end := now + longest.Milliseconds()
+			c := p.exp.Cursor()
+			n := 0
+			for k, _ := c.Seek(from); k != nil; k, _ = c.Next() {
+				e := int64(binary.BigEndian.Uint64(k))
+				if e > end {
+					return nil
+				}
+				if n == s.cfg.SearchScan {
+					resume = bytes.Clone(k)
+					return nil
+				}
+				n++
+				rec := p.data.Get(k[8:])
+				if rec == nil {
+					continue
+				}
+				size := recordSize(k[8:], rec)
+				for i, w := range windows {
+					if e <= now+w.Milliseconds() {
+						sums[i] += size
+					}
 				}
 			}
+			return nil
+		})
+		if err != nil {
+			return nil, err
 		}
-		return nil
-	})
-	if err != nil {
-		return nil, err
+		if resume == nil {
+			return sums, nil
+		}
+		from = resume
 	}
-	return sums, nil
 }
 
 // Import writes entries with their absolute expiries, atomically. See

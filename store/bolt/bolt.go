@@ -85,7 +85,7 @@ const (
 	// wait little longer than they would anyway.
 	DefaultSweepBatch = 1000
 	// DefaultSearchScan bounds the keys one read transaction of the admin's
-	// scans (SearchKeys, PrefixUsage, LargestKeys) looks at: this many take
+	// scans (SearchKeys, PrefixUsage, LargestKeys, ExpiringBytes) looks at: this many take
 	// tens of milliseconds, so scanning a large project is many short read
 	// transactions instead of one long one, which would delay a writer that
 	// must grow the file.
@@ -122,9 +122,10 @@ type Config struct {
 	// LockTimeout is how long Open waits for another process to release
 	// the file. 0 means DefaultLockTimeout.
 	LockTimeout time.Duration
-	// SearchScan is the most keys one read transaction of SearchKeys,
-	// PrefixUsage or LargestKeys looks at (SearchKeys then returns a page
-	// cut short). 0 means DefaultSearchScan.
+	// SearchScan is the most keys (or expiry index rows) one read
+	// transaction of SearchKeys, PrefixUsage, LargestKeys or ExpiringBytes
+	// looks at (SearchKeys then returns a page cut short). 0 means
+	// DefaultSearchScan.
 	SearchScan int
 	// ObserveBatch, if set, is called after each committed transaction with
 	// the number of write requests it committed. It runs on the committer
