@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -142,6 +143,10 @@ LEFT JOIN kv_entries e
  AND e.expires_at > coalesce($3::timestamptz, now())
  AND e.expires_at <= coalesce($3::timestamptz, now()) + w.us * interval '1 microsecond'
 GROUP BY w.i`
+
+	// sqlSetStatementTimeout sets the statement timeout (milliseconds) for
+	// the rest of the transaction.
+	sqlSetStatementTimeout = `SELECT set_config('statement_timeout', $1, true)`
 
 	// sqlTxNow is the transaction's clock.
 	sqlTxNow = `SELECT coalesce($1::timestamptz, now())`
@@ -315,25 +320,19 @@ func (s *Store) PrefixUsage(ctx context.Context, project, delimiter string, limi
 	if err := s.ready(ctx); err != nil {
 		return nil, err
 	}
-	ctx, cancel := context.WithTimeout(ctx, s.cfg.StatementTimeout)
-	defer cancel()
-	rows, err := s.pool.Query(ctx, sqlPrefixUsage, project, []byte(delimiter), s.nowArg(), store.PageLimit(limit))
-	if err != nil {
-		return nil, dbError(err)
-	}
-	defer rows.Close()
 	out := []store.PrefixUsage{}
-	for rows.Next() {
+	err := s.analyse(ctx, sqlPrefixUsage, []any{project, []byte(delimiter), s.nowArg(), store.PageLimit(limit)}, func(rows pgx.Rows) error {
 		var prefix []byte
 		var u store.PrefixUsage
 		if err := rows.Scan(&prefix, &u.Bytes, &u.Entries); err != nil {
-			return nil, dbError(err)
+			return err
 		}
 		u.Prefix = string(prefix)
 		out = append(out, u)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, dbError(err)
+		return nil
+	})
+	if err != nil {
+		return nil, err
 	}
 	return out, nil
 }
@@ -346,27 +345,21 @@ func (s *Store) LargestKeys(ctx context.Context, project string, limit int) ([]s
 	if err := s.ready(ctx); err != nil {
 		return nil, err
 	}
-	ctx, cancel := context.WithTimeout(ctx, s.cfg.StatementTimeout)
-	defer cancel()
-	rows, err := s.pool.Query(ctx, sqlLargestKeys, project, s.nowArg(), store.PageLimit(limit))
-	if err != nil {
-		return nil, dbError(err)
-	}
-	defer rows.Close()
 	out := []store.Entry{}
-	for rows.Next() {
+	err := s.analyse(ctx, sqlLargestKeys, []any{project, s.nowArg(), store.PageLimit(limit)}, func(rows pgx.Rows) error {
 		var key []byte
 		var e store.Entry
 		var expires *time.Time
 		if err := rows.Scan(&key, &e.Size, &expires); err != nil {
-			return nil, dbError(err)
+			return err
 		}
 		e.Key = string(key)
 		e.Expires = entryExpiry(expires)
 		out = append(out, e)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, dbError(err)
+		return nil
+	})
+	if err != nil {
+		return nil, err
 	}
 	return out, nil
 }
@@ -388,24 +381,48 @@ func (s *Store) ExpiringBytes(ctx context.Context, project string, windows ...ti
 	for i, w := range windows {
 		us[i] = w.Microseconds()
 	}
-	ctx, cancel := context.WithTimeout(ctx, s.cfg.StatementTimeout)
-	defer cancel()
-	rows, err := s.pool.Query(ctx, sqlExpiringBytes, project, us, s.nowArg())
+	err := s.analyse(ctx, sqlExpiringBytes, []any{project, us, s.nowArg()}, func(rows pgx.Rows) error {
+		var i, sum int64
+		if err := rows.Scan(&i, &sum); err != nil {
+			return err
+		}
+		sums[i-1] = sum
+		return nil
+	})
 	if err != nil {
-		return nil, dbError(err)
+		return nil, err
+	}
+	return sums, nil
+}
+
+// analyse runs one of the admin's analyses of a whole project and calls
+// row for each row of its result. These read every entry of the project
+// (or every one due to expire), which for millions of entries takes
+// longer than a request's statement should, so they run in a read-only
+// transaction whose statement timeout is Config.AnalysisTimeout.
+func (s *Store) analyse(ctx context.Context, query string, args []any, row func(pgx.Rows) error) error {
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.AnalysisTimeout)
+	defer cancel()
+	tx, err := s.pool.BeginTx(ctx, pgx.TxOptions{AccessMode: pgx.ReadOnly})
+	if err != nil {
+		return dbError(err)
+	}
+	defer tx.Rollback(context.WithoutCancel(ctx)) // read-only: nothing to keep
+	timeout := strconv.FormatInt(s.cfg.AnalysisTimeout.Milliseconds(), 10)
+	if _, err := tx.Exec(ctx, sqlSetStatementTimeout, timeout); err != nil {
+		return dbError(err)
+	}
+	rows, err := tx.Query(ctx, query, args...)
+	if err != nil {
+		return dbError(err)
 	}
 	defer rows.Close()
 	for rows.Next() {
-		var i, sum int64
-		if err := rows.Scan(&i, &sum); err != nil {
-			return nil, dbError(err)
+		if err := row(rows); err != nil {
+			return dbError(err)
 		}
-		sums[i-1] = sum
 	}
-	if err := rows.Err(); err != nil {
-		return nil, dbError(err)
-	}
-	return sums, nil
+	return dbError(rows.Err())
 }
 
 // Import writes entries with their absolute expiries, in one transaction

@@ -56,6 +56,11 @@ const (
 	// statements, far inside the statement timeout, instead of one that
 	// runs out of it.
 	DefaultSearchScan = 100_000
+	// DefaultAnalysisTimeout bounds the statements of the admin's analyses
+	// of a whole project (usage by prefix, largest keys, bytes due to
+	// expire), which read all of its entries: a project of millions takes
+	// seconds, more than a request's statement is given.
+	DefaultAnalysisTimeout = time.Minute
 )
 
 // MaxKeyBytes is the longest key limit the backend accepts: a btree index
@@ -115,6 +120,9 @@ type Config struct {
 	// SearchScan is the most rows one SearchKeys statement looks at before
 	// it returns a page cut short. 0 means DefaultSearchScan.
 	SearchScan int
+	// AnalysisTimeout bounds each of the admin's analyses of a whole
+	// project. 0 means DefaultAnalysisTimeout.
+	AnalysisTimeout time.Duration
 	// Now, if set, is the clock used for TTLs: its reading is sent as a
 	// parameter with every statement that needs the time. nil means the
 	// database's clock (now()), so that every daemon of a cluster agrees on
@@ -168,6 +176,9 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	if c.SearchScan <= 0 {
 		c.SearchScan = DefaultSearchScan
+	}
+	if c.AnalysisTimeout <= 0 {
+		c.AnalysisTimeout = DefaultAnalysisTimeout
 	}
 	if c.SweepBatch <= 0 {
 		c.SweepBatch = DefaultSweepBatch
