@@ -57,50 +57,67 @@ LEFT JOIN LATERAL (
 ) x ON true
 WHERE s.name = 'default_quota'`
 
-	// sqlSearchRange and sqlSearchFrom read a page of a key search: they
-	// scan at most $6 keys after $2 and at or after $3 (the prefix) — and
-	// below $8, the first byte string after every key with the prefix, for
+	// sqlSearchRange and sqlSearchFrom read a page of a key search: of the
+	// first $6 keys after $2 and at or after $3 (the prefix) — and below
+	// $8, the first byte string after every key with the prefix, for
 	// sqlSearchRange; sqlSearchFrom serves prefixes without such a bound —
-	// and return, in key order, the live keys containing $4 (position of ''
-	// is 1, so an empty search matches every key), up to $7 of them, and
-	// the last key scanned, with how many keys were scanned: a search that
-	// stopped at the bound goes on from there in another statement.
+	// the live ones containing $4 (position of '' is 1, so an empty search
+	// matches every key), in key order, up to $7 of them. The outer LIMIT
+	// stops the scan as soon as the page is full.
 	sqlSearchRange = `
-SELECT key, size, expires_at, hit, scanned
+SELECT key, size, expires_at
 FROM (
-    SELECT key, size, expires_at, hit,
-           lead(key) OVER (ORDER BY key) IS NULL AS last, count(*) OVER () AS scanned
-    FROM (
-        SELECT key, octet_length(key) + octet_length(value) AS size, expires_at,
-               position($4::bytea IN key) > 0
-               AND (expires_at IS NULL OR expires_at > coalesce($5::timestamptz, now())) AS hit
-        FROM kv_entries
-        WHERE project = $1 AND key > $2::bytea AND key >= $3::bytea AND key < $8::bytea
-        ORDER BY key
-        LIMIT $6
-    ) raw
-) s
-WHERE hit OR last
+    SELECT key, octet_length(key) + octet_length(value) AS size, expires_at,
+           position($4::bytea IN key) > 0
+           AND (expires_at IS NULL OR expires_at > coalesce($5::timestamptz, now())) AS hit
+    FROM kv_entries
+    WHERE project = $1 AND key > $2::bytea AND key >= $3::bytea AND key < $8::bytea
+    ORDER BY key
+    LIMIT $6
+) scanned
+WHERE hit
 ORDER BY key
 LIMIT $7`
 	sqlSearchFrom = `
-SELECT key, size, expires_at, hit, scanned
+SELECT key, size, expires_at
 FROM (
-    SELECT key, size, expires_at, hit,
-           lead(key) OVER (ORDER BY key) IS NULL AS last, count(*) OVER () AS scanned
-    FROM (
-        SELECT key, octet_length(key) + octet_length(value) AS size, expires_at,
-               position($4::bytea IN key) > 0
-               AND (expires_at IS NULL OR expires_at > coalesce($5::timestamptz, now())) AS hit
-        FROM kv_entries
-        WHERE project = $1 AND key > $2::bytea AND key >= $3::bytea
-        ORDER BY key
-        LIMIT $6
-    ) raw
-) s
-WHERE hit OR last
+    SELECT key, octet_length(key) + octet_length(value) AS size, expires_at,
+           position($4::bytea IN key) > 0
+           AND (expires_at IS NULL OR expires_at > coalesce($5::timestamptz, now())) AS hit
+    FROM kv_entries
+    WHERE project = $1 AND key > $2::bytea AND key >= $3::bytea
+    ORDER BY key
+    LIMIT $6
+) scanned
+WHERE hit
 ORDER BY key
 LIMIT $7`
+
+	// sqlSearchScannedRange and sqlSearchScannedFrom return the last key
+	// and the number of keys a search that did not fill its page scanned
+	// (the same keys as sqlSearchRange and sqlSearchFrom; no row when there
+	// were none): when it is the bound, the next page goes on after that
+	// key.
+	sqlSearchScannedRange = `
+SELECT key, count(*) OVER ()
+FROM (
+    SELECT key FROM kv_entries
+    WHERE project = $1 AND key > $2::bytea AND key >= $3::bytea AND key < $5::bytea
+    ORDER BY key
+    LIMIT $4
+) scanned
+ORDER BY key DESC
+LIMIT 1`
+	sqlSearchScannedFrom = `
+SELECT key, count(*) OVER ()
+FROM (
+    SELECT key FROM kv_entries
+    WHERE project = $1 AND key > $2::bytea AND key >= $3::bytea
+    ORDER BY key
+    LIMIT $4
+) scanned
+ORDER BY key DESC
+LIMIT 1`
 
 	// sqlEntry reads one live entry with its expiry.
 	sqlEntry = `
@@ -231,10 +248,13 @@ func (s *Store) SearchKeys(ctx context.Context, project string, opts store.Searc
 		return store.KeyPage{}, err
 	}
 	limit := store.PageLimit(opts.Limit)
-	args := []any{project, []byte(opts.After), []byte(opts.Prefix), []byte(opts.Search), s.nowArg(), s.cfg.SearchScan, limit + 1}
-	q := sqlSearchFrom
-	if upper := prefixEnd([]byte(opts.Prefix)); upper != nil {
-		q, args = sqlSearchRange, append(args, upper)
+	after, prefix := []byte(opts.After), []byte(opts.Prefix)
+	args := []any{project, after, prefix, []byte(opts.Search), s.nowArg(), s.cfg.SearchScan, limit + 1}
+	scannedArgs := []any{project, after, prefix, s.cfg.SearchScan}
+	q, scannedQ := sqlSearchFrom, sqlSearchScannedFrom
+	if upper := prefixEnd(prefix); upper != nil {
+		q, scannedQ = sqlSearchRange, sqlSearchScannedRange
+		args, scannedArgs = append(args, upper), append(scannedArgs, upper)
 	}
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.StatementTimeout)
 	defer cancel()
@@ -242,39 +262,42 @@ func (s *Store) SearchKeys(ctx context.Context, project string, opts store.Searc
 	if err != nil {
 		return store.KeyPage{}, dbError(err)
 	}
-	defer rows.Close()
-	var (
-		page    store.KeyPage
-		last    []byte // the last key scanned
-		scanned int64
-	)
+	var page store.KeyPage
 	for rows.Next() {
 		var (
 			key     []byte
 			e       store.Entry
 			expires *time.Time
-			hit     bool
 		)
-		if err := rows.Scan(&key, &e.Size, &expires, &hit, &scanned); err != nil {
+		if err := rows.Scan(&key, &e.Size, &expires); err != nil {
+			rows.Close()
 			return store.KeyPage{}, dbError(err)
-		}
-		last = key
-		if !hit {
-			continue
 		}
 		if len(page.Entries) == limit {
 			page.Next = page.Entries[limit-1].Key
-			return page, nil
+			break
 		}
 		e.Key = string(key)
 		e.Expires = entryExpiry(expires)
 		page.Entries = append(page.Entries, e)
 	}
+	rows.Close()
 	if err := rows.Err(); err != nil {
 		return store.KeyPage{}, dbError(err)
 	}
+	if page.Next != "" {
+		return page, nil
+	}
+	// The page is not full: the keys ran out, or the scan stopped at its
+	// bound and the search goes on after the last key it scanned.
+	var last []byte
+	var scanned int64
+	err = s.pool.QueryRow(ctx, scannedQ, scannedArgs...).Scan(&last, &scanned)
+	if err != nil && !errors.Is(err, pgx.ErrNoRows) {
+		return store.KeyPage{}, dbError(err)
+	}
 	if scanned == int64(s.cfg.SearchScan) {
-		page.Next = string(last) // stopped at the bound: go on from here
+		page.Next = string(last)
 	}
 	return page, nil
 }
