@@ -12,6 +12,8 @@ import {
 } from './format.js';
 
 const tokenKey = 'kvsidecar.admin.token';
+// projectsPage is how many projects one request lists; more come with "Load more".
+const projectsPage = 200;
 const $ = (id) => document.getElementById(id);
 
 const state = {
@@ -119,7 +121,9 @@ function expiryText(expiresAt) {
 
 async function signIn(token) {
   const api = new Api(token);
+  // Ask before changing anything on the page, so a refused token leaves it as it was.
   const who = await api.whoami();
+  const first = await api.projects(undefined, projectsPage);
   state.api = api;
   state.role = who.role;
   state.isAdmin = who.role === 'admin';
@@ -137,7 +141,9 @@ async function signIn(token) {
   } else {
     show($('settings-link'), true);
   }
-  await loadProjects(true);
+  state.projects = first.projects;
+  state.projectsCursor = first.next_cursor || '';
+  renderProjects();
   route();
 }
 
@@ -165,7 +171,7 @@ async function loadProjects(reset) {
     state.projects = [];
     state.projectsCursor = '';
   }
-  const page = await state.api.projects(state.projectsCursor || undefined, 200);
+  const page = await state.api.projects(state.projectsCursor || undefined, projectsPage);
   state.projects.push(...page.projects);
   state.projectsCursor = page.next_cursor || '';
   renderProjects();
@@ -188,6 +194,8 @@ function renderProjects() {
     list.append(el('li', { 'data-project': p.name }, link));
   }
   if (state.projects.length === 0) list.append(el('li', { class: 'muted pad', text: 'No projects yet.' }));
+  // A filter is worth its space only when the list is long.
+  show($('project-filter'), state.projects.length > 8 || !!state.projectsCursor || filter !== '');
   show($('projects-more'), !!state.projectsCursor);
 }
 
@@ -259,6 +267,14 @@ async function openProject(name, tab, query) {
   for (const t of ['keys', 'usage', 'transfer', 'settings']) show($(`tab-${t}`), t === tab);
   renderProjects();
   if (changed) {
+    // Nothing of the last project may stay on screen while this one loads (or fails to).
+    $('keys').replaceChildren();
+    $('page-info').textContent = '';
+    $('project-usage-text').textContent = '';
+    setBar($('project-bar'), 0, 0);
+    for (const id of ['prefixes', 'largest']) $(id).replaceChildren();
+    for (const id of ['u-bytes', 'u-quota', 'u-quota-kind', 'u-percent', 'u-entries', 'u-exp1h', 'u-exp24h']) $(id).textContent = '';
+    state.usage = null;
     closeEntry();
     resetTransfer();
     $('clear-confirm').value = '';
@@ -294,7 +310,10 @@ async function loadUsage() {
   $('project-usage-text').textContent =
     `${formatBytes(u.usage_bytes)} of ${formatBytes(u.quota_bytes)} · ${formatCount(u.entries)} ${u.entries === 1 ? 'entry' : 'entries'}`;
   $('u-bytes').textContent = formatBytes(u.usage_bytes);
-  $('u-quota').textContent = formatBytes(u.quota_bytes) + (u.quota_override !== null && u.quota_override !== undefined ? ' (own)' : ' (default)');
+  const own = u.quota_override !== null && u.quota_override !== undefined;
+  $('u-quota').textContent = formatBytes(u.quota_bytes);
+  $('u-quota-kind').textContent = own ? 'set for this project' : 'the default';
+  $('u-percent').textContent = u.quota_bytes > 0 ? `${(100 * u.usage_bytes / u.quota_bytes).toFixed(1)}% of the quota` : '';
   $('u-entries').textContent = formatCount(u.entries);
   $('u-exp1h').textContent = formatBytes(u.expiring_1h_bytes);
   $('u-exp24h').textContent = formatBytes(u.expiring_24h_bytes);
@@ -434,9 +453,31 @@ function renderEntry() {
   }
   const pre = $('entry-value');
   pre.className = `value mode-${state.mode}`;
-  if (state.mode === 'json') pre.textContent = prettyJSON(e.json);
+  if (state.mode === 'json') highlightJSON(pre, prettyJSON(e.json));
   else if (state.mode === 'text') pre.textContent = e.text;
   else pre.textContent = hexDump(e.bytes) || '(empty)';
+}
+
+// highlightJSON fills pre with the JSON text as coloured spans (built with
+// textContent, so nothing in the value is read as HTML).
+function highlightJSON(pre, text) {
+  pre.replaceChildren();
+  const re = /("(?:[^"\\]|\\.)*")(\s*:)?|(-?\d+(?:\.\d+)?(?:[eE][+-]?\d+)?)|\b(true|false|null)\b/g;
+  let last = 0;
+  let m;
+  while ((m = re.exec(text)) !== null) {
+    if (m.index > last) pre.append(text.slice(last, m.index));
+    if (m[1] !== undefined) {
+      pre.append(el('span', { class: m[2] ? 'j-key' : 'j-str', text: m[1] }));
+      if (m[2]) pre.append(m[2]);
+    } else if (m[3] !== undefined) {
+      pre.append(el('span', { class: 'j-num', text: m[3] }));
+    } else {
+      pre.append(el('span', { class: 'j-lit', text: m[4] }));
+    }
+    last = re.lastIndex;
+  }
+  if (last < text.length) pre.append(text.slice(last));
 }
 
 function jsonType(raw) {
@@ -704,9 +745,15 @@ async function importProject(ev) {
 
 function renderQuota() {
   const u = state.usage;
-  if (!u || !$('quota-form')) return;
-  show($('quota-form'), state.isAdmin);
+  if (!u) return;
   const own = u.quota_override !== null && u.quota_override !== undefined;
+  if (!state.isAdmin) {
+    show($('quota-readonly'), true);
+    $('quota-readonly-text').textContent = `${formatBytes(u.usage_bytes)} used of ${formatBytes(u.quota_bytes)}`
+      + ` (${own ? 'set for this project' : 'the default quota'}). Only an administrator can change quotas.`;
+    return;
+  }
+  show($('quota-form'), true);
   $('quota-current').textContent = own
     ? `This project has its own quota: ${formatBytes(u.quota_override)} (${formatCount(u.quota_override)} bytes). Using ${formatBytes(u.usage_bytes)}.`
     : `This project uses the default quota: ${formatBytes(u.quota_bytes)}. Using ${formatBytes(u.usage_bytes)}.`;
@@ -872,7 +919,7 @@ async function start() {
   } catch (err) {
     sessionStorage.removeItem(tokenKey);
     state.api = null;
-    showSignIn(err.message);
+    showSignIn(err.status === 401 ? `The saved token was refused: ${err.message}` : err.message);
   }
 }
 
