@@ -112,6 +112,15 @@ function confirmDialog(title, text, okLabel = 'Delete') {
   });
 }
 
+// when renders an instant as local "2026-12-01 14:05:09 (UTC+01:00)": sortable, unambiguous.
+function when(iso) {
+  const d = new Date(iso);
+  const p = (n) => String(n).padStart(2, '0');
+  const off = -d.getTimezoneOffset();
+  const zone = off === 0 ? 'UTC' : `UTC${off > 0 ? '+' : '-'}${p(Math.floor(Math.abs(off) / 60))}:${p(Math.abs(off) % 60)}`;
+  return `${d.getFullYear()}-${p(d.getMonth() + 1)}-${p(d.getDate())} ${p(d.getHours())}:${p(d.getMinutes())}:${p(d.getSeconds())} ${zone}`;
+}
+
 function expiryText(expiresAt) {
   if (!expiresAt) return '—';
   return formatDuration(Date.parse(expiresAt) - Date.now());
@@ -372,7 +381,7 @@ function keyRow(k) {
   return el('tr', { 'data-key': k.key, onclick: open },
     el('td', {}, el('button', { type: 'button', class: 'keylink', title: k.key, text: showKey(k.key) })),
     el('td', { class: 'num', text: formatBytes(k.size) }),
-    el('td', { class: 'ttl', text: expiryText(k.expires_at), title: k.expires_at ? new Date(k.expires_at).toLocaleString() : 'no expiry' }));
+    el('td', { class: 'ttl', text: expiryText(k.expires_at), title: k.expires_at ? when(k.expires_at) : 'no expiry' }));
 }
 
 function markOpenRow() {
@@ -442,7 +451,7 @@ function renderEntry() {
   $('entry-key').title = e.key;
   $('entry-size').textContent = `${formatBytes(e.size)} (${formatCount(e.size)} bytes, key included)`;
   $('entry-expires').textContent = e.expiresAt
-    ? `in ${expiryText(e.expiresAt)} — ${new Date(e.expiresAt).toLocaleString()}`
+    ? `in ${expiryText(e.expiresAt)} — ${when(e.expiresAt)}`
     : 'never';
   $('entry-type').textContent = e.json !== null ? jsonType(e.json)
     : e.text !== null ? 'text (not JSON)' : 'binary (not UTF-8)';

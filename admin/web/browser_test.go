@@ -521,6 +521,56 @@ func TestPageAdminRole(t *testing.T) {
 		}
 	})
 
+	t.Run("import dry run, and a refusal over quota", func(t *testing.T) {
+		run(t, ctx, "open shop's transfer tab", chromedp.Navigate(srv.PageURL+"#/p/shop/transfer"))
+		waitFor(t, ctx, visible("#import-file"))
+		var doc strings.Builder
+		doc.WriteString("{")
+		for i := range 10 {
+			if i > 0 {
+				doc.WriteString(",")
+			}
+			fmt.Fprintf(&doc, `"q:%d": %q`, i, strings.Repeat("v", 60))
+		}
+		doc.WriteString("}")
+		file := filepath.Join(t.TempDir(), "ten.json")
+		if err := os.WriteFile(file, []byte(doc.String()), 0o600); err != nil {
+			t.Fatal(err)
+		}
+
+		run(t, ctx, "choose the file", chromedp.SetUploadFiles(chromedp.ID("import-file"), []string{file}))
+		eval[bool](t, ctx, `document.getElementById('import-dry').checked = true`)
+		click(t, ctx, "#import-button")
+		waitFor(t, ctx, textContains("import-result", "Dry run"))
+		if got := text(t, ctx, "import-result"); !strings.Contains(got, "10 entries would be imported") {
+			t.Errorf("the dry run says %q", got)
+		}
+		if keys := storeKeys(t, srv.Store, shop, "q:"); len(keys) != 0 {
+			t.Fatalf("the dry run wrote %q", keys)
+		}
+
+		// Room for about half of the file.
+		u := storeUsage(t, srv.Store, shop)
+		if err := srv.Store.SetQuota(context.Background(), shop, u.Bytes+5*64); err != nil {
+			t.Fatal(err)
+		}
+		defer srv.Store.SetQuota(context.Background(), shop, 0)
+		eval[bool](t, ctx, `document.getElementById('import-dry').checked = false`)
+		click(t, ctx, "#import-button")
+		waitFor(t, ctx, textContains("import-result", "quota"))
+		got := text(t, ctx, "import-result")
+		written := len(storeKeys(t, srv.Store, shop, "q:"))
+		if want := fmt.Sprintf("Import stopped: quota exceeded after %d entries were imported.", written); !strings.HasPrefix(got, want) {
+			t.Errorf("the import over quota says %q, want it to begin %q (the store holds %d of the 10)", got, want, written)
+		}
+		if after := storeUsage(t, srv.Store, shop); after.Bytes > after.Quota {
+			t.Errorf("usage %d is over the quota %d after the refused import", after.Bytes, after.Quota)
+		}
+		for i := range 10 {
+			srv.Store.Delete(context.Background(), shop, fmt.Sprintf("q:%d", i))
+		}
+	})
+
 	t.Run("quota", func(t *testing.T) {
 		run(t, ctx, "open shop's settings", chromedp.Navigate(srv.PageURL+"#/p/shop/settings"))
 		waitFor(t, ctx, visible("#quota-input"))
