@@ -20,6 +20,21 @@ type adminServer struct {
 	Store      *bolt.Store // the store behind the API, for seeding and checking
 	AdminToken string      // role admin
 	ShopToken  string      // role project:shop
+
+	tokensPath string
+	tokens     *admin.Tokens
+}
+
+// revokeAdmin removes the admin token's line from the tokens file and
+// reloads it, as an operator's SIGHUP would.
+func (s *adminServer) revokeAdmin(t *testing.T) {
+	t.Helper()
+	if err := os.WriteFile(s.tokensPath, []byte(tokenLine(s.ShopToken, "project:"+shop)+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.tokens.Reload(); err != nil {
+		t.Fatalf("reload the tokens: %v", err)
+	}
 }
 
 func startAdmin(t *testing.T) *adminServer {
@@ -49,6 +64,7 @@ func startAdmin(t *testing.T) *adminServer {
 	ts := httptest.NewServer(h)
 	t.Cleanup(ts.Close)
 	srv.PageURL = ts.URL + "/admin/"
+	srv.tokensPath, srv.tokens = path, tok
 	return srv
 }
 

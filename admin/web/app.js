@@ -89,7 +89,7 @@ function setBar(bar, used, quota) {
   span.style.width = `${(frac * 100).toFixed(1)}%`;
   bar.classList.toggle('warn', frac >= 0.7 && frac < 0.9);
   bar.classList.toggle('full', frac >= 0.9);
-  bar.title = quota > 0 ? `${(100 * used / quota).toFixed(1)}% of the quota` : '';
+  bar.title = percentOfQuota(used, quota);
 }
 
 function makeBar(used, quota) {
@@ -119,6 +119,12 @@ function when(iso) {
   const off = -d.getTimezoneOffset();
   const zone = off === 0 ? 'UTC' : `UTC${off > 0 ? '+' : '-'}${p(Math.floor(Math.abs(off) / 60))}:${p(Math.abs(off) % 60)}`;
   return `${d.getFullYear()}-${p(d.getMonth() + 1)}-${p(d.getDate())} ${p(d.getHours())}:${p(d.getMinutes())}:${p(d.getSeconds())} ${zone}`;
+}
+
+function percentOfQuota(used, quota) {
+  if (!(quota > 0)) return '';
+  const pct = (100 * used) / quota;
+  return `${used > 0 && pct < 0.1 ? '<0.1' : pct.toFixed(1)}% of the quota`;
 }
 
 function expiryText(expiresAt) {
@@ -322,7 +328,7 @@ async function loadUsage() {
   const own = u.quota_override !== null && u.quota_override !== undefined;
   $('u-quota').textContent = formatBytes(u.quota_bytes);
   $('u-quota-kind').textContent = own ? 'set for this project' : 'the default';
-  $('u-percent').textContent = u.quota_bytes > 0 ? `${(100 * u.usage_bytes / u.quota_bytes).toFixed(1)}% of the quota` : '';
+  $('u-percent').textContent = percentOfQuota(u.usage_bytes, u.quota_bytes);
   $('u-entries').textContent = formatCount(u.entries);
   $('u-exp1h').textContent = formatBytes(u.expiring_1h_bytes);
   $('u-exp24h').textContent = formatBytes(u.expiring_24h_bytes);

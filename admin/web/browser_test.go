@@ -424,6 +424,20 @@ func TestPageAdminRole(t *testing.T) {
 		if got := text(t, ctx, "u-bytes"); got == "" || got == "0 B" {
 			t.Errorf("used bytes shows %q for %d bytes", got, u.Bytes)
 		}
+
+		// The largest key opens in the key browser; a prefix filters it.
+		click(t, ctx, "#largest tr a")
+		waitFor(t, ctx, textContains("entry-key", "huge")+` && `+visible("#entry-value"))
+		if got := text(t, ctx, "entry-type"); got != "text (not JSON)" {
+			t.Errorf("huge opened from the usage tab has type %q", got)
+		}
+		click(t, ctx, `.tabs a[data-tab="usage"]`)
+		waitFor(t, ctx, `[...document.querySelectorAll('#prefixes a')].some(a => a.textContent === 'user:')`)
+		eval[bool](t, ctx, `[...document.querySelectorAll('#prefixes a')].find(a => a.textContent === 'user:').click() ?? true`)
+		waitFor(t, ctx, `document.getElementById('filter-prefix').value === 'user:' && document.querySelectorAll('#keys tr').length === 100`)
+		if keys := shownKeys(t, ctx); !strings.HasPrefix(keys[0], "user:") || !strings.HasPrefix(keys[99], "user:") {
+			t.Errorf("the user: prefix from the usage tab shows keys %q … %q", keys[0], keys[99])
+		}
 	})
 
 	var exported string
@@ -692,6 +706,18 @@ func TestPageSignIn(t *testing.T) {
 	waitFor(t, ctx, visible("#token"))
 	if eval[bool](t, ctx, `sessionStorage.length !== 0`) {
 		t.Error("Sign out left the token in sessionStorage")
+	}
+
+	// A token revoked while the page is open: the next call signs it out.
+	signIn(t, ctx, srv.PageURL, srv.AdminToken)
+	srv.revokeAdmin(t)
+	click(t, ctx, "#projects-refresh")
+	waitFor(t, ctx, visible("#signin-error"))
+	if got := text(t, ctx, "signin-error"); !strings.HasPrefix(got, "Signed out: ") {
+		t.Errorf("after the token was revoked the page says %q", got)
+	}
+	if eval[bool](t, ctx, `sessionStorage.getItem('kvsidecar.admin.token') !== null`) {
+		t.Error("the revoked token is still in sessionStorage")
 	}
 }
 
