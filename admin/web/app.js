@@ -104,11 +104,32 @@ function confirmDialog(title, text, okLabel = 'Delete') {
   $('confirm-title').textContent = title;
   $('confirm-text').textContent = text;
   $('confirm-ok').textContent = okLabel;
-  d.returnValue = '';
+  settleDialog(false); // a question still open is answered no
   return new Promise((resolve) => {
-    d.addEventListener('close', () => resolve(d.returnValue === 'ok'), { once: true });
+    dialogAnswer = resolve;
     d.showModal();
     $('confirm-cancel').focus();
+  });
+}
+
+// dialogAnswer resolves the open question. The answer comes from the button
+// pressed (the submit event, before the dialog closes), never from the close
+// event alone: that event is queued, and one from the last question can
+// arrive after the next question opened.
+let dialogAnswer = null;
+
+function settleDialog(ok) {
+  const resolve = dialogAnswer;
+  dialogAnswer = null;
+  if (resolve) resolve(ok);
+}
+
+function wireDialog() {
+  const d = $('confirm-dialog');
+  d.querySelector('form').addEventListener('submit', (ev) => settleDialog(ev.submitter?.value === 'ok'));
+  d.addEventListener('cancel', () => settleDialog(false)); // Escape
+  d.addEventListener('close', () => {
+    if (!d.open) settleDialog(false);
   });
 }
 
@@ -365,10 +386,17 @@ function emptyRow(cols, text) {
 
 // ---------- key browser ----------
 
+// Each load has a number; an answer that is no longer the latest is dropped,
+// so fast clicks never leave an older page (or entry) on screen.
+let keysSeq = 0;
+let entrySeq = 0;
+
 async function loadKeys() {
+  const seq = ++keysSeq;
   const page = await state.api.keys(state.project, {
     ...state.filter, cursor: state.cursors[state.cursors.length - 1], limit: state.pageSize,
   });
+  if (seq !== keysSeq) return;
   state.next = page.next_cursor || '';
   const body = $('keys');
   body.replaceChildren(...page.keys.map(keyRow));
@@ -416,10 +444,13 @@ function applyFilter() {
 // openEntry reads one entry. Its value is kept as the exact JSON text the API
 // sent (or as bytes), never round-tripped through JavaScript numbers.
 async function openEntry(key) {
+  const seq = ++entrySeq;
   let text;
   try {
     text = await state.api.entryText(state.project, key);
+    if (seq !== entrySeq) return;
   } catch (err) {
+    if (seq !== entrySeq) return;
     if (err instanceof ApiError && err.status === 404) {
       notify(`Key "${showKey(key)}" does not exist (or has expired).`, 'error');
       await loadKeys();
@@ -506,6 +537,7 @@ function jsonType(raw) {
 }
 
 function closeEntry() {
+  entrySeq++; // an entry still loading must not reopen the pane
   state.entry = null;
   show($('entry-pane'), false);
   markOpenRow();
@@ -835,6 +867,7 @@ async function saveSettings(ev) {
 // ---------- wiring ----------
 
 function wire() {
+  wireDialog();
   $('signin-form').addEventListener('submit', async (ev) => {
     ev.preventDefault();
     const token = $('token').value.trim();

@@ -4,6 +4,7 @@ import (
 	"context"
 	"os"
 	"os/exec"
+	"sync"
 	"testing"
 
 	"github.com/chromedp/chromedp"
@@ -26,7 +27,10 @@ func chromiumPath(t *testing.T) string {
 }
 
 // newBrowser starts a headless chromium with a fresh profile and returns a
-// context for its first tab. The browser is stopped when the test ends.
+// context for its first tab. The browser is stopped when the test ends, and
+// the test fails if the page threw an uncaught exception or logged an error
+// (a Content-Security-Policy violation, say). Refused API calls (401, 403)
+// are logged by the browser's network layer; those are expected and ignored.
 func newBrowser(t *testing.T) context.Context {
 	t.Helper()
 	opts := []chromedp.ExecAllocatorOption{
@@ -46,14 +50,39 @@ func newBrowser(t *testing.T) context.Context {
 	}
 	allocCtx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
 	ctx, cancelTab := chromedp.NewContext(allocCtx, chromedp.WithLogf(t.Logf))
-	t.Cleanup(func() {
-		cancelTab()
-		cancelAlloc()
-	})
 	// Start the browser now, so a failure to launch is reported as such. (The
 	// first call's context owns the browser, so it gets no timeout of its own.)
 	if err := chromedp.Do(ctx); err != nil {
+		cancelTab()
+		cancelAlloc()
 		t.Fatalf("start chromium: %v", err)
 	}
+
+	var (
+		mu     sync.Mutex
+		errors []string
+	)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for m, err := range chromedp.Console(ctx) {
+			if err != nil {
+				return // the tab is gone: the test is over
+			}
+			if (m.Type == chromedp.ConsoleError || m.Type == chromedp.ConsoleException) && m.Source != "network" {
+				mu.Lock()
+				errors = append(errors, m.String())
+				mu.Unlock()
+			}
+		}
+	}()
+	t.Cleanup(func() {
+		cancelTab()
+		<-done
+		cancelAlloc()
+		for _, e := range errors {
+			t.Errorf("the page logged an error: %s", e)
+		}
+	})
 	return ctx
 }

@@ -434,7 +434,8 @@ func TestPageAdminRole(t *testing.T) {
 		click(t, ctx, `.tabs a[data-tab="usage"]`)
 		waitFor(t, ctx, `[...document.querySelectorAll('#prefixes a')].some(a => a.textContent === 'user:')`)
 		eval[bool](t, ctx, `[...document.querySelectorAll('#prefixes a')].find(a => a.textContent === 'user:').click() ?? true`)
-		waitFor(t, ctx, `document.getElementById('filter-prefix').value === 'user:' && document.querySelectorAll('#keys tr').length === 100`)
+		waitFor(t, ctx, `document.getElementById('filter-prefix').value === 'user:' && document.querySelectorAll('#keys tr').length === 100
+			&& [...document.querySelectorAll('#keys tr')].every(tr => tr.dataset.key.startsWith('user:'))`)
 		if keys := shownKeys(t, ctx); !strings.HasPrefix(keys[0], "user:") || !strings.HasPrefix(keys[99], "user:") {
 			t.Errorf("the user: prefix from the usage tab shows keys %q … %q", keys[0], keys[99])
 		}
