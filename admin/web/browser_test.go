@@ -47,8 +47,13 @@ func seedShop(t *testing.T, s store.Store) {
 	set(shop, "big", []byte(`12345678901234567890`), 0) // beyond 2^53: must not be rounded
 	set(shop, "blob", []byte{0x00, 0x01, 0x02, 0xff, 'k', 'v'}, 0)
 	set(shop, "huge", bytes.Repeat([]byte("x"), 40_000), 0) // not JSON, and the largest key
+	set(shop, hostileKey, []byte(`"<script>window.pwned = 1</script><img src=x onerror=\"window.pwned = 1\">"`), 0)
 	set(other, "hello", []byte(`"world"`), 0)
 }
+
+// hostileKey is a key an attacker with write access could store, hoping the
+// page renders it as HTML.
+const hostileKey = `<img src=x onerror="window.pwned = 1">`
 
 // run runs page actions with a deadline, failing the test with what was being done.
 func run(t *testing.T, ctx context.Context, what string, actions ...chromedp.Action[chromedp.Void]) {
@@ -108,10 +113,14 @@ func banner(t *testing.T, ctx context.Context) string {
 	return s
 }
 
-// js quotes s as a JavaScript string literal.
+// js quotes s as a JavaScript string literal (also a CSS one: no \u escapes
+// for < > &, which CSS would not read).
 func js(s string) string {
-	b, _ := json.Marshal(s)
-	return string(b)
+	var b strings.Builder
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false)
+	enc.Encode(s)
+	return strings.TrimSuffix(b.String(), "\n")
 }
 
 // textContains is a condition: the element with id shows s.
@@ -288,6 +297,15 @@ func TestPageAdminRole(t *testing.T) {
 		}
 		if got := text(t, ctx, "entry-type"); !strings.Contains(got, "binary") {
 			t.Errorf("blob has type %q, want binary", got)
+		}
+
+		click(t, ctx, "#keys tr[data-key="+js(hostileKey)+"]")
+		waitFor(t, ctx, textContains("entry-key", hostileKey))
+		if got := text(t, ctx, "entry-value"); !strings.Contains(got, "<script>window.pwned = 1</script>") {
+			t.Errorf("the hostile value shows as %q, want its text", got)
+		}
+		if eval[bool](t, ctx, `window.pwned === 1 || !!document.querySelector('#keys img, #entry-pane img, #entry-pane script')`) {
+			t.Error("a key or value was rendered as HTML")
 		}
 
 		click(t, ctx, `#keys tr[data-key="cart:1"]`)
