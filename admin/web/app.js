@@ -499,10 +499,19 @@ function renderEntry() {
   }
   const pre = $('entry-value');
   pre.className = `value mode-${state.mode}`;
-  if (state.mode === 'json') highlightJSON(pre, prettyJSON(e.json));
+  if (state.mode === 'json') {
+    const text = prettyJSON(e.json);
+    // Colouring costs a node per token; a very large value is shown plain.
+    if (text.length <= maxHighlight) highlightJSON(pre, text);
+    else pre.textContent = text;
+  }
   else if (state.mode === 'text') pre.textContent = e.text;
   else pre.textContent = hexDump(e.bytes) || '(empty)';
 }
+
+// maxHighlight is the longest pretty-printed JSON that is coloured: about
+// 20k tokens, which the browser lays out at once.
+const maxHighlight = 256 << 10;
 
 // highlightJSON fills pre with the JSON text as coloured spans (built with
 // textContent, so nothing in the value is read as HTML).
@@ -885,6 +894,15 @@ function wire() {
   $('signout').addEventListener('click', () => signOut(''));
   $('banner-close').addEventListener('click', () => show($('banner'), false));
   window.addEventListener('hashchange', route);
+  // "/" jumps to the key filter, as in most tools with a search box.
+  document.addEventListener('keydown', (ev) => {
+    if (ev.key !== '/' || ev.ctrlKey || ev.metaKey || ev.altKey) return;
+    const t = ev.target;
+    if (t instanceof HTMLInputElement || t instanceof HTMLTextAreaElement || t instanceof HTMLSelectElement) return;
+    if ($('tab-keys').hidden || $('project-view').hidden) return;
+    ev.preventDefault();
+    $('filter-prefix').focus();
+  });
 
   $('projects-refresh').addEventListener('click', guard(() => loadProjects(true)));
   $('projects-more').addEventListener('click', guard(() => loadProjects(false)));

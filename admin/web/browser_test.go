@@ -251,6 +251,11 @@ func TestPageAdminRole(t *testing.T) {
 	})
 
 	t.Run("filter by prefix and substring", func(t *testing.T) {
+		eval[bool](t, ctx, `document.activeElement.blur(), true`)
+		run(t, ctx, "press /", chromedp.KeyEvent("/"))
+		if id := eval[string](t, ctx, `document.activeElement.id`); id != "filter-prefix" {
+			t.Errorf("/ focused %q, want the prefix filter", id)
+		}
 		setField(t, ctx, "filter-prefix", "user:00")
 		setField(t, ctx, "filter-search", "5")
 		click(t, ctx, "#filter-apply")
