@@ -565,17 +565,54 @@ function editEntry(entry) {
     state.entry = null;
     $('entry-key').textContent = 'New key';
     for (const id of ['entry-size', 'entry-expires', 'entry-type']) $(id).textContent = '—';
-    $('edit-format').value = 'json';
+    setEditFormat('json');
     $('edit-value').value = '';
     $('edit-ttl').value = '';
   } else {
     const fmt = entry.json !== null ? 'json' : entry.text !== null ? 'text' : 'hex';
-    $('edit-format').value = fmt;
+    setEditFormat(fmt);
     $('edit-value').value = fmt === 'json' ? prettyJSON(entry.json) : fmt === 'text' ? entry.text : hexString(entry.bytes);
     $('edit-ttl').value = entry.expiresAt ? ttlInput(Date.parse(entry.expiresAt) - Date.now()) : '';
   }
   (isNew ? $('edit-key') : $('edit-value')).focus();
   markOpenRow();
+}
+
+// editFormat is the format the editor's text is in now, so a change of the
+// format select can carry the bytes over.
+let editFormat = 'json';
+
+function setEditFormat(fmt) {
+  editFormat = fmt;
+  $('edit-format').value = fmt;
+  show($('edit-format-json'), fmt === 'json');
+}
+
+// convertEdit re-renders the editor's bytes in the format just chosen.
+function convertEdit() {
+  const to = $('edit-format').value;
+  const text = $('edit-value').value;
+  let bytes;
+  try {
+    bytes = editFormat === 'hex' ? parseHex(text) : new TextEncoder().encode(text);
+  } catch (err) {
+    $('edit-format').value = editFormat;
+    editError(`The value is not valid hex: ${err.message}`);
+    return;
+  }
+  if (to === 'hex') {
+    $('edit-value').value = hexString(bytes);
+  } else {
+    const decoded = utf8(bytes);
+    if (decoded === null) {
+      $('edit-format').value = editFormat;
+      editError('These bytes are not UTF-8 text; edit them as hex.');
+      return;
+    }
+    $('edit-value').value = decoded;
+  }
+  show($('edit-error'), false);
+  setEditFormat(to);
 }
 
 function editError(message) {
@@ -943,12 +980,12 @@ function wire() {
   }));
   $('entry-delete').addEventListener('click', guard(deleteEntry));
   $('entry-form').addEventListener('submit', guard(saveEntry));
+  $('edit-format').addEventListener('change', convertEdit);
   $('edit-cancel').addEventListener('click', () => (state.entry ? renderEntry() : closeEntry()));
   $('edit-format-json').addEventListener('click', () => {
     try {
       const text = $('edit-value').value;
       JSON.parse(text); // only to check it; the text is kept as typed
-      $('edit-format').value = 'json';
       $('edit-value').value = prettyJSON(text);
       show($('edit-error'), false);
     } catch (err) {

@@ -375,6 +375,26 @@ func TestPageAdminRole(t *testing.T) {
 		}
 	})
 
+	t.Run("edit bytes as hex", func(t *testing.T) {
+		click(t, ctx, `#keys tr[data-key="blob"]`)
+		waitFor(t, ctx, textContains("entry-key", "blob"))
+		click(t, ctx, "#entry-edit")
+		waitFor(t, ctx, visible("#edit-value"))
+		if got := eval[string](t, ctx, `document.getElementById('edit-format').value + ' ' + document.getElementById('edit-value').value`); got != "hex 00 01 02 ff 6b 76" {
+			t.Errorf("the editor opens blob as %q", got)
+		}
+		// Bytes that are not UTF-8 stay hex.
+		eval[bool](t, ctx, `(() => { const f = document.getElementById('edit-format'); f.value = 'text';
+			return f.dispatchEvent(new Event('change')); })()`)
+		waitFor(t, ctx, textContains("edit-error", "not UTF-8"))
+		setField(t, ctx, "edit-value", "de ad be ef 0a")
+		click(t, ctx, "#edit-save")
+		waitFor(t, ctx, visible("#entry-view")+` && `+textContains("entry-value", "de ad be ef 0a"))
+		if v, _ := storeGet(t, srv.Store, shop, "blob"); !bytes.Equal(v, []byte{0xde, 0xad, 0xbe, 0xef, 0x0a}) {
+			t.Errorf("blob holds % x after the hex edit", v)
+		}
+	})
+
 	t.Run("delete a key", func(t *testing.T) {
 		click(t, ctx, `#keys tr[data-key="user:0007"]`)
 		waitFor(t, ctx, textContains("entry-key", "user:0007"))
