@@ -796,6 +796,53 @@ func TestPageFormatHelpers(t *testing.T) {
 	}
 }
 
+// The export's progress bar counts entries as they stream in, against the
+// count the API announces.
+func TestPageExportProgress(t *testing.T) {
+	srv := startAdmin(t)
+	const n = 20000 // about 3 MiB: the browser reads it in several chunks
+	for b := 0; b < n/store.MaxBatchItems; b++ {
+		items := make([]store.Item, store.MaxBatchItems)
+		for i := range items {
+			k := b*store.MaxBatchItems + i
+			items[i] = store.Item{Key: fmt.Sprintf("item:%05d", k), Value: fmt.Appendf(nil, `{"n":%d,"pad":%q}`, k, strings.Repeat("p", 100))}
+		}
+		if err := srv.Store.SetMany(context.Background(), shop, items); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ctx := newBrowser(t)
+	if _, err := chromedp.CallBrowser(ctx, browser.SetDownloadBehavior, browser.SetDownloadBehaviorParams{
+		Behavior: browser.SetDownloadBehaviorBehaviorAllow, DownloadPath: t.TempDir(),
+	}); err != nil {
+		t.Fatalf("allow downloads: %v", err)
+	}
+	signIn(t, ctx, srv.PageURL, srv.AdminToken)
+	run(t, ctx, "open shop's transfer tab", chromedp.Navigate(srv.PageURL+"#/p/shop/transfer"))
+	waitFor(t, ctx, visible("#export-button"))
+	// Record every state the progress text passes through.
+	eval[bool](t, ctx, `(() => { window.progress = [];
+		new MutationObserver(() => window.progress.push(document.querySelector('#export-progress .progress-text').textContent))
+			.observe(document.getElementById('export-progress'), {subtree: true, childList: true, characterData: true});
+		return true; })()`)
+	click(t, ctx, "#export-button")
+	waitFor(t, ctx, visible("#export-result"))
+	states := eval[[]string](t, ctx, `window.progress`)
+	partial := 0
+	for _, st := range states {
+		if strings.Contains(st, " / 20,000 entries") && !strings.HasPrefix(st, "20,000 /") {
+			partial++
+		}
+	}
+	t.Logf("%d progress states, %d partial, first %q", len(states), partial, states[:min(3, len(states))])
+	if partial == 0 {
+		t.Errorf("the progress never showed a part of the 20,000 entries; it showed %q", states)
+	}
+	if got := text(t, ctx, "export-result"); !strings.HasPrefix(got, "Exported 20,000 entries") {
+		t.Errorf("the export says %q", got)
+	}
+}
+
 // TestPageScreenshot takes the picture of the page that the README shows, on
 // a small realistic data set. It writes docs/admin-page.png only when
 // KV_ADMIN_SCREENSHOT names the file to write.
