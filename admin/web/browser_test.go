@@ -834,7 +834,7 @@ func TestPageExportProgress(t *testing.T) {
 			partial++
 		}
 	}
-	t.Logf("%d progress states, %d partial, first %q", len(states), partial, states[:min(3, len(states))])
+	t.Logf("%d progress states, %d of them part-way; the first: %q", len(states), partial, states[:min(3, len(states))])
 	if partial == 0 {
 		t.Errorf("the progress never showed a part of the 20,000 entries; it showed %q", states)
 	}
