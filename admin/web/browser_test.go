@@ -843,6 +843,35 @@ func TestPageExportProgress(t *testing.T) {
 	}
 }
 
+// More projects than one page of the list: "Load more" brings the rest, and
+// the filter narrows what is loaded.
+func TestPageManyProjects(t *testing.T) {
+	srv := startAdmin(t)
+	const n = 230 // more than the page's 200 per request
+	items := []store.Item{{Key: "k", Value: []byte("1")}}
+	for i := range n {
+		if err := srv.Store.SetMany(context.Background(), fmt.Sprintf("p%03d", i), items); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ctx := newBrowser(t)
+	signIn(t, ctx, srv.PageURL, srv.AdminToken)
+	count := `document.querySelectorAll('#projects li[data-project]').length`
+	if got := eval[int](t, ctx, count); got != 200 {
+		t.Errorf("the first page lists %d projects, want 200", got)
+	}
+	click(t, ctx, "#projects-more")
+	waitFor(t, ctx, count+` === `+fmt.Sprint(n))
+	if eval[bool](t, ctx, `!document.getElementById('projects-more').hidden`) {
+		t.Error("Load more is still offered after the last project")
+	}
+	setField(t, ctx, "project-filter", "p22")
+	names := eval[[]string](t, ctx, `[...document.querySelectorAll('#projects li[data-project]')].map(li => li.dataset.project)`)
+	if want := []string{"p220", "p221", "p222", "p223", "p224", "p225", "p226", "p227", "p228", "p229"}; !slices.Equal(names, want) {
+		t.Errorf("filtering by p22 lists %q, want %q", names, want)
+	}
+}
+
 // TestPageScreenshot takes the picture of the page that the README shows, on
 // a small realistic data set. It writes docs/admin-page.png only when
 // KV_ADMIN_SCREENSHOT names the file to write.
