@@ -295,8 +295,17 @@ async function openProject(name, tab, query) {
   show($('project-view'), true);
   $('project-name').textContent = name;
   $('clear-name').textContent = name;
+  const tabQuery = new URLSearchParams();
+  if (tab === 'keys') {
+    if (query.get('prefix')) tabQuery.set('prefix', query.get('prefix'));
+    if (query.get('search')) tabQuery.set('search', query.get('search'));
+  } else if (!changed) {
+    if (state.filter.prefix) tabQuery.set('prefix', state.filter.prefix);
+    if (state.filter.search) tabQuery.set('search', state.filter.search);
+  }
   for (const a of document.querySelectorAll('.tabs a')) {
-    a.href = projectHash(name, a.dataset.tab);
+    // The keys tab keeps the filter in force, so a look at another tab loses nothing.
+    a.href = projectHash(name, a.dataset.tab, a.dataset.tab === 'keys' ? tabQuery : null);
     a.classList.toggle('active', a.dataset.tab === tab);
     a.setAttribute('aria-selected', a.dataset.tab === tab ? 'true' : 'false');
   }
@@ -831,7 +840,11 @@ async function importProject(ev) {
     $('import-button').disabled = false;
   }
   await loadUsage();
-  if (!dryRun) state.cursors = [''];
+  if (!dryRun) {
+    // The key list is stale now: the keys tab reloads it from the first page.
+    state.cursors = [''];
+    $('keys').replaceChildren();
+  }
 }
 
 // ---------- quotas and clear ----------

@@ -533,6 +533,11 @@ func TestPageAdminRole(t *testing.T) {
 	})
 
 	t.Run("import", func(t *testing.T) {
+		// The key list is loaded before the import, and must not stay as it was after it.
+		run(t, ctx, "open shop's keys", chromedp.Navigate(srv.PageURL+"#/p/shop/keys"))
+		waitFor(t, ctx, `document.getElementById('filter-prefix').value === '' && document.querySelectorAll('#keys tr').length === 100`)
+		click(t, ctx, `.tabs a[data-tab="transfer"]`)
+		waitFor(t, ctx, visible("#import-file"))
 		plain := filepath.Join(t.TempDir(), "by-hand.json")
 		if err := os.WriteFile(plain, []byte(`{"imp:a": {"x": 1}, "imp:b": [1, 2], "imp:c": "s"}`), 0o600); err != nil {
 			t.Fatal(err)
@@ -546,6 +551,10 @@ func TestPageAdminRole(t *testing.T) {
 		if v, _ := storeGet(t, srv.Store, shop, "imp:a"); string(compactJSON(v)) != `{"x":1}` {
 			t.Errorf("imp:a holds %q after the import", v)
 		}
+		click(t, ctx, `.tabs a[data-tab="keys"]`)
+		waitFor(t, ctx, `!!document.querySelector('#keys tr[data-key="imp:a"]')`)
+		click(t, ctx, `.tabs a[data-tab="transfer"]`)
+		waitFor(t, ctx, visible("#import-file"))
 
 		// The file exported above, into the other project, replacing what it had.
 		if exported == "" {
