@@ -976,6 +976,16 @@ function wire() {
     if (state.cursors.length > 1) state.cursors.pop();
     return loadKeys();
   }));
+  // Up and down move through the key list, opening each key.
+  $('keys').addEventListener('keydown', (ev) => {
+    if (ev.key !== 'ArrowDown' && ev.key !== 'ArrowUp') return;
+    const row = ev.target.closest('tr');
+    const next = row && (ev.key === 'ArrowDown' ? row.nextElementSibling : row.previousElementSibling);
+    if (!next) return;
+    ev.preventDefault();
+    next.querySelector('button').focus();
+    openEntry(next.dataset.key).catch(fail);
+  });
   $('new-key').addEventListener('click', () => editEntry(null));
   $('bulk-delete').addEventListener('click', guard(bulkDelete));
 

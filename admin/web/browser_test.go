@@ -15,6 +15,7 @@ import (
 
 	"github.com/chromedp/cdproto/browser"
 	"github.com/chromedp/chromedp"
+	"github.com/chromedp/chromedp/kb"
 
 	"github.com/kvsidecar/kvsidecar/store"
 )
@@ -322,6 +323,15 @@ func TestPageAdminRole(t *testing.T) {
 		if ttl != "1h 59m" {
 			t.Errorf("cart:1's TTL column says %q, want 1h 59m", ttl)
 		}
+	})
+
+	t.Run("arrow keys walk the list", func(t *testing.T) {
+		click(t, ctx, `#keys tr[data-key="user:0001"] button`)
+		waitFor(t, ctx, textContains("entry-key", "user:0001"))
+		run(t, ctx, "press down twice", chromedp.KeyEvent(kb.ArrowDown), chromedp.KeyEvent(kb.ArrowDown))
+		waitFor(t, ctx, textContains("entry-key", "user:0003"))
+		run(t, ctx, "press up", chromedp.KeyEvent(kb.ArrowUp))
+		waitFor(t, ctx, textContains("entry-key", "user:0002")+` && document.activeElement.closest('tr')?.dataset.key === 'user:0002'`)
 	})
 
 	t.Run("edit a value", func(t *testing.T) {
