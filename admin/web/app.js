@@ -998,8 +998,15 @@ function wire() {
   }
   $('entry-edit').addEventListener('click', () => editEntry(state.entry));
   $('entry-copy').addEventListener('click', guard(async () => {
-    await navigator.clipboard.writeText($('entry-value').textContent);
-    notify('Copied the value.');
+    // The clipboard API exists only on https and loopback addresses; elsewhere
+    // the value is selected for the operator to copy.
+    if (navigator.clipboard) {
+      await navigator.clipboard.writeText($('entry-value').textContent);
+      notify('Copied the value.');
+      return;
+    }
+    getSelection().selectAllChildren($('entry-value'));
+    notify('The value is selected: press Ctrl+C (⌘C) to copy it.');
   }));
   $('entry-delete').addEventListener('click', guard(deleteEntry));
   $('entry-form').addEventListener('submit', guard(saveEntry));
