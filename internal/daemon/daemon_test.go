@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -312,5 +313,41 @@ func TestPostgresMaxConns(t *testing.T) {
 		if got := postgresMaxConns(Config{Postgres: tc.dsn, PostgresMaxConns: tc.given}); got != tc.want {
 			t.Errorf("%s with --postgres-max-conns %d: pool %d, want %d", tc.dsn, tc.given, got, tc.want)
 		}
+	}
+}
+
+// TestPprofDoesNotServeTheCommandLine: with --pprof, the profiles are
+// served but not the command line, which can hold the PostgreSQL DSN and
+// its password, to anyone who can reach the metrics address.
+func TestPprofDoesNotServeTheCommandLine(t *testing.T) {
+	const secret = "s3cret-pw"
+	args := os.Args
+	os.Args = append(append([]string{}, args...), "--postgres", "postgres://kv:"+secret+"@db/kv")
+	t.Cleanup(func() { os.Args = args })
+
+	cfg := testConfig(t)
+	cfg.MetricsAddr = "127.0.0.1:0"
+	cfg.Pprof = true
+	d := start(t, cfg)
+	hc := &http.Client{Timeout: 5 * time.Second}
+	get := func(path string) (int, string) {
+		t.Helper()
+		resp, err := hc.Get("http://" + d.MetricsAddr() + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var b strings.Builder
+		if _, err := io.Copy(&b, resp.Body); err != nil {
+			t.Fatal(err)
+		}
+		return resp.StatusCode, b.String()
+	}
+	if code, _ := get("/debug/pprof/goroutine?debug=1"); code != http.StatusOK {
+		t.Fatalf("goroutine profile: status %d, want 200", code)
+	}
+	code, body := get("/debug/pprof/cmdline")
+	if code != http.StatusNotFound || strings.Contains(body, secret) {
+		t.Fatalf("/debug/pprof/cmdline: status %d, body %q; want 404 without the command line", code, body)
 	}
 }

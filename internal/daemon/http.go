@@ -64,7 +64,7 @@ func (d *Daemon) listenHTTP() error {
 }
 
 // metricsHandler serves /metrics, /healthz, /readyz and, with --pprof,
-// /debug/pprof/.
+// /debug/pprof/ (every profile, but not the command line).
 func (d *Daemon) metricsHandler() http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(d.metrics.Registry, promhttp.HandlerOpts{}))
@@ -86,7 +86,12 @@ func (d *Daemon) metricsHandler() http.Handler {
 	})
 	if d.cfg.Pprof {
 		mux.HandleFunc("/debug/pprof/", pprof.Index)
-		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+		// Not pprof.Cmdline: the command line can hold the PostgreSQL DSN
+		// and its password, and the metrics address is often reachable
+		// from the whole cluster. The profiles do not need it.
+		mux.HandleFunc("/debug/pprof/cmdline", func(w http.ResponseWriter, r *http.Request) {
+			http.Error(w, "not served: the command line can hold secrets", http.StatusNotFound)
+		})
 		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
 		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
 		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
