@@ -28,7 +28,7 @@ func main() {
 // run is the daemon's one exit point: 0 after an orderly stop (or --help,
 // --version), 2 for bad settings, 1 when the daemon cannot start or fails.
 func run() int {
-	cfg, err := daemon.LoadConfig(os.Args[1:], os.LookupEnv, os.Stderr)
+	cfg, err := daemon.LoadConfig(os.Args[1:], os.LookupEnv, os.Stdout) // --help to stdout
 	switch {
 	case errors.Is(err, flag.ErrHelp):
 		return 0

@@ -48,6 +48,39 @@ func TestHelpExplainsEveryFlag(t *testing.T) {
 	}
 }
 
+// TestHelpIsOnStdout: --help is what was asked for, so it goes to stdout,
+// where `kvsidecar --help | less` and `| grep` find it.
+func TestHelpIsOnStdout(t *testing.T) {
+	cmd := daemonCmd("--help")
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil || !strings.Contains(string(out), "Usage: kvsidecar") || stderr.Len() != 0 {
+		t.Fatalf("--help: %v; stdout %d bytes, stderr %q; want the help on stdout only", err, len(out), stderr.String())
+	}
+}
+
+// TestBadFlagIsOneLine: a bad flag is reported once, in one line that
+// names the flag, not buried under the whole help.
+func TestBadFlagIsOneLine(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--project", "p", "--max-conns", "abc"}, `-max-conns: bad number "abc"`},
+		{[]string{"--project", "p", "--no-such-flag"}, "no-such-flag"},
+	} {
+		out, err := daemonCmd(tc.args...).CombinedOutput()
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) || ee.ExitCode() != 2 {
+			t.Fatalf("%v: exit %v, want code 2\n%s", tc.args, err, out)
+		}
+		if strings.Count(string(out), tc.want) != 1 || strings.Count(string(out), "\n") != 1 || strings.Contains(string(out), "Usage:") {
+			t.Errorf("%v: output\n%s\nwant one line saying %q, and no help", tc.args, out, tc.want)
+		}
+	}
+}
+
 func TestRefusesToStartWithoutIdentity(t *testing.T) {
 	cmd := daemonCmd("--socket", filepath.Join(t.TempDir(), "kv.sock"))
 	cmd.Env = append(cmd.Env, "KV_PROJECT=", "KV_UID_MAP=")

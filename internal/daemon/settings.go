@@ -133,11 +133,15 @@ var ErrVersion = errors.New("version requested")
 // variables (lookupEnv is os.LookupEnv in production): each setting takes
 // its default, then its variable if set (even to ""), then its flag if
 // given. It returns flag.ErrHelp after printing help to out when -h or
-// --help is given, and ErrVersion for --version.
+// --help is given, and ErrVersion for --version. Any other error is
+// returned, not printed: it is one line for the caller to show.
 func LoadConfig(args []string, lookupEnv func(string) (string, bool), out io.Writer) (Config, error) {
 	var c Config
 	fs := flag.NewFlagSet("kvsidecar", flag.ContinueOnError)
-	fs.SetOutput(out)
+	// The flag package prints a parse error and the whole help; the error
+	// is returned instead, and the help printed only when asked for.
+	fs.SetOutput(io.Discard)
+	fs.Usage = func() {}
 	var envErr error
 	for _, s := range settings() {
 		if s.def != "" {
@@ -158,9 +162,12 @@ func LoadConfig(args []string, lookupEnv func(string) (string, bool), out io.Wri
 		}
 	}
 	version := fs.Bool("version", false, "print the version and exit")
-	fs.Usage = func() { printUsage(fs.Output()) }
 	if err := fs.Parse(args); err != nil {
-		return Config{}, err
+		if errors.Is(err, flag.ErrHelp) {
+			printUsage(out)
+			return Config{}, err
+		}
+		return Config{}, fmt.Errorf("%w (see --help)", err)
 	}
 	if *version {
 		return Config{}, ErrVersion
