@@ -283,8 +283,13 @@ func TestPoolMaxConnsOfTheDSN(t *testing.T) {
 	dsn := pgtest.WithParam(t, pgtest.Database(t), "pool_max_conns", "3")
 	cfg := testConfig(t)
 	cfg.Postgres = dsn
-	if _, err := New(t.Context(), cfg, zap.NewNop()); err == nil || !strings.Contains(err.Error(), "MaxConns is 3") {
-		t.Fatalf("New with pool_max_conns=3 = %v; want the backend to refuse a pool of 3", err)
+	if _, err := New(t.Context(), cfg, zap.NewNop()); err == nil || !strings.Contains(err.Error(), "MaxConns is 3") ||
+		!strings.Contains(err.Error(), "pool_max_conns of the DSN") {
+		t.Fatalf("New with pool_max_conns=3 = %v; want the backend to refuse a pool of 3, and the error to name pool_max_conns", err)
+	}
+	cfg.PostgresMaxConns = 4
+	if _, err := New(t.Context(), cfg, zap.NewNop()); err == nil || !strings.Contains(err.Error(), "--postgres-max-conns") {
+		t.Fatalf("New with --postgres-max-conns 4 = %v; want the error to name --postgres-max-conns", err)
 	}
 	cfg.PostgresMaxConns = 12
 	d := start(t, cfg)
@@ -310,7 +315,7 @@ func TestPostgresMaxConns(t *testing.T) {
 		{"postgres://u@h/db", 0, 0},
 		{"postgres://u@h/db?pool_max_conns=many", 0, 0}, // the backend reports it
 	} {
-		if got := postgresMaxConns(Config{Postgres: tc.dsn, PostgresMaxConns: tc.given}); got != tc.want {
+		if got, _ := postgresMaxConns(Config{Postgres: tc.dsn, PostgresMaxConns: tc.given}); got != tc.want {
 			t.Errorf("%s with --postgres-max-conns %d: pool %d, want %d", tc.dsn, tc.given, got, tc.want)
 		}
 	}

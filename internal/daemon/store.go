@@ -24,17 +24,23 @@ const boltFile = "kv.db"
 // store's name for the start-up log.
 func openStore(ctx context.Context, cfg Config, m *sidecar.Metrics, log *zap.Logger) (store.Store, string, error) {
 	if cfg.Postgres != "" {
+		maxConns, from := postgresMaxConns(cfg)
 		st, err := postgres.Open(ctx, postgres.Config{
 			DSN:              cfg.Postgres,
 			Limits:           cfg.Server.Limits,
 			DefaultQuota:     cfg.DefaultQuota,
-			MaxConns:         int32(postgresMaxConns(cfg)),
+			MaxConns:         int32(maxConns),
 			StatementTimeout: cfg.PostgresStatementTimeout,
 			ObserveBatch:     m.ObserveBatch,
 			Logger:           log.Named("store"),
 		})
 		if err != nil {
 			// The DSN may hold a password: name the backend, not the DSN.
+			// A pool size the operator chose is named with where it came
+			// from, for the backend's errors speak of its own Config.
+			if from != "" {
+				return nil, "", fmt.Errorf("open PostgreSQL store with a pool of %d connections (%s): %w", maxConns, from, err)
+			}
 			return nil, "", fmt.Errorf("open PostgreSQL store: %w", err)
 		}
 		return st, "postgres", nil
@@ -56,25 +62,26 @@ func openStore(ctx context.Context, cfg Config, m *sidecar.Metrics, log *zap.Log
 	return st, "embedded " + path, nil
 }
 
-// postgresMaxConns is the pool size to ask the backend for:
-// --postgres-max-conns when given, else the DSN's pool_max_conns, else 0
-// (the backend's default). A DSN that does not parse, or a pool_max_conns
-// that is not a number, is left to the backend to report.
-func postgresMaxConns(cfg Config) int {
+// postgresMaxConns is the pool size to ask the backend for, and the setting
+// it comes from: --postgres-max-conns when given, else the DSN's
+// pool_max_conns, else 0 and "" (the backend's default). A DSN that does
+// not parse, or a pool_max_conns that is not a number, is left to the
+// backend to report.
+func postgresMaxConns(cfg Config) (n int, from string) {
 	if cfg.PostgresMaxConns > 0 {
-		return cfg.PostgresMaxConns
+		return cfg.PostgresMaxConns, "--postgres-max-conns"
 	}
 	pc, err := pgx.ParseConfig(cfg.Postgres)
 	if err != nil {
-		return 0
+		return 0, ""
 	}
 	// pgx keeps parameters it does not know, pool_max_conns among them, as
 	// run-time parameters; pgxpool reads it from there too.
-	n, err := strconv.ParseInt(pc.RuntimeParams["pool_max_conns"], 10, 32)
-	if err != nil || n < 0 {
-		return 0
+	n64, err := strconv.ParseInt(pc.RuntimeParams["pool_max_conns"], 10, 32)
+	if err != nil || n64 <= 0 {
+		return 0, ""
 	}
-	return int(n)
+	return int(n64), "pool_max_conns of the DSN"
 }
 
 // defaultQuotaInForce returns the quota of projects without an override.
