@@ -48,9 +48,13 @@ func run() int {
 	log = log.With(zap.String("version", version))
 
 	// SIGTERM and SIGINT cancel ctx, whose cause names the signal; SIGHUP
-	// goes straight to the daemon's reload actor.
+	// goes straight to the daemon's reload actor. Once ctx is cancelled the
+	// two signals get their default action back: while the stop waits for
+	// requests in flight (up to --shutdown-timeout), a second one ends the
+	// process at once. Acknowledged writes are committed already.
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
+	context.AfterFunc(ctx, stop)
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)

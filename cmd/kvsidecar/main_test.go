@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -14,6 +15,7 @@ import (
 	"time"
 
 	"github.com/kvsidecar/kvsidecar/client"
+	"github.com/kvsidecar/kvsidecar/protocol"
 )
 
 // TestMain lets the test binary be the daemon: with KV_TEST_AS_DAEMON set
@@ -288,4 +290,80 @@ func TestSIGTERMUnderLoadKeepsAcknowledgedWrites(t *testing.T) {
 		t.Fatalf("%d of %d acknowledged writes lost across SIGTERM", missing, len(acked))
 	}
 	t.Logf("%d acknowledged writes, all present after restart", len(acked))
+}
+
+// TestSecondSignalStopsAtOnce: a stop waits up to --shutdown-timeout for
+// the requests in flight; a second SIGTERM (an operator's second Ctrl-C)
+// ends the daemon at once instead.
+func TestSecondSignalStopsAtOnce(t *testing.T) {
+	dir, err := os.MkdirTemp("", "kvsig")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	socket := filepath.Join(dir, "kv.sock")
+	d := startDaemon(t, socket, "--data-dir", filepath.Join(dir, "data"), "--shutdown-timeout", "5m")
+
+	ctx := t.Context()
+	c, err := client.Dial(ctx, socket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if err := c.SetBytes(ctx, "big", make([]byte, 1<<20), 0); err != nil {
+		t.Fatal(err)
+	}
+	// A caller that asks for the 1 MiB value 32 times and reads none of the
+	// answers: they cannot be flushed, so the stop waits for it.
+	nc, err := net.Dial("unix", socket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	enc := protocol.NewEncoder()
+	for i := range 33 {
+		req := &protocol.Request{ID: uint64(i), Op: protocol.OpGet, Key: "big"}
+		if i == 0 {
+			req = &protocol.Request{Op: protocol.OpHello, Version: protocol.Version, Client: "stuck"}
+		}
+		frame, err := enc.Request(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := nc.Write(frame); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := c.Usage(ctx); err != nil { // the gets have been read by now
+		t.Fatal(err)
+	}
+
+	if err := d.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	for !strings.Contains(d.log.String(), "kvsidecar stopping") {
+		select {
+		case <-d.done:
+			t.Fatalf("the daemon exited at once, without waiting for the stuck caller:\n%s", d.log)
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+	select {
+	case <-d.done:
+		t.Fatalf("the daemon exited without waiting for the stuck caller:\n%s", d.log)
+	case <-time.After(500 * time.Millisecond):
+	}
+	if err := d.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-d.done:
+	case <-time.After(10 * time.Second):
+		t.Fatalf("the daemon still waits 10s after a second SIGTERM\n%s", d.log)
+	}
+	// The next start replaces the socket file left behind, and has the data.
+	startDaemon(t, socket, "--data-dir", filepath.Join(dir, "data"))
+	if ok, err := c.Has(ctx, "big"); err != nil || !ok {
+		t.Fatalf("after the restart: has(big) = %v, %v; want the acknowledged write", ok, err)
+	}
 }

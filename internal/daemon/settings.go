@@ -196,8 +196,9 @@ resolved from the socket's peer credentials: give --project for one project
 node). Data lives in PostgreSQL with --postgres, else in an embedded store
 under --data-dir.
 
-Signals: SIGTERM or SIGINT stop it after requests in flight finish; SIGHUP
-re-reads the --uid-map file and the --admin-tokens file.
+Signals: SIGTERM or SIGINT stop it after requests in flight finish (a
+second one stops it at once); SIGHUP re-reads the --uid-map file and the
+--admin-tokens file.
 
 Every flag can also be set by the environment variable named in its help;
 a flag on the command line wins.
