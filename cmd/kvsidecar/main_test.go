@@ -142,7 +142,8 @@ func TestStartErrorIsPlain(t *testing.T) {
 type daemonProc struct {
 	cmd    *exec.Cmd
 	socket string
-	log    *strings.Builder
+	log    *strings.Builder // read it once done is closed, or with logged
+	logw   *syncWriter
 	done   chan struct{} // closed when the process has exited
 	err    error         // its exit status, once done is closed
 }
@@ -155,11 +156,12 @@ func startDaemon(t *testing.T, socket string, flags ...string) *daemonProc {
 	args := append([]string{"--socket", socket, "--project", "dev", "--metrics-addr", "", "--log-format", "console"}, flags...)
 	cmd := daemonCmd(args...)
 	log := &strings.Builder{}
-	cmd.Stderr = &syncWriter{b: log}
+	logw := &syncWriter{b: log}
+	cmd.Stderr = logw
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	p := &daemonProc{cmd: cmd, socket: socket, log: log, done: make(chan struct{})}
+	p := &daemonProc{cmd: cmd, socket: socket, log: log, logw: logw, done: make(chan struct{})}
 	go func() { p.err = cmd.Wait(); close(p.done) }()
 	t.Cleanup(func() {
 		cmd.Process.Kill()
@@ -179,6 +181,13 @@ func startDaemon(t *testing.T, socket string, flags ...string) *daemonProc {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// logged returns what the daemon has logged so far, while it runs.
+func (p *daemonProc) logged() string {
+	p.logw.mu.Lock()
+	defer p.logw.mu.Unlock()
+	return p.log.String()
 }
 
 type syncWriter struct {
@@ -341,7 +350,7 @@ func TestSecondSignalStopsAtOnce(t *testing.T) {
 	if err := d.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
-	for !strings.Contains(d.log.String(), "kvsidecar stopping") {
+	for !strings.Contains(d.logged(), "kvsidecar stopping") {
 		select {
 		case <-d.done:
 			t.Fatalf("the daemon exited at once, without waiting for the stuck caller:\n%s", d.log)
@@ -359,7 +368,7 @@ func TestSecondSignalStopsAtOnce(t *testing.T) {
 	select {
 	case <-d.done:
 	case <-time.After(10 * time.Second):
-		t.Fatalf("the daemon still waits 10s after a second SIGTERM\n%s", d.log)
+		t.Fatalf("the daemon still waits 10s after a second SIGTERM\n%s", d.logged())
 	}
 	// The next start replaces the socket file left behind, and has the data.
 	startDaemon(t, socket, "--data-dir", filepath.Join(dir, "data"))
