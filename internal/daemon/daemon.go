@@ -199,15 +199,21 @@ func (d *Daemon) Run(ctx context.Context, hup <-chan os.Signal) error {
 		}
 	}, func(error) { close(quitReload) })
 
-	// The usage gauges' refresher (an admin instance's); it stops before
-	// the store closes.
+	// The usage gauges' refresher (an admin instance's). Its interrupt
+	// waits for it to return, and interrupts run in order, so it is done
+	// before the socket server's actor closes the store.
 	if d.usage != nil {
 		usageCtx, stopUsage := context.WithCancel(context.Background())
 		defer stopUsage()
+		usageDone := make(chan struct{})
 		actor(func() error {
+			defer close(usageDone)
 			d.usage.Run(usageCtx)
 			return nil
-		}, func(error) { stopUsage() })
+		}, func(error) {
+			stopUsage()
+			<-usageDone
+		})
 	}
 
 	// The socket server, and after it the admin API, the store and the
