@@ -50,12 +50,30 @@ const (
 	// easy to tell from a project's own.
 	DefaultKeyPrefix = "kvbench:"
 
+	// Defaults of the noisy workload's flood (project A).
+	//
+	// DefaultFloodUID is the uid the flood runs under: nobody's on Debian
+	// and most distributions, a uid no service owns.
+	DefaultFloodUID = 65534
+	// DefaultFloodConns is the flood's number of connections, one caller
+	// each: "many", an eighth of the daemon's default --max-conns, and
+	// within the default per-project connection cap of a quarter.
+	DefaultFloodConns = 32
+	// DefaultFloodBatch is the number of keys of each setMany and getMany
+	// of the flood.
+	DefaultFloodBatch = 64
+	// DefaultFloodValueSize is the size of the flood's values: with
+	// DefaultFloodBatch, 256 KiB per request, a big batch but far from the
+	// daemon's default frame limit (2 MiB).
+	DefaultFloodValueSize = 4096
+
 	// Bounds of the flags, so that every invocation ends by itself in a
 	// known time and memory.
 	maxDuration    = 10 * time.Minute
 	maxConcurrency = 4096
 	maxKeys        = 10_000_000
 	maxClients     = 256
+	maxFloodConns  = 1024
 	// minValueSize is the smallest JSON value of a given size: "".
 	minValueSize = 2
 )
@@ -100,6 +118,30 @@ type Config struct {
 	// kvbench itself over all runs: to check that the load generator is not
 	// what limits a result.
 	CPUProfile string
+	// Redis, if set, is the URL of a Redis server (unix:///path or
+	// redis://host:port) that every run is repeated on, after the daemon
+	// and the baseline.
+	Redis string
+	// JSON, if set, is the file that receives every row as JSON.
+	JSON string
+	// Flood is the flooding project A of the noisy workload.
+	Flood FloodConfig
+}
+
+// FloodConfig is the load of the noisy workload's flooding project: a child
+// process of kvbench under another uid, so that the daemon sees it as
+// another project, with Conns connections each calling setMany and getMany
+// of Batch keys of ValueSize bytes back to back, alternately.
+type FloodConfig struct {
+	// UID is the uid (and gid) of the child process. The daemon's uid map
+	// must map it to a project other than kvbench's.
+	UID int
+	// Conns is the number of connections, one caller each.
+	Conns int
+	// Batch is the number of keys of each setMany and getMany.
+	Batch int
+	// ValueSize is the size of each value written.
+	ValueSize int
 }
 
 // Workload is the mix of operations of a run.
@@ -110,6 +152,9 @@ const (
 	WorkloadSet   Workload = "set"
 	WorkloadGet   Workload = "get"
 	WorkloadMixed Workload = "mixed" // mixedGetPercent gets, the rest sets
+	// WorkloadNoisy measures project B's (kvbench's) gets and sets alone,
+	// then while project A (FloodConfig) floods the same daemon.
+	WorkloadNoisy Workload = "noisy"
 )
 
 // mixedGetPercent is the share of gets in the mixed workload: reads
@@ -117,18 +162,19 @@ const (
 const mixedGetPercent = 80
 
 const usageText = `kvbench drives a running kvsidecar daemon through the Go client and reports
-throughput and latency, optionally next to a naive baseline on the same
-PostgreSQL database.
+throughput, latency and CPU per operation, optionally next to a naive
+baseline on the same PostgreSQL database and next to Redis.
 
 Workloads: set (every operation writes), get (every operation reads a key
-written before the run, so every get finds it), mixed (%d%% get, the rest set).
-Each workload runs at each --concurrency: that many goroutines call
-sequentially, as fast as answers come, for --warmup (not counted) and then
---duration (measured); only operations that start and end inside the measured
-window count. Keys are drawn uniformly from --keys keys by a seeded generator
-per caller, so runs are repeatable. Values are JSON objects of --value-size
-bytes sent as they are (SetBytes/GetBytes: no JSON encoding in the load
-generator). Latency percentiles come from a histogram precise to 1.6%%.
+written before the run, so every get finds it), mixed (%d%% get, the rest
+set), noisy (see below). Each workload runs at each --concurrency: that many
+goroutines call sequentially, as fast as answers come, for --warmup (not
+counted) and then --duration (measured); only operations that start and end
+inside the measured window count. Keys are drawn uniformly from --keys keys
+by a seeded generator per caller, so runs are repeatable. Values are JSON
+objects of --value-size bytes sent as they are (SetBytes/GetBytes: no JSON
+encoding in the load generator). Latency percentiles come from a histogram
+precise to 1.6%%.
 
 With --baseline DSN (the daemon's own PostgreSQL database) every run is
 repeated right after, at the same concurrency, against the naive design: one
@@ -140,12 +186,35 @@ on the daemon's schema (kv_entries), under the project --baseline-project:
 The baseline keeps no usage row and checks no quota, so it does less work
 than the daemon: the ratio is conservative.
 
+With --redis URL every run is repeated once more on a Redis server (the
+peer a user would pick instead): the same keys and values through go-redis,
+SET and GET, a pool of one connection per caller. Start it durable to
+compare like with like: redis-server --appendonly yes --appendfsync always.
+
+CPU per operation: over each run's measured window, the user plus system
+time of every process taking part, divided by the operations counted. The
+daemon and Redis from /proc/<pid>/stat (their pids from the kernel through
+their sockets, SO_PEERCRED); PostgreSQL (with --baseline) summed over the
+backends of the --baseline database and the server's background processes
+(pg_stat_activity, then /proc); kvbench itself from getrusage. Kernel time
+spent for a process (socket I/O, fsync) counts as its own.
+
+The noisy workload measures fairness between projects. kvbench's own
+project (B) runs get and then set alone ("quiet"), then again while a
+child process of kvbench running as --flood-uid (project A) floods the same
+daemon: --flood-conns connections, each calling setMany and getMany of
+--flood-batch values of --flood-value-size bytes, alternately, back to back.
+The daemon must map the two uids to two projects (--uid-map); switching
+uid needs root. The table shows B's p50 and p99 in both phases and their
+ratio (flood ÷ quiet).
+
 The daemon's resident memory (VmRSS) is read from /proc: idle before the
 first run, and sampled during every run. Its pid comes from --daemon-pid, or
 else from the kernel through the socket (SO_PEERCRED).
 
-At the end the keys written are deleted (daemon) and the baseline's rows
-removed, unless --keep. Output: a table on stdout; progress on stderr.
+At the end the keys written are deleted (daemon, Redis) and the baseline's
+rows removed, unless --keep. Output: tables on stdout (--json FILE also
+writes every row as JSON); progress on stderr.
 
 Usage: kvbench [flags]
 
@@ -165,7 +234,7 @@ func parseFlags(args []string, out io.Writer) (Config, error) {
 	}
 	var workloads, concurrency string
 	fs.StringVar(&cfg.Socket, "socket", "", "path of the daemon's Unix socket (default $KV_SOCKET, else /run/kvsidecar/kv.sock)")
-	fs.StringVar(&workloads, "workloads", DefaultWorkloads, "comma-separated workloads to run, in order: set, get, mixed")
+	fs.StringVar(&workloads, "workloads", DefaultWorkloads, "comma-separated workloads to run, in order: set, get, mixed, noisy (noisy runs last)")
 	fs.StringVar(&concurrency, "concurrency", DefaultConcurrency, "comma-separated numbers of concurrent callers; each workload runs at each")
 	fs.DurationVar(&cfg.Duration, "duration", DefaultDuration, "measured time of each run (at most "+maxDuration.String()+")")
 	fs.DurationVar(&cfg.Warmup, "warmup", DefaultWarmup, "unmeasured time before each run")
@@ -179,6 +248,12 @@ func parseFlags(args []string, out io.Writer) (Config, error) {
 	fs.DurationVar(&cfg.OpTimeout, "op-timeout", DefaultOpTimeout, "how long a run waits past its end for answers in flight; an operation still unanswered then fails the run")
 	fs.BoolVar(&cfg.Keep, "keep", false, "keep the keys written (and the baseline's rows) at the end")
 	fs.StringVar(&cfg.CPUProfile, "cpuprofile", "", "write a CPU profile of kvbench itself (all runs) to this file")
+	fs.StringVar(&cfg.Redis, "redis", "", "URL of a Redis server, unix:///path/to/redis.sock or redis://host:port: also run every workload there")
+	fs.StringVar(&cfg.JSON, "json", "", "also write every row to this file as JSON: [{workload, callers, target, ops_per_s, p50_us, p99_us, cpu_us_per_op: {daemon, postgres, loadgen, redis}}]")
+	fs.IntVar(&cfg.Flood.UID, "flood-uid", DefaultFloodUID, "noisy workload: uid (and gid) of the flooding child process; the daemon must map it to another project")
+	fs.IntVar(&cfg.Flood.Conns, "flood-conns", DefaultFloodConns, "noisy workload: connections of the flood, one caller each")
+	fs.IntVar(&cfg.Flood.Batch, "flood-batch", DefaultFloodBatch, "noisy workload: keys per setMany and getMany of the flood")
+	fs.IntVar(&cfg.Flood.ValueSize, "flood-value-size", DefaultFloodValueSize, "noisy workload: size in bytes of the flood's values")
 	if err := fs.Parse(args); err != nil {
 		return cfg, err
 	}
@@ -214,6 +289,19 @@ func (c *Config) validate() error {
 		return fmt.Errorf("--daemon-pid %d: must be a pid, 0 (ask the kernel) or -1 (no RSS)", c.DaemonPID)
 	case c.Baseline != "" && c.BaselineProject == "":
 		return errors.New("--baseline-project is empty")
+	case c.Flood.UID < 0:
+		return fmt.Errorf("--flood-uid %d: must be a uid", c.Flood.UID)
+	case c.Flood.Conns < 1 || c.Flood.Conns > maxFloodConns:
+		return fmt.Errorf("--flood-conns %d: must be from 1 to %d", c.Flood.Conns, maxFloodConns)
+	case c.Flood.Batch < 1:
+		return fmt.Errorf("--flood-batch %d: must be at least 1", c.Flood.Batch)
+	case c.Flood.ValueSize < minValueSize:
+		return fmt.Errorf("--flood-value-size %d: must be at least %d", c.Flood.ValueSize, minValueSize)
+	}
+	if c.Redis != "" {
+		if _, err := parseRedisURL(c.Redis); err != nil {
+			return err
+		}
 	}
 	return nil
 }
@@ -224,11 +312,11 @@ func parseWorkloads(s string) ([]Workload, error) {
 	for f := range strings.SplitSeq(s, ",") {
 		w := Workload(strings.TrimSpace(f))
 		switch w {
-		case WorkloadSet, WorkloadGet, WorkloadMixed:
+		case WorkloadSet, WorkloadGet, WorkloadMixed, WorkloadNoisy:
 		case "":
 			return nil, fmt.Errorf("empty workload in %q", s)
 		default:
-			return nil, fmt.Errorf("unknown workload %q: want set, get or mixed", w)
+			return nil, fmt.Errorf("unknown workload %q: want set, get, mixed or noisy", w)
 		}
 		for _, have := range ws {
 			if have == w {

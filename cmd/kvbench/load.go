@@ -55,6 +55,7 @@ type result struct {
 	elapsed  time.Duration // the measured window
 	hist     histogram     // latencies of those operations
 	peakRSS  int64         // the daemon's peak RSS during the run, bytes; 0 if not sampled
+	cpu      cpuShares     // CPU per operation of each process taking part, over the window
 	gets     uint64
 	sets     uint64
 	getsMiss uint64 // gets that found nothing: never expected, every key is written first
@@ -79,6 +80,9 @@ type runSpec struct {
 	opTimeout time.Duration
 	// callerTarget returns what caller i calls.
 	callerTarget func(i int) target
+	// meter, if not nil, measures the CPU of the processes taking part
+	// over the measured window.
+	meter *cpuMeter
 }
 
 // run drives spec for warmup+duration and measures the operations that
@@ -97,6 +101,13 @@ func (l *load) run(ctx context.Context, spec runSpec) (*result, error) {
 	defer cancelOps()
 	results := make([]result, spec.callers)
 	var wg sync.WaitGroup
+	if spec.meter != nil {
+		wg.Go(func() {
+			if err := spec.meter.measure(ctx, start, end); err != nil {
+				cancel(fmt.Errorf("measure CPU: %w", err))
+			}
+		})
+	}
 	for i := range spec.callers {
 		wg.Go(func() {
 			if err := l.call(ctx, opCtx, spec, i, start, end, &results[i]); err != nil {
@@ -120,6 +131,7 @@ func (l *load) run(ctx context.Context, spec runSpec) (*result, error) {
 	if total.getsMiss > 0 {
 		return nil, fmt.Errorf("%d of %d gets found nothing, though every key was written before the run", total.getsMiss, total.gets)
 	}
+	total.cpu = spec.meter.perOp(total.ops)
 	return total, nil
 }
 
