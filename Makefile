@@ -9,13 +9,14 @@ GOFLAGS_TEST ?= -race -count=1 -timeout 20m
 # VERSION is what `kvsidecar --version` prints; without git it stays "dev".
 VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 
-.PHONY: help build run test test-go test-node vet bench bench-go node-deps clean
+.PHONY: help build run test test-go test-node vet bench bench-embedded bench-go node-deps clean
 
 help:
 	@echo "make build   build bin/kvsidecar, bin/kvbench, bin/kvctl"
 	@echo "make run     build and start the daemon on the embedded store under ./var (project 'dev')"
 	@echo "make test    vet, Go tests with -race (PostgreSQL included), Node.js tests"
-	@echo "make bench   load test: the daemon on a fresh PostgreSQL database vs the naive baseline (kvbench; BENCH_DSN)"
+	@echo "make bench   load test: the daemon on a fresh PostgreSQL database vs the naive baseline and Redis (kvbench; BENCH_DSN, BENCH_ARGS)"
+	@echo "make bench-embedded  load test: the daemon on the embedded store vs Redis (kvbench; BENCH_ARGS)"
 	@echo "make bench-go  Go micro-benchmarks of the protocol and stores"
 	@echo "make clean   remove bin/ and var/"
 
@@ -47,11 +48,17 @@ test-node: build node-deps
 	cd client/node && KVSIDECAR_BIN=$(CURDIR)/bin/kvsidecar $(NPM) test
 	cd examples/kv-test-function && KVSIDECAR_BIN=$(CURDIR)/bin/kvsidecar $(NPM) test
 
-# bench builds the daemon and kvbench, runs the daemon on a fresh database of
-# BENCH_DSN's server and kvbench against it and the naive baseline; see
-# cmd/kvbench/bench.sh for the knobs and docs/PERFORMANCE.md for the results.
+# bench builds the daemon and kvbench, starts a durable Redis on a temporary
+# Unix socket, runs the daemon on a fresh database of BENCH_DSN's server and
+# kvbench against it, the naive baseline and Redis; bench-embedded does the
+# same with the daemon on the embedded store (no baseline). Both pass
+# BENCH_ARGS on to kvbench; see cmd/kvbench/bench.sh for the knobs and
+# docs/PERFORMANCE.md for the results.
 bench:
-	GO=$(GO) bash cmd/kvbench/bench.sh
+	GO=$(GO) BENCH_STORE=postgres bash cmd/kvbench/bench.sh
+
+bench-embedded:
+	GO=$(GO) BENCH_STORE=embedded bash cmd/kvbench/bench.sh
 
 bench-go:
 	$(GO) test -run '^$$' -bench . -benchmem ./protocol/ ./store/...
