@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"slices"
 	"strconv"
 	"syscall"
 	"time"
@@ -184,8 +185,10 @@ type cpuSnapshot struct {
 	postgres      procSet
 }
 
-// snapshot reads the CPU of every process m measures.
-func (m *cpuMeter) snapshot(ctx context.Context) (cpuSnapshot, error) {
+// snapshot reads the CPU of every process m measures, PostgreSQL's among
+// pgPIDs. It only reads /proc, so that every reading is taken within
+// microseconds of the others.
+func (m *cpuMeter) snapshot(pgPIDs []int) (cpuSnapshot, error) {
 	var s cpuSnapshot
 	var err error
 	s.self = selfCPU()
@@ -200,32 +203,47 @@ func (m *cpuMeter) snapshot(ctx context.Context) (cpuSnapshot, error) {
 		}
 	}
 	if m.pg != nil {
-		pids, err := m.pg.pids(ctx)
-		if err != nil {
-			return s, fmt.Errorf("list PostgreSQL's processes: %w", err)
-		}
-		s.postgres = readProcSet(pids)
+		s.postgres = readProcSet(pgPIDs)
 	}
 	return s, nil
 }
 
 // measure reads the CPU of every process at start and at end, sleeping
-// in between, and keeps the differences. It returns early, measuring
-// nothing, when ctx ends first.
+// in between, and keeps the differences. PostgreSQL's processes are
+// listed before start (the query could take a while on a loaded machine
+// and must not shift the readings) and again after end, for those that
+// started meanwhile. It returns early, measuring nothing, when ctx ends
+// first.
 func (m *cpuMeter) measure(ctx context.Context, start, end time.Time) error {
+	var pre []int
+	if m.pg != nil {
+		var err error
+		if pre, err = m.pg.pids(ctx); err != nil {
+			return fmt.Errorf("list PostgreSQL's processes: %w", err)
+		}
+	}
 	if !sleepUntil(ctx, start) {
 		return nil
 	}
-	s0, err := m.snapshot(ctx)
+	s0, err := m.snapshot(pre)
 	if err != nil {
 		return err
 	}
 	if !sleepUntil(ctx, end) {
 		return nil
 	}
-	s1, err := m.snapshot(ctx)
+	s1, err := m.snapshot(pre)
 	if err != nil {
 		return err
+	}
+	if m.pg != nil {
+		post, err := m.pg.pids(ctx)
+		if err != nil {
+			return fmt.Errorf("list PostgreSQL's processes: %w", err)
+		}
+		for k, t := range readProcSet(slices.DeleteFunc(post, func(pid int) bool { return slices.Contains(pre, pid) })) {
+			s1.postgres[k] = t
+		}
 	}
 	m.self = s1.self - s0.self
 	if m.daemonPID > 0 {

@@ -144,7 +144,7 @@ func TestParseFlags(t *testing.T) {
 		{args: []string{"--concurrency", "0"}, wantErr: "--concurrency: 0 callers: must be from 1 to 4096"},
 		{args: []string{"--concurrency", "1,x"}, wantErr: `--concurrency: "x" is not a number of callers`},
 		{args: []string{"--concurrency", ""}, wantErr: `--concurrency: "" is not a number of callers`},
-		{args: []string{"--workloads", "set,delete"}, wantErr: `--workloads: unknown workload "delete": want set, get or mixed`},
+		{args: []string{"--workloads", "set,delete"}, wantErr: `--workloads: unknown workload "delete": want set, get, mixed or noisy`},
 		{args: []string{"--workloads", "get,get"}, wantErr: `--workloads: workload "get" given twice`},
 		{args: []string{"--workloads", "get,"}, wantErr: `--workloads: empty workload in "get,"`},
 		{args: []string{"--duration", "0s"}, wantErr: "--duration 0s: must be above 0"},
@@ -155,6 +155,17 @@ func TestParseFlags(t *testing.T) {
 		{args: []string{"--clients", "0"}, wantErr: "--clients 0: must be from 1"},
 		{args: []string{"--daemon-pid", "-2"}, wantErr: "--daemon-pid -2"},
 		{args: []string{"--baseline", "postgres://x", "--baseline-project", ""}, wantErr: "--baseline-project is empty"},
+		{args: []string{"--flood-conns", "0"}, wantErr: "--flood-conns 0: must be from 1 to 1024"},
+		{args: []string{"--flood-batch", "0"}, wantErr: "--flood-batch 0: must be at least 1"},
+		{args: []string{"--flood-value-size", "1"}, wantErr: "--flood-value-size 1: must be at least 2"},
+		{args: []string{"--flood-uid", "-1"}, wantErr: "--flood-uid -1: must be a uid"},
+		{args: []string{"--redis", "http://x"}, wantErr: `--redis "http://x": redis: invalid URL scheme: http`},
+		{args: []string{"--redis", "unix:///run/redis.sock", "--workloads", "get,noisy", "--json", "out.json"}, check: func(t *testing.T, c Config) {
+			if c.Redis != "unix:///run/redis.sock" || c.JSON != "out.json" || !slices.Equal(c.Workloads, []Workload{WorkloadGet, WorkloadNoisy}) ||
+				c.Flood != (FloodConfig{UID: DefaultFloodUID, Conns: DefaultFloodConns, Batch: DefaultFloodBatch, ValueSize: DefaultFloodValueSize}) {
+				t.Errorf("parsed: %+v", c)
+			}
+		}},
 		{args: []string{"set"}, wantErr: `unexpected argument "set": kvbench takes only flags`},
 		{args: []string{"--nope"}, wantErr: "flag provided but not defined: -nope"},
 	}
@@ -294,23 +305,38 @@ func runBench(t *testing.T, args ...string) string {
 	return stdout.String()
 }
 
-// tableRows returns the fields of the table's data rows.
+// tableRows returns the fields of the main table's data rows.
 func tableRows(t *testing.T, out string, baseline bool) [][]string {
 	t.Helper()
 	want := 7 // workload callers ops/s p50 p99 RSS(2 fields)
 	if baseline {
 		want += 5 // base ops/s, base p50, base p99, ratio, Δp50 (c=1 only)
 	}
+	rows := table(out, "workload", "callers", "ops/s")
+	for _, f := range rows {
+		if len(f) != want && len(f) != want-1 {
+			t.Fatalf("row %q has %d fields, want %d", f, len(f), want)
+		}
+	}
+	return rows
+}
+
+// table returns the fields of the data rows of the table of out whose
+// header starts with header: the lines after it, up to the first empty
+// one or the first note ("word: ...").
+func table(out string, header ...string) [][]string {
 	var rows [][]string
+	in := false
 	for line := range strings.Lines(out) {
 		f := strings.Fields(line)
-		if len(f) == 0 || (f[0] != "set" && f[0] != "get" && f[0] != "mixed") {
-			continue
+		switch {
+		case !in:
+			in = len(f) >= len(header) && slices.Equal(f[:len(header)], header)
+		case len(f) == 0 || strings.HasSuffix(f[0], ":"):
+			return rows
+		default:
+			rows = append(rows, f)
 		}
-		if len(f) != want && len(f) != want-1 {
-			t.Fatalf("row %q has %d fields, want %d", line, len(f), want)
-		}
-		rows = append(rows, f)
 	}
 	return rows
 }

@@ -163,7 +163,7 @@ func (rep *report) writeNoisy(w io.Writer) {
 			fmtMiB(f.peakRSS), aRate, aFailed)
 	}
 	tw.Flush()
-	fmt.Fprintln(w, "p50 ×, p99 ×: B's latency during the flood ÷ alone; RSS peak: the daemon's, during the flood; A req/s, A failed: the flood's requests answered per second, and refused or failed, over both runs at that concurrency")
+	fmt.Fprintln(w, "noisy: p50 ×, p99 × are B's latency during the flood ÷ alone; RSS peak the daemon's during the flood; A req/s, A failed the flood's requests answered per second, and refused or failed, over both runs at that concurrency")
 }
 
 // fmtCPU prints µs per operation with 3 significant digits; nil is "-".
