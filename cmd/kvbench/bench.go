@@ -7,6 +7,7 @@ import (
 	"os"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/kvsidecar/kvsidecar/client"
@@ -48,6 +49,9 @@ type report struct {
 
 // bench runs cfg and writes the tables to out, progress to progress.
 func bench(ctx context.Context, cfg *Config, out, progress io.Writer) error {
+	// The flood child writes its errors to progress too, from a goroutine
+	// of os/exec.
+	progress = &lockedWriter{w: progress}
 	logf := func(format string, args ...any) { fmt.Fprintf(progress, "kvbench: "+format+"\n", args...) }
 	socket := socketPath(cfg.Socket)
 
@@ -335,4 +339,16 @@ func runOne(ctx context.Context, l *load, spec runSpec, pid int, logf func(strin
 	r.peakRSS = peak
 	logf("%-5s c=%-4d %-8s %9.0f ops/s  p50 %-8s p99 %s", spec.workload, spec.callers, who, r.opsPerSec(), fmtLatency(r.hist.percentile(0.50)), fmtLatency(r.hist.percentile(0.99)))
 	return r, nil
+}
+
+// lockedWriter serializes the writes to w.
+type lockedWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (l *lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
 }

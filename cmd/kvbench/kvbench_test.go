@@ -293,11 +293,14 @@ func TestRunWithBaseline(t *testing.T) {
 	})
 }
 
-// runBench runs kvbench with short runs and returns its stdout.
+// runBench runs kvbench with short runs (unless args say how long) and
+// returns its stdout.
 func runBench(t *testing.T, args ...string) string {
 	t.Helper()
 	var stdout, stderr bytes.Buffer
-	args = append(args, "--duration", "200ms", "--warmup", "50ms")
+	if !slices.Contains(args, "--duration") {
+		args = append(args, "--duration", "200ms", "--warmup", "50ms")
+	}
 	if code := run(context.Background(), args, &stdout, &stderr); code != 0 {
 		t.Fatalf("exit %d\nstderr:\n%s", code, stderr.String())
 	}
