@@ -105,8 +105,9 @@ type Config struct {
 	Baseline string
 	// BaselineProject is the project of the baseline's rows.
 	BaselineProject string
-	// DaemonPID is the pid whose RSS is sampled; 0 asks the kernel for the
-	// daemon's pid through the socket (SO_PEERCRED), -1 samples nothing.
+	// DaemonPID is the pid whose RSS and CPU are measured; 0 asks the
+	// kernel for the daemon's pid through the socket (SO_PEERCRED), -1
+	// measures neither.
 	DaemonPID int
 	// OpTimeout is how long a run waits past its end for the answers in
 	// flight.
@@ -206,7 +207,10 @@ daemon: --flood-conns connections, each calling setMany and getMany of
 --flood-batch values of --flood-value-size bytes, alternately, back to back.
 The daemon must map the two uids to two projects (--uid-map); switching
 uid needs root. The table shows B's p50 and p99 in both phases and their
-ratio (flood ÷ quiet).
+ratio (flood ÷ quiet), and the daemon's peak RSS during the flood. It runs
+after every other workload, so that the flood's writes do not change the
+store the others measure; CPU is measured in the quiet phase only (during
+the flood it is mostly the flood's).
 
 The daemon's resident memory (VmRSS) is read from /proc: idle before the
 first run, and sampled during every run. Its pid comes from --daemon-pid, or
@@ -244,12 +248,12 @@ func parseFlags(args []string, out io.Writer) (Config, error) {
 	fs.IntVar(&cfg.Clients, "clients", DefaultClients, "number of clients (one connection each) the callers share; one pipelines all callers")
 	fs.StringVar(&cfg.Baseline, "baseline", "", "DSN of the daemon's PostgreSQL database: also run the naive one-statement-per-request baseline there")
 	fs.StringVar(&cfg.BaselineProject, "baseline-project", DefaultBaselineProject, "project of the baseline's rows; must differ from the daemon's project")
-	fs.IntVar(&cfg.DaemonPID, "daemon-pid", 0, "pid of the daemon, for its RSS; 0 asks the kernel through the socket, -1 disables RSS sampling")
+	fs.IntVar(&cfg.DaemonPID, "daemon-pid", 0, "pid of the daemon, for its RSS and CPU; 0 asks the kernel through the socket, -1 measures neither")
 	fs.DurationVar(&cfg.OpTimeout, "op-timeout", DefaultOpTimeout, "how long a run waits past its end for answers in flight; an operation still unanswered then fails the run")
 	fs.BoolVar(&cfg.Keep, "keep", false, "keep the keys written (and the baseline's rows) at the end")
 	fs.StringVar(&cfg.CPUProfile, "cpuprofile", "", "write a CPU profile of kvbench itself (all runs) to this file")
 	fs.StringVar(&cfg.Redis, "redis", "", "URL of a Redis server, unix:///path/to/redis.sock or redis://host:port: also run every workload there")
-	fs.StringVar(&cfg.JSON, "json", "", "also write every row to this file as JSON: [{workload, callers, target, ops_per_s, p50_us, p99_us, cpu_us_per_op: {daemon, postgres, loadgen, redis}}]")
+	fs.StringVar(&cfg.JSON, "json", "", "also write every row to this file as JSON: [{workload, callers, target, ops_per_s, p50_us, p99_us, cpu_us_per_op: {daemon, postgres, loadgen, redis}}], null where not measured; the noisy workload's rows are noisy-get and noisy-set with a phase, quiet or flood")
 	fs.IntVar(&cfg.Flood.UID, "flood-uid", DefaultFloodUID, "noisy workload: uid (and gid) of the flooding child process; the daemon must map it to another project")
 	fs.IntVar(&cfg.Flood.Conns, "flood-conns", DefaultFloodConns, "noisy workload: connections of the flood, one caller each")
 	fs.IntVar(&cfg.Flood.Batch, "flood-batch", DefaultFloodBatch, "noisy workload: keys per setMany and getMany of the flood")
@@ -286,7 +290,7 @@ func (c *Config) validate() error {
 	case c.OpTimeout <= 0:
 		return fmt.Errorf("--op-timeout %v: must be above 0", c.OpTimeout)
 	case c.DaemonPID < -1:
-		return fmt.Errorf("--daemon-pid %d: must be a pid, 0 (ask the kernel) or -1 (no RSS)", c.DaemonPID)
+		return fmt.Errorf("--daemon-pid %d: must be a pid, 0 (ask the kernel) or -1 (neither RSS nor CPU)", c.DaemonPID)
 	case c.Baseline != "" && c.BaselineProject == "":
 		return errors.New("--baseline-project is empty")
 	case c.Flood.UID < 0:
