@@ -13,7 +13,7 @@ import (
 	"time"
 )
 
-// write prints the table and the daemon's memory.
+// write prints the tables and the daemon's memory.
 func (rep *report) write(w io.Writer) {
 	cfg := rep.cfg
 	clients := "1 client (pipelined)"
@@ -27,13 +27,40 @@ func (rep *report) write(w io.Writer) {
 	if cfg.Baseline != "" {
 		fmt.Fprintf(w, "baseline: one SQL statement per request, pgx pool of one connection per caller, project %q\n", cfg.BaselineProject)
 	}
-	fmt.Fprintln(w)
-
 	if cfg.Redis != "" {
 		fmt.Fprintf(w, "redis: %s, go-redis pool of one connection per caller, SET and GET\n", cfg.Redis)
 	}
-	fmt.Fprintln(w)
+	if len(rep.rows) > 0 {
+		rep.writeMain(w)
+		rep.writeCPU(w)
+	}
+	if len(rep.noisy) > 0 {
+		rep.writeNoisy(w)
+	}
+	if rep.pid <= 0 {
+		fmt.Fprintln(w, "daemon RSS: not measured")
+		return
+	}
+	top := slices.Max(cfg.Concurrency)
+	var peak int64
+	for _, r := range rep.rows {
+		if r.callers == top {
+			peak = max(peak, r.daemon.peakRSS)
+		}
+	}
+	if len(rep.rows) == 0 {
+		fmt.Fprintf(w, "daemon RSS (pid %d): %s idle before the runs\n", rep.pid, fmtMiB(rep.idleRSS))
+		return
+	}
+	fmt.Fprintf(w, "daemon RSS (pid %d): %s idle before the runs, %s peak during the c=%d runs\n",
+		rep.pid, fmtMiB(rep.idleRSS), fmtMiB(peak), top)
+}
 
+// writeMain prints the main table: a line per workload and concurrency,
+// with the ratios to the baseline and to Redis.
+func (rep *report) writeMain(w io.Writer) {
+	cfg := rep.cfg
+	fmt.Fprintln(w)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprint(tw, "workload\tcallers\tops/s\tp50\tp99\t")
 	if cfg.Baseline != "" {
@@ -72,25 +99,6 @@ func (rep *report) write(w io.Writer) {
 	if cfg.Redis != "" {
 		fmt.Fprintln(w, "÷redis: daemon ops/s ÷ Redis ops/s, same workload and callers, run back to back")
 	}
-	if len(rep.rows) > 0 {
-		rep.writeCPU(w)
-	}
-	if len(rep.noisy) > 0 {
-		rep.writeNoisy(w)
-	}
-	if rep.pid <= 0 {
-		fmt.Fprintln(w, "daemon RSS: not measured")
-		return
-	}
-	top := slices.Max(cfg.Concurrency)
-	var peak int64
-	for _, r := range rep.rows {
-		if r.callers == top {
-			peak = max(peak, r.daemon.peakRSS)
-		}
-	}
-	fmt.Fprintf(w, "daemon RSS (pid %d): %s idle before the runs, %s peak during the c=%d runs\n",
-		rep.pid, fmtMiB(rep.idleRSS), fmtMiB(peak), top)
 }
 
 // writeCPU prints the CPU table: a line per run.
