@@ -196,9 +196,10 @@ CPU per operation: over each run's measured window, the user plus system
 time of every process taking part, divided by the operations counted. The
 daemon and Redis from /proc/<pid>/stat (their pids from the kernel through
 their sockets, SO_PEERCRED); PostgreSQL (with --baseline) summed over the
-backends of the --baseline database and the server's background processes
-(pg_stat_activity, then /proc); kvbench itself from getrusage. Kernel time
-spent for a process (socket I/O, fsync) counts as its own.
+backends of the --baseline database (pg_stat_activity, then /proc; the
+server's background processes, shared by every database, are left out);
+kvbench itself from getrusage. Kernel time spent for a process (socket I/O,
+fsync) counts as its own.
 
 The noisy workload measures fairness between projects. kvbench's own
 project (B) runs get and then set alone ("quiet"), then again while a

@@ -73,18 +73,21 @@ func selfCPU() time.Duration {
 }
 
 // pgProcs finds the PostgreSQL server processes that work for one
-// database: its backends (the daemon's pool and the baseline's), its
-// autovacuum workers, and the server's shared background processes (WAL
-// writer, checkpointer, background writer), which have no database. It
-// asks the server (pg_stat_activity) over a connection of its own, which
-// is itself a backend of the database and so is counted too (a query at
-// each end of a run: well under a millisecond of CPU).
+// database: its backends (the daemon's pool and the baseline's) and its
+// autovacuum and parallel workers. The server's background processes (WAL
+// writer, checkpointer, background writer) have no database and are left
+// out: on a shared server they work for every database at once. A
+// committing backend flushes the WAL itself (synchronous_commit=on), so
+// the work of a commit is its backend's. pgProcs asks the server
+// (pg_stat_activity) over a connection of its own, which is itself a
+// backend of the database and so is counted too (one query before a run
+// and one after: well under a millisecond of CPU).
 type pgProcs struct {
 	conn *pgx.Conn
 }
 
 // sqlPGProcs lists the pids of the processes pgProcs counts.
-const sqlPGProcs = `SELECT pid FROM pg_stat_activity WHERE datname = current_database() OR datname IS NULL`
+const sqlPGProcs = `SELECT pid FROM pg_stat_activity WHERE datname = current_database()`
 
 // openPGProcs connects to dsn and checks that the server's processes are
 // visible in this machine's /proc: PostgreSQL on another host (or in a pid

@@ -135,7 +135,7 @@ func (rep *report) writeCPU(w io.Writer) {
 		notes = append(notes, "PostgreSQL's is not measured (not on this machine)")
 	}
 	if rep.pgCPU {
-		notes = append(notes, "postgres: the backends of the benchmark's database and the server's background processes")
+		notes = append(notes, "postgres: the backends of the benchmark's database, not the server's shared background processes")
 	}
 	if rep.cfg.Redis != "" && rep.redisPID <= 0 {
 		notes = append(notes, "Redis's is not measured (its pid is unknown)")
