@@ -563,3 +563,37 @@ func TestNoisyRefusesOneProject(t *testing.T) {
 		t.Errorf("exit %d, stderr:\n%s\nwant exit 1 and %q", code, stderr.String(), want)
 	}
 }
+
+// nopTarget answers every call at once: what is left is kvbench's own loop.
+type nopTarget struct{}
+
+func (nopTarget) name() string                              { return "nothing" }
+func (nopTarget) set(context.Context, string, []byte) error { return nil }
+func (nopTarget) get(context.Context, string) (bool, error) { return true, nil }
+
+// BenchmarkLoadLoop measures what kvbench itself spends per operation
+// besides the target's client (key choice, timing, histogram), which its
+// CPU figure ("kvbench", "loadgen") includes:
+//
+//	go test ./cmd/kvbench -run '^$' -bench LoadLoop
+func BenchmarkLoadLoop(b *testing.B) {
+	cfg := Config{Keys: DefaultKeys, ValueSize: DefaultValueSize, Seed: DefaultSeed}
+	l := newLoad(&cfg)
+	for _, w := range []Workload{WorkloadGet, WorkloadMixed} {
+		b.Run(string(w), func(b *testing.B) {
+			var ops uint64
+			var cpu time.Duration
+			for b.Loop() {
+				c0 := selfCPU()
+				r, err := l.run(b.Context(), runSpec{workload: w, callers: 1, duration: 100 * time.Millisecond, opTimeout: time.Second,
+					callerTarget: func(int) target { return nopTarget{} }})
+				if err != nil {
+					b.Fatal(err)
+				}
+				cpu += selfCPU() - c0
+				ops += r.ops
+			}
+			b.ReportMetric(float64(cpu.Nanoseconds())/float64(ops), "cpu-ns/kvbench-op")
+		})
+	}
+}
