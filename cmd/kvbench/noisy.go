@@ -61,16 +61,15 @@ type floodReport struct {
 
 // flood is a running flood child, from the parent's side.
 type flood struct {
-	cmd     *exec.Cmd
-	stdin   io.WriteCloser
-	out     *bufio.Reader
-	ready   floodReady
-	started time.Time
+	cmd   *exec.Cmd
+	stdin io.WriteCloser
+	out   *bufio.Reader
+	ready floodReady
 }
 
 // startFlood starts the child under cfg.Flood.UID and returns once it
 // floods. It refuses a uid it cannot switch to, and a child the daemon
-// puts in project, kvbench's own.
+// puts in kvbench's own project.
 func startFlood(ctx context.Context, cfg *Config, socket, project string, progress io.Writer) (*flood, error) {
 	uid := cfg.Flood.UID
 	if uid == os.Getuid() {
@@ -125,7 +124,6 @@ func startFlood(ctx context.Context, cfg *Config, socket, project string, progre
 		f.stop(ctx)
 		return nil, fmt.Errorf("the daemon puts the flood (uid %d) in project %q, kvbench's own: run it with a --uid-map that maps uid %d to another project", uid, project, uid)
 	}
-	f.started = time.Now()
 	return f, nil
 }
 
