@@ -54,6 +54,11 @@ func bench(ctx context.Context, cfg *Config, out, progress io.Writer) error {
 	progress = &lockedWriter{w: progress}
 	logf := func(format string, args ...any) { fmt.Fprintf(progress, "kvbench: "+format+"\n", args...) }
 	socket := socketPath(cfg.Socket)
+	if slices.Contains(cfg.Workloads, WorkloadNoisy) {
+		if err := canFlood(cfg); err != nil {
+			return fmt.Errorf("noisy workload: %w", err)
+		}
+	}
 
 	d, err := dialDaemon(ctx, socket, cfg.Clients)
 	if err != nil {

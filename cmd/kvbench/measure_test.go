@@ -597,3 +597,15 @@ func BenchmarkLoadLoop(b *testing.B) {
 		})
 	}
 }
+
+// TestNoisyRefusesItsOwnUID checks, before any run, that the flood cannot
+// be this process's uid, which the daemon would put in its project.
+func TestNoisyRefusesItsOwnUID(t *testing.T) {
+	var stderr bytes.Buffer
+	code := run(t.Context(), []string{"--socket", filepath.Join(t.TempDir(), "none.sock"), "--workloads", "get,noisy",
+		"--flood-uid", strconv.Itoa(os.Getuid())}, io.Discard, &stderr)
+	want := fmt.Sprintf("kvbench: noisy workload: --flood-uid %d is kvbench's own uid", os.Getuid())
+	if code != 1 || !strings.HasPrefix(stderr.String(), want) {
+		t.Errorf("exit %d, stderr %q; want exit 1 and %q", code, stderr.String(), want)
+	}
+}

@@ -71,13 +71,10 @@ type flood struct {
 // floods. It refuses a uid it cannot switch to, and a child the daemon
 // puts in kvbench's own project.
 func startFlood(ctx context.Context, cfg *Config, socket, project string, progress io.Writer) (*flood, error) {
+	if err := canFlood(cfg); err != nil {
+		return nil, err
+	}
 	uid := cfg.Flood.UID
-	if uid == os.Getuid() {
-		return nil, fmt.Errorf("--flood-uid %d is kvbench's own uid: the flood must run under another uid, mapped to another project", uid)
-	}
-	if os.Geteuid() != 0 {
-		return nil, fmt.Errorf("running the flood as --flood-uid %d needs root (kvbench runs as uid %d)", uid, os.Geteuid())
-	}
 	spec, err := json.Marshal(floodSpec{Socket: socket, Conns: cfg.Flood.Conns, Batch: cfg.Flood.Batch, ValueSize: cfg.Flood.ValueSize, Keep: cfg.Keep})
 	if err != nil {
 		return nil, err
@@ -125,6 +122,20 @@ func startFlood(ctx context.Context, cfg *Config, socket, project string, progre
 		return nil, fmt.Errorf("the daemon puts the flood (uid %d) in project %q, kvbench's own: run it with a --uid-map that maps uid %d to another project", uid, project, uid)
 	}
 	return f, nil
+}
+
+// canFlood says why this process cannot start the flood, if it cannot:
+// checked before the first run, so that a long benchmark does not fail at
+// its end.
+func canFlood(cfg *Config) error {
+	uid := cfg.Flood.UID
+	if uid == os.Getuid() {
+		return fmt.Errorf("--flood-uid %d is kvbench's own uid: the flood must run under another uid, mapped to another project", uid)
+	}
+	if os.Geteuid() != 0 {
+		return fmt.Errorf("running the flood as --flood-uid %d needs root (kvbench runs as uid %d)", uid, os.Geteuid())
+	}
+	return nil
 }
 
 // readLine reads the child's next line within timeout.
