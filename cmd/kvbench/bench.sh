@@ -18,6 +18,7 @@
 #   BENCH_DURATION     measured time of each run (default 4s)
 #   BENCH_WARMUP       warmup of each run (default 1s)
 #   BENCH_FLOOD_UID    uid of the noisy workload's flood (default 65534)
+#   BENCH_FLOOD_PROJECT its project in the daemon's uid map (default bench-flood)
 #   BENCH_REDIS        0: do not start Redis (default 1; skipped with a note
 #                      when redis-server is not installed)
 #   BENCH_PPROF        1: serve the daemon's pprof on 127.0.0.1:$BENCH_METRICS_PORT
@@ -33,6 +34,7 @@ BENCH_STORE=${BENCH_STORE:-postgres}
 BENCH_DSN=${BENCH_DSN:-postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable}
 BENCH_CONCURRENCY=${BENCH_CONCURRENCY:-1,64}
 BENCH_FLOOD_UID=${BENCH_FLOOD_UID:-65534}
+BENCH_FLOOD_PROJECT=${BENCH_FLOOD_PROJECT:-bench-flood}
 BENCH_REDIS=${BENCH_REDIS:-1}
 if [[ -z ${BENCH_WORKLOADS:-} ]]; then
 	if [[ $(id -u) == 0 ]]; then
@@ -152,10 +154,10 @@ else
 fi
 
 # kvbench's uid is project "bench"; the noisy workload's flood runs as
-# BENCH_FLOOD_UID, project "bench-flood".
+# BENCH_FLOOD_UID, project BENCH_FLOOD_PROJECT.
 {
 	echo "$(id -u) bench"
-	[[ $(id -u) == "$BENCH_FLOOD_UID" ]] || echo "$BENCH_FLOOD_UID bench-flood"
+	[[ $(id -u) == "$BENCH_FLOOD_UID" ]] || echo "$BENCH_FLOOD_UID $BENCH_FLOOD_PROJECT"
 } >"$tmp/uids"
 
 metrics_args=(--metrics-addr "")
