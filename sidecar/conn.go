@@ -30,9 +30,34 @@ const (
 	keepBufferMax = 64 << 10
 )
 
+// closeReason says why a connection ended. Each is a value of the reason
+// label of kvsidecar_connections_closed_total; operators alert on them, so
+// they are part of the daemon's interface (README, Metrics).
+type closeReason string
+
+// Close reasons.
+const (
+	closePeerClosed   closeReason = "peer_closed"   // the peer closed the connection between frames
+	closeReadError    closeReason = "read_error"    // reading failed (reset, or the peer vanished inside a frame)
+	closeWriteError   closeReason = "write_error"   // writing a response failed
+	closeBadFrame     closeReason = "bad_frame"     // a malformed or oversized frame, or a bad handshake
+	closeStopping     closeReason = "stopping"      // the daemon is stopping
+	closeSlowReader   closeReason = "slow_reader"   // the peer did not take its responses within the write timeout
+	closeHelloTimeout closeReason = "hello_timeout" // no hello within the hello timeout
+	closeRevoked      closeReason = "revoked"       // a reloaded identity no longer maps the peer to this project
+	closeForbidden    closeReason = "forbidden"     // refused at accept: the peer maps to no project, or may not use KV
+)
+
+// closeReasons lists every close reason, so the metric starts at zero for each.
+var closeReasons = []closeReason{
+	closePeerClosed, closeReadError, closeWriteError, closeBadFrame, closeStopping,
+	closeSlowReader, closeHelloTimeout, closeRevoked, closeForbidden,
+}
+
 // conn is one client connection: a read loop that decodes requests and
 // starts a goroutine for each, and a write loop that encodes responses and
-// flushes when no more are queued.
+// flushes when no more are queued. Every way it ends goes through end,
+// which records the first reason.
 type conn struct {
 	s       *Server
 	nc      *net.UnixConn
@@ -45,14 +70,24 @@ type conn struct {
 	writerDone chan struct{}
 	wg         sync.WaitGroup // request goroutines
 	order      orderer
-	stopped    bool // set by the read loop when it ended for a stop
+
+	endOnce sync.Once
+	reason  closeReason // set once, by end
 }
 
-// outItem is a response queued for writing, with what it holds.
+// hold is what one request holds from the moment its frame header is read
+// until its response is written or dropped: one of the connection's slots
+// and its bytes of the server's in-flight budget. It is given back in one
+// place, conn.release.
+type hold struct {
+	slot  bool
+	bytes int64
+}
+
+// outItem is a response queued for writing, with what its request holds.
 type outItem struct {
-	resp  *protocol.Response
-	bytes int64 // request bytes to give back to the server's budget
-	slot  bool  // whether it holds one of the connection's slots
+	resp *protocol.Response
+	hold hold
 }
 
 func newConn(s *Server, nc *net.UnixConn, peer identity.Peer, project string) *conn {
@@ -70,20 +105,26 @@ func newConn(s *Server, nc *net.UnixConn, peer identity.Peer, project string) *c
 	}
 }
 
-// run serves the connection until the peer closes it, a frame is malformed
-// or the server stops; it returns when every request read has been answered.
+// end records why the connection ends; the first reason wins.
+func (c *conn) end(r closeReason) {
+	c.endOnce.Do(func() { c.reason = r })
+}
+
+// run serves the connection until it ends (see closeReason); it returns
+// when every request read has been answered and every byte held released.
 func (c *conn) run() {
 	c.log.Debug("connection open")
 	go c.writeLoop()
-	c.readLoop()
+	c.end(c.readLoop())
 	c.wg.Wait()
-	if c.stopped {
+	if c.reason == closeStopping {
 		c.out <- outItem{resp: &protocol.Response{Err: protocol.NewError(protocol.CodeUnavailable, "the daemon is stopping; requests not yet answered were not read")}}
 	}
 	close(c.out)
 	<-c.writerDone
 	c.nc.Close()
-	c.log.Debug("connection closed")
+	c.s.metrics.closed.WithLabelValues(string(c.reason)).Inc()
+	c.log.Debug("connection closed", zap.String("reason", string(c.reason)))
 }
 
 // stopReading makes the read loop end at its next read, without an error
@@ -92,7 +133,9 @@ func (c *conn) stopReading() {
 	c.nc.SetReadDeadline(time.Now())
 }
 
-func (c *conn) readLoop() {
+// readLoop reads and dispatches requests until the connection must end,
+// and returns why.
+func (c *conn) readLoop() closeReason {
 	cfg := &c.s.cfg
 	br := bufio.NewReaderSize(c.nc, readBufferSize)
 	dec := protocol.NewDecoder()
@@ -103,25 +146,23 @@ func (c *conn) readLoop() {
 		select {
 		case c.slots <- struct{}{}:
 		case <-c.s.stopReading.Done():
-			c.stopping()
-			return
+			return closeStopping
 		}
+		h := hold{slot: true}
 		n, err := protocol.ReadFrameHeader(br, cfg.MaxFrameBytes)
 		if err != nil {
-			<-c.slots
-			c.readFailed(err)
-			return
+			c.release(h)
+			return c.readFailed(err)
 		}
 		if err := c.s.bytes.Acquire(c.s.stopReading, int64(n)); err != nil {
-			<-c.slots
-			c.stopping()
-			return
+			c.release(h)
+			return closeStopping
 		}
+		h.bytes = int64(n)
 		payload, err := protocol.ReadFramePayload(br, n, buf)
 		if err != nil {
-			c.release(int64(n), true)
-			c.readFailed(err)
-			return
+			c.release(h)
+			return c.readFailed(err)
 		}
 		if cap(payload) <= keepBufferMax {
 			buf = payload
@@ -130,20 +171,18 @@ func (c *conn) readLoop() {
 		if err := dec.DecodeRequest(payload, req); err != nil {
 			id, scanErr := dec.Scan(payload)
 			if scanErr != nil {
-				c.release(int64(n), true)
-				c.fatal(0, protocol.CodeBadFrame, err.Error())
-				return
+				return c.fatal(h, 0, protocol.CodeBadFrame, err.Error())
 			}
-			c.send(&protocol.Response{ID: id, Err: protocol.NewError(protocol.CodeBadRequest, "bad request: "+err.Error())}, int64(n))
+			c.send(&protocol.Response{ID: id, Err: protocol.NewError(protocol.CodeBadRequest, "bad request: "+err.Error())}, h)
 			c.count(protocol.OpInvalid, protocol.CodeBadRequest, time.Time{})
 			if !greeted {
-				return
+				return closeBadFrame
 			}
 			continue
 		}
 		if !greeted {
-			if !c.hello(req, int64(n)) {
-				return
+			if r, ok := c.hello(req, h); !ok {
+				return r
 			}
 			greeted = true
 			continue
@@ -151,22 +190,18 @@ func (c *conn) readLoop() {
 		keys, barrier := orderKeys(req)
 		t := c.order.register(keys, barrier)
 		c.wg.Add(1)
-		go c.handle(req, t, int64(n), time.Now())
+		go c.handle(req, t, h, time.Now())
 	}
 }
 
 // hello answers the first request, which must be a hello.
-func (c *conn) hello(req *protocol.Request, n int64) bool {
+func (c *conn) hello(req *protocol.Request, h hold) (closeReason, bool) {
 	cfg := &c.s.cfg
 	switch {
 	case req.Op != protocol.OpHello:
-		c.release(n, true)
-		c.fatal(req.ID, protocol.CodeBadRequest, fmt.Sprintf("the first request must be hello, got %q", opName(req)))
-		return false
+		return c.fatal(h, req.ID, protocol.CodeBadRequest, fmt.Sprintf("the first request must be hello, got %q", opName(req))), false
 	case req.Version < 1:
-		c.release(n, true)
-		c.fatal(req.ID, protocol.CodeUnsupportedVersion, fmt.Sprintf("protocol version %d is not supported; this server speaks 1 to %d", req.Version, protocol.Version))
-		return false
+		return c.fatal(h, req.ID, protocol.CodeUnsupportedVersion, fmt.Sprintf("protocol version %d is not supported; this server speaks 1 to %d", req.Version, protocol.Version)), false
 	}
 	c.log.Debug("hello", zap.String("client", req.Client), zap.Int64("version", req.Version))
 	c.send(&protocol.Response{ID: req.ID, Op: protocol.OpHello, Hello: protocol.HelloResult{
@@ -180,8 +215,8 @@ func (c *conn) hello(req *protocol.Request, n int64) bool {
 			MaxInflight: int64(cfg.MaxInflight),
 			MaxBatch:    store.MaxBatchItems,
 		},
-	}}, n)
-	return true
+	}}, h)
+	return "", true
 }
 
 func opName(req *protocol.Request) string {
@@ -191,57 +226,54 @@ func opName(req *protocol.Request) string {
 	return req.Op.String()
 }
 
-// readFailed ends the read loop on a read error, answering with an error
-// frame when the peer sent something wrong.
-func (c *conn) readFailed(err error) {
+// readFailed turns a read error into the reason the connection ends,
+// queueing an error frame when the peer sent something wrong.
+func (c *conn) readFailed(err error) closeReason {
 	var ne net.Error
 	switch {
 	case errors.Is(err, io.EOF):
-		// The peer closed the connection between frames.
+		return closePeerClosed
 	case errors.Is(err, os.ErrDeadlineExceeded), errors.As(err, &ne) && ne.Timeout():
-		c.stopping()
+		return closeStopping
 	case errors.Is(err, protocol.ErrFrameTooLarge):
-		c.fatal(0, protocol.CodeFrameTooLarge, err.Error())
+		return c.fatal(hold{}, 0, protocol.CodeFrameTooLarge, err.Error())
 	case errors.Is(err, protocol.ErrTruncated):
-		c.fatal(0, protocol.CodeBadFrame, err.Error())
-	default:
-		c.log.Debug("read failed", zap.Error(err))
+		return c.fatal(hold{}, 0, protocol.CodeBadFrame, err.Error())
 	}
+	c.log.Debug("read failed", zap.Error(err))
+	return closeReadError
 }
 
-// stopping records that the read loop ended because the server is
-// stopping; run then sends the closing frame after the answers to every
-// request read, so the client knows requests it sent after those were not
-// read.
-func (c *conn) stopping() {
-	c.stopped = true
-}
-
-// fatal queues a closing error frame; the read loop then ends.
-func (c *conn) fatal(id uint64, code protocol.Code, msg string) {
+// fatal queues a closing error frame, which carries h; the read loop then
+// ends.
+func (c *conn) fatal(h hold, id uint64, code protocol.Code, msg string) closeReason {
 	c.s.metrics.badFrames.Inc()
 	c.count(protocol.OpInvalid, code, time.Time{})
 	c.log.Info("closing connection after a bad frame", zap.String("code", string(code)), zap.String("error", msg))
-	c.out <- outItem{resp: &protocol.Response{ID: id, Err: protocol.NewError(code, msg)}}
+	c.out <- outItem{resp: &protocol.Response{ID: id, Err: protocol.NewError(code, msg)}, hold: h}
+	return closeBadFrame
 }
 
-// send queues a response for a request that holds a slot and n bytes.
-func (c *conn) send(resp *protocol.Response, n int64) {
-	c.out <- outItem{resp: resp, bytes: n, slot: true}
+// send queues a response for a request that holds h.
+func (c *conn) send(resp *protocol.Response, h hold) {
+	c.out <- outItem{resp: resp, hold: h}
 }
 
-func (c *conn) release(n int64, slot bool) {
-	if n > 0 {
-		c.s.bytes.Release(n)
+// release gives back what a request held. It is called once per hold: by
+// the write loop after the response is written or dropped, or by the read
+// loop when the frame could not be read.
+func (c *conn) release(h hold) {
+	if h.bytes > 0 {
+		c.s.bytes.Release(h.bytes)
 	}
-	if slot {
+	if h.slot {
 		<-c.slots
 	}
 }
 
 // handle runs one request after those it is ordered after, and queues its
 // response.
-func (c *conn) handle(req *protocol.Request, t *ticket, n int64, start time.Time) {
+func (c *conn) handle(req *protocol.Request, t *ticket, h hold, start time.Time) {
 	defer c.wg.Done()
 	t.await()
 	timeout := c.s.cfg.RequestTimeout
@@ -266,7 +298,7 @@ func (c *conn) handle(req *protocol.Request, t *ticket, n int64, start time.Time
 		code = perr.Code
 	}
 	c.count(req.Op, code, start)
-	c.send(resp, n)
+	c.send(resp, h)
 }
 
 // count records a request in the metrics.
@@ -291,7 +323,8 @@ func (c *conn) count(op protocol.Op, code protocol.Code, start time.Time) {
 
 // writeLoop encodes responses and flushes when no more are queued: under
 // load many responses share a system call, and an idle connection's answer
-// is not held back.
+// is not held back. After a write fails, responses are dropped; what their
+// requests hold is released either way.
 func (c *conn) writeLoop() {
 	defer close(c.writerDone)
 	bw := bufio.NewWriterSize(c.nc, writeBufferSize)
@@ -308,7 +341,7 @@ func (c *conn) writeLoop() {
 				broken = c.writeFailed(err)
 			}
 		}
-		c.release(item.bytes, item.slot)
+		c.release(item.hold)
 		if len(c.out) == 0 && !broken {
 			if err := bw.Flush(); err != nil {
 				broken = c.writeFailed(err)
@@ -320,10 +353,12 @@ func (c *conn) writeLoop() {
 	}
 }
 
-// writeFailed closes a connection whose peer no longer reads; the read loop
-// then ends and remaining responses are dropped.
+// writeFailed ends a connection whose peer no longer takes its responses;
+// closing the socket makes the read loop end, and remaining responses are
+// dropped.
 func (c *conn) writeFailed(err error) bool {
 	c.log.Debug("write failed; closing connection", zap.Error(err))
+	c.end(closeWriteError)
 	c.nc.Close()
 	return true
 }

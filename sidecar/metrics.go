@@ -13,6 +13,7 @@ type Metrics struct {
 	duration      *prometheus.HistogramVec // op
 	connsOpen     prometheus.Gauge
 	conns         *prometheus.CounterVec // result: accepted, refused
+	closed        *prometheus.CounterVec // reason: a closeReason
 	batchSize     prometheus.Histogram
 	quotaRefusals prometheus.Counter
 	badFrames     prometheus.Counter
@@ -41,6 +42,13 @@ func NewMetrics() *Metrics {
 		Name: "kvsidecar_connections_total",
 		Help: "Client connections accepted, by result (accepted, or refused when the caller maps to no project).",
 	}, []string{"result"})
+	m.closed = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "kvsidecar_connections_closed_total",
+		Help: "Client connections closed, by reason: peer_closed, read_error, write_error, bad_frame, stopping, slow_reader, hello_timeout, revoked, forbidden.",
+	}, []string{"reason"})
+	for _, r := range closeReasons {
+		m.closed.WithLabelValues(string(r))
+	}
 	m.batchSize = prometheus.NewHistogram(prometheus.HistogramOpts{
 		Name:    "kvsidecar_store_batch_size",
 		Help:    "Write requests committed per store transaction (group commit).",
@@ -54,7 +62,7 @@ func NewMetrics() *Metrics {
 		Name: "kvsidecar_bad_frames_total",
 		Help: "Connections closed because of a malformed or oversized frame.",
 	})
-	m.Registry.MustRegister(m.requests, m.duration, m.connsOpen, m.conns, m.batchSize, m.quotaRefusals, m.badFrames,
+	m.Registry.MustRegister(m.requests, m.duration, m.connsOpen, m.conns, m.closed, m.batchSize, m.quotaRefusals, m.badFrames,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)

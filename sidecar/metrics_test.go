@@ -10,8 +10,10 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/kvsidecar/kvsidecar/client"
+	"github.com/kvsidecar/kvsidecar/protocol"
 	"github.com/kvsidecar/kvsidecar/sidecar/sidecartest"
 )
 
@@ -103,4 +105,54 @@ func TestMetricsAndHealth(t *testing.T) {
 			t.Errorf("/metrics lacks %s", name)
 		}
 	}
+}
+
+// TestCloseReasonsCounted checks that each way a connection ends is counted
+// under its reason, which is what an operator's alerts are written against.
+func TestCloseReasonsCounted(t *testing.T) {
+	d := sidecartest.Start(t, sidecartest.Options{Metrics: true})
+	base := "http://" + d.MetricsAddr()
+
+	// peer_closed: a client that says hello and hangs up.
+	c := dialRaw(t, d.Socket)
+	c.hello()
+	c.nc.Close()
+	// bad_frame: a frame that is not a msgpack map.
+	b := dialRaw(t, d.Socket)
+	b.hello()
+	b.write(protocol.AppendFrame(nil, []byte{0xc1}))
+	if resp, ok := b.read(); !ok || resp.Err == nil || resp.Err.Code != protocol.CodeBadFrame {
+		t.Fatalf("garbage frame: %+v (open %v)", resp, ok)
+	}
+	b.expectClosed()
+
+	want := map[string]float64{"peer_closed": 1, "bad_frame": 1, "slow_reader": 0, "revoked": 0}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		_, text := httpGet(t, base+"/metrics")
+		ok := true
+		for reason, n := range want {
+			if metricValue(t, text, `kvsidecar_connections_closed_total\{reason="`+reason+`"\}`) != n {
+				ok = false
+			}
+		}
+		if ok {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("closed connections by reason, want %v, in:\n%s", want, grepLines(text, "kvsidecar_connections_closed_total"))
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// grepLines returns the lines of text that contain s.
+func grepLines(text, s string) string {
+	var out []string
+	for _, l := range strings.Split(text, "\n") {
+		if strings.Contains(l, s) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
 }

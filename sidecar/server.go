@@ -291,6 +291,7 @@ func (s *Server) serveConn(nc *net.UnixConn) {
 // refuse sends a forbidden error frame and closes the connection.
 func (s *Server) refuse(nc *net.UnixConn, msg string) {
 	s.metrics.conns.WithLabelValues("refused").Inc()
+	s.metrics.closed.WithLabelValues(string(closeForbidden)).Inc()
 	frame, err := protocol.NewEncoder().Response(&protocol.Response{Err: protocol.NewError(protocol.CodeForbidden, msg)})
 	if err == nil {
 		nc.SetWriteDeadline(time.Now().Add(refuseTimeout))
