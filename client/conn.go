@@ -151,8 +151,13 @@ func (cn *conn) start(l *protocol.Limits) {
 	if cn.maxFrame <= 0 {
 		cn.maxFrame = defaultMaxFrame
 	}
-	// The largest response is a full page of the largest keys and values.
+	// The largest response is the announced max_response; a daemon that
+	// does not announce one may send a full page of the largest keys and
+	// values.
 	resp := float64(l.MaxBatch)*float64(l.MaxKey+l.MaxValue+perEntryOverhead) + responseOverhead
+	if l.MaxResponse > 0 {
+		resp = float64(l.MaxResponse) + responseOverhead
+	}
 	cn.maxResp = int(min(max(resp, float64(cn.maxFrame)), math.MaxUint32))
 	cn.c.wg.Add(2)
 	go cn.readLoop()

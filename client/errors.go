@@ -34,8 +34,13 @@ var (
 	// ErrOverflow: Incr would leave the signed 64-bit range.
 	ErrOverflow = &protocol.Error{Code: protocol.CodeOverflow, Message: "integer overflow"}
 	// ErrBusy: the daemon's write queue stayed full; nothing was written.
-	// Retry later.
+	// Retry later. At Dial: the daemon, or the caller's project, has as
+	// many connections open as it allows.
 	ErrBusy = &protocol.Error{Code: protocol.CodeBusy, Message: "daemon busy"}
+	// ErrResponseTooLarge: the answer would exceed the daemon's announced
+	// Limits().MaxResponse bytes. GetMany splits its keys and asks again
+	// by itself, so callers meet it only where no split can help.
+	ErrResponseTooLarge = &protocol.Error{Code: protocol.CodeResponseTooLarge, Message: "response too large"}
 	// ErrInternal: an unexpected failure in the daemon (details are in its
 	// log), or a response this client could not read.
 	ErrInternal = &protocol.Error{Code: protocol.CodeInternal, Message: "internal error"}

@@ -184,6 +184,7 @@ func TestErrorSentinelsMatchResponses(t *testing.T) {
 		protocol.CodeQuotaExceeded: ErrQuotaExceeded, protocol.CodeNotInteger: ErrNotInteger,
 		protocol.CodeOverflow: ErrOverflow, protocol.CodeUnavailable: ErrUnavailable,
 		protocol.CodeBusy: ErrBusy, protocol.CodeInternal: ErrInternal,
+		protocol.CodeResponseTooLarge: ErrResponseTooLarge,
 	}
 	for _, code := range protocol.Codes {
 		if _, ok := sentinels[code]; !ok {

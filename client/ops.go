@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"iter"
 	"reflect"
@@ -158,8 +159,8 @@ type BytesItem struct {
 // GetMany decodes the JSON values of keys into dst, which must point to a
 // slice; the slice is replaced by one of len(keys) elements, the value of
 // keys[i] in element i. found[i] reports whether keys[i] exists; the
-// element of a missing key is the zero value. At most Limits().MaxBatch
-// keys.
+// element of a missing key is the zero value. Any number of keys: see
+// GetManyBytes.
 func (c *Client) GetMany(ctx context.Context, keys []string, dst any) (found []bool, err error) {
 	rv := reflect.ValueOf(dst)
 	if rv.Kind() != reflect.Pointer || rv.IsNil() || rv.Elem().Kind() != reflect.Slice {
@@ -186,14 +187,69 @@ func (c *Client) GetMany(ctx context.Context, keys []string, dst any) (found []b
 
 // GetManyBytes returns the values of keys, in order, as they are stored;
 // the element of a missing key is nil (a present empty value is a non-nil
-// empty slice). At most Limits().MaxBatch keys.
+// empty slice). Any number of keys: more than Limits().MaxBatch are sent as
+// several requests, and a request whose values the daemon refuses as over
+// its Limits().MaxResponse is split in two and sent again, so the values
+// may come from more than one moment (as they would from several calls).
 func (c *Client) GetManyBytes(ctx context.Context, keys []string) ([][]byte, error) {
+	if batch := int(c.Limits().MaxBatch); batch > 0 && len(keys) > batch {
+		values := make([][]byte, len(keys))
+		err := parallel(len(keys), batch, func(from, to int) error {
+			part, err := c.getManyBytes(ctx, keys[from:to])
+			copy(values[from:to], part)
+			return err
+		})
+		if err != nil {
+			return nil, err
+		}
+		return values, nil
+	}
+	return c.getManyBytes(ctx, keys)
+}
+
+// getManyBytes is one getMany request, split in halves while the daemon
+// answers response_too_large.
+func (c *Client) getManyBytes(ctx context.Context, keys []string) ([][]byte, error) {
 	cl, err := c.keysCall(ctx, protocol.OpGetMany, keys)
+	if errors.Is(err, ErrResponseTooLarge) && len(keys) > 1 {
+		values := make([][]byte, len(keys))
+		err := parallel(len(keys), (len(keys)+1)/2, func(from, to int) error {
+			part, err := c.getManyBytes(ctx, keys[from:to])
+			copy(values[from:to], part)
+			return err
+		})
+		if err != nil {
+			return nil, err
+		}
+		return values, nil
+	}
 	if err != nil {
 		return nil, err
 	}
 	defer putCall(cl)
 	return cl.resp.Values, nil
+}
+
+// parallel runs fn on the runs [from, to) of size (the last may be
+// shorter) covering 0..n, concurrently (the calls share the connection's
+// pipeline), and returns the first error.
+func parallel(n, size int, fn func(from, to int) error) error {
+	var wg sync.WaitGroup
+	errs := make([]error, (n+size-1)/size)
+	for i := range errs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i] = fn(i*size, min((i+1)*size, n))
+		}()
+	}
+	wg.Wait()
+	for _, err := range errs {
+		if err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // SetMany stores every item, its value encoded as JSON, atomically: all are

@@ -69,7 +69,7 @@ func TestResponseRoundTrip(t *testing.T) {
 		{ID: 12, Op: OpList, List: ListResult{Keys: []string{"a", "b"}, Cursor: "b"}},
 		{ID: 13, Op: OpList, List: ListResult{Keys: []string{"a"}, Values: [][]byte{[]byte("x")}}},
 		{ID: 14, Op: OpUsage, Usage: UsageResult{Bytes: 10, Entries: 2, Quota: 1 << 30}},
-		{ID: 0, Op: OpHello, Hello: HelloResult{Version: 1, Server: "kvsidecar/x", Project: "p", Limits: Limits{MaxKey: 1, MaxValue: 2, MaxFrame: 3, MaxInflight: 4, MaxBatch: 5}}},
+		{ID: 0, Op: OpHello, Hello: HelloResult{Version: 1, Server: "kvsidecar/x", Project: "p", Limits: Limits{MaxKey: 1, MaxValue: 2, MaxFrame: 3, MaxInflight: 4, MaxBatch: 5, MaxResponse: 6}}},
 		{ID: 15, Op: OpSet, Err: &Error{Code: CodeQuotaExceeded, Message: "quota exceeded: project uses 10 of 10 bytes"}},
 	}
 	enc, dec := NewEncoder(), NewDecoder()

@@ -19,23 +19,24 @@ const (
 	CodeForbidden          Code = "forbidden"           // the caller maps to no project, or to the system project
 
 	// Request level: the connection stays usable.
-	CodeBadRequest    Code = "bad_request"     // a field is missing, of the wrong type or out of range
-	CodeUnknownOp     Code = "unknown_op"      // the op is not one this server knows
-	CodeKeyTooLarge   Code = "key_too_large"   // a key exceeds the max key size
-	CodeValueTooLarge Code = "value_too_large" // a value exceeds the max value size
-	CodeQuotaExceeded Code = "quota_exceeded"  // the write would push the project above its quota
-	CodeNotInteger    Code = "not_integer"     // incr on a value that is not a JSON integer
-	CodeOverflow      Code = "overflow"        // incr would leave the 64-bit signed range
-	CodeUnavailable   Code = "unavailable"     // the store cannot be reached, or the daemon is stopping
-	CodeBusy          Code = "busy"            // the daemon's write queue stayed full until the deadline
-	CodeInternal      Code = "internal"        // a bug or an unexpected failure; details are in the daemon's log
+	CodeBadRequest       Code = "bad_request"        // a field is missing, of the wrong type or out of range
+	CodeUnknownOp        Code = "unknown_op"         // the op is not one this server knows
+	CodeKeyTooLarge      Code = "key_too_large"      // a key exceeds the max key size
+	CodeValueTooLarge    Code = "value_too_large"    // a value exceeds the max value size
+	CodeQuotaExceeded    Code = "quota_exceeded"     // the write would push the project above its quota
+	CodeNotInteger       Code = "not_integer"        // incr on a value that is not a JSON integer
+	CodeOverflow         Code = "overflow"           // incr would leave the 64-bit signed range
+	CodeUnavailable      Code = "unavailable"        // the store cannot be reached, or the daemon is stopping
+	CodeBusy             Code = "busy"               // the daemon's write queue stayed full until the deadline, or (at connect) it has no room for another connection
+	CodeResponseTooLarge Code = "response_too_large" // the response would exceed the announced max_response
+	CodeInternal         Code = "internal"           // a bug or an unexpected failure; details are in the daemon's log
 )
 
 // Codes lists every code, in the order of PROTOCOL.md.
 var Codes = []Code{
 	CodeBadFrame, CodeFrameTooLarge, CodeUnsupportedVersion, CodeForbidden,
 	CodeBadRequest, CodeUnknownOp, CodeKeyTooLarge, CodeValueTooLarge,
-	CodeQuotaExceeded, CodeNotInteger, CodeOverflow, CodeUnavailable, CodeBusy, CodeInternal,
+	CodeQuotaExceeded, CodeNotInteger, CodeOverflow, CodeUnavailable, CodeBusy, CodeResponseTooLarge, CodeInternal,
 }
 
 // Known reports whether c is one of the documented codes.

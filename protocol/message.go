@@ -176,4 +176,5 @@ type Limits struct {
 	MaxFrame    int64 // bytes of a frame payload
 	MaxInflight int64 // requests in flight per connection before the server stops reading
 	MaxBatch    int64 // keys or items of one *Many request, and entries of one list page
+	MaxResponse int64 // bytes of a response payload; 0 from a server that does not announce it
 }

@@ -224,4 +224,7 @@ var limitFields = [...]mapField[Limits]{
 	{name: "max_batch",
 		encode: func(w *writer, l *Limits) { w.int(l.MaxBatch) },
 		decode: func(rd *reader, l *Limits) { l.MaxBatch = rd.int("limits.max_batch") }},
+	{name: "max_response",
+		encode: func(w *writer, l *Limits) { w.int(l.MaxResponse) },
+		decode: func(rd *reader, l *Limits) { l.MaxResponse = rd.int("limits.max_response") }},
 }

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+	"golang.org/x/sync/semaphore"
 
 	"github.com/kvsidecar/kvsidecar/protocol"
 	"github.com/kvsidecar/kvsidecar/sidecar/identity"
@@ -63,22 +64,33 @@ type conn struct {
 	nc      *net.UnixConn
 	peer    identity.Peer
 	project string
+	proj    *projectState
 	log     *zap.Logger
 
-	slots      chan struct{} // requests read and not yet answered (MaxInflight)
-	out        chan outItem  // responses for the write loop
+	// ctx is cancelled when the connection ends (end) or the server stops
+	// reading: the read loop stops waiting for a slot or for bytes.
+	ctx    context.Context
+	cancel context.CancelFunc
+
+	slots      chan struct{}       // requests read and not yet answered (MaxInflight)
+	bytes      *semaphore.Weighted // bytes this connection holds (MaxConnInflightBytes)
+	out        chan outItem        // responses for the write loop
 	writerDone chan struct{}
 	wg         sync.WaitGroup // request goroutines
 	order      orderer
 
-	endOnce sync.Once
-	reason  closeReason // set once, by end
+	endOnce   sync.Once
+	reason    closeReason // set once, by end
+	revokeMsg string      // the forbidden message of a revoked connection; set before end(closeRevoked)
 }
 
 // hold is what one request holds from the moment its frame header is read
 // until its response is written or dropped: one of the connection's slots
-// and its bytes of the server's in-flight budget. It is given back in one
-// place, conn.release.
+// and bytes of the connection's, its project's and the server's budgets.
+// The bytes are first a reserve for the largest request and response
+// (Config.frameReserve), trimmed once the request is decoded to what its
+// response may need, and once it is answered to what the response holds.
+// Only trim and conn.release give bytes back.
 type hold struct {
 	slot  bool
 	bytes int64
@@ -90,24 +102,41 @@ type outItem struct {
 	hold hold
 }
 
-func newConn(s *Server, nc *net.UnixConn, peer identity.Peer, project string) *conn {
-	return &conn{
+func newConn(s *Server, nc *net.UnixConn, peer identity.Peer, ps *projectState) *conn {
+	c := &conn{
 		s:       s,
 		nc:      nc,
 		peer:    peer,
-		project: project,
-		log:     s.log.With(zap.Int32("pid", peer.PID), zap.Uint32("uid", peer.UID), zap.String("project", project)),
+		project: ps.name,
+		proj:    ps,
+		log:     s.log.With(zap.Int32("pid", peer.PID), zap.Uint32("uid", peer.UID), zap.String("project", ps.name)),
 		slots:   make(chan struct{}, s.cfg.MaxInflight),
+		bytes:   semaphore.NewWeighted(s.cfg.MaxConnInflightBytes),
 		// Every queued response holds a slot, plus at most one closing
 		// error frame, so sends to out never block.
 		out:        make(chan outItem, s.cfg.MaxInflight+1),
 		writerDone: make(chan struct{}),
 	}
+	c.ctx, c.cancel = context.WithCancel(s.stopReading)
+	return c
 }
 
 // end records why the connection ends; the first reason wins.
 func (c *conn) end(r closeReason) {
 	c.endOnce.Do(func() { c.reason = r })
+	c.cancel()
+}
+
+// revoke ends a connection whose peer no longer maps to its project: the
+// read loop stops at once, requests already read are answered, then a
+// forbidden frame carrying msg is sent and the connection closed.
+func (c *conn) revoke(msg string) {
+	c.endOnce.Do(func() {
+		c.revokeMsg = msg
+		c.reason = closeRevoked
+	})
+	c.cancel()
+	c.nc.SetReadDeadline(time.Now())
 }
 
 // run serves the connection until it ends (see closeReason); it returns
@@ -117,9 +146,17 @@ func (c *conn) run() {
 	go c.writeLoop()
 	c.end(c.readLoop())
 	c.wg.Wait()
-	if c.reason == closeStopping {
+	switch c.reason {
+	case closeStopping:
 		c.out <- outItem{resp: &protocol.Response{Err: protocol.NewError(protocol.CodeUnavailable, "the daemon is stopping; requests not yet answered were not read")}}
+	case closeRevoked:
+		c.out <- outItem{resp: &protocol.Response{Err: protocol.NewError(protocol.CodeForbidden, c.revokeMsg)}}
+	case closeHelloTimeout:
+		c.s.metrics.refused.WithLabelValues(string(refusedHelloTimeout)).Inc()
+		c.s.limited.Info("closing connection: no hello within the hello timeout", zap.Int32("pid", c.peer.PID), zap.Uint32("uid", c.peer.UID), zap.String("project", c.project), zap.Duration("hello_timeout", c.s.cfg.HelloTimeout))
+		c.out <- outItem{resp: &protocol.Response{Err: protocol.NewError(protocol.CodeBadRequest, fmt.Sprintf("no hello within %s (the daemon's hello timeout)", c.s.cfg.HelloTimeout))}}
 	}
+	c.cancel()
 	close(c.out)
 	<-c.writerDone
 	c.nc.Close()
@@ -142,27 +179,31 @@ func (c *conn) readLoop() closeReason {
 	dec.MaxBatch = store.MaxBatchItems
 	var buf []byte
 	greeted := false
+	c.nc.SetReadDeadline(time.Now().Add(cfg.HelloTimeout))
 	for {
 		select {
 		case c.slots <- struct{}{}:
-		case <-c.s.stopReading.Done():
-			return closeStopping
+		case <-c.ctx.Done():
+			return c.interrupted(greeted)
 		}
 		h := hold{slot: true}
 		n, err := protocol.ReadFrameHeader(br, cfg.MaxFrameBytes)
 		if err != nil {
 			c.release(h)
-			return c.readFailed(err)
+			return c.readFailed(err, greeted)
 		}
-		if err := c.s.bytes.Acquire(c.s.stopReading, int64(n)); err != nil {
+		// Reserve the most this request and its response can hold before
+		// reading it; the reserve is trimmed once the request is decoded.
+		reserve := int64(n) + 2*int64(cfg.MaxResponseBytes)
+		if err := c.acquire(reserve); err != nil {
 			c.release(h)
-			return closeStopping
+			return c.interrupted(greeted)
 		}
-		h.bytes = int64(n)
+		h.bytes = reserve
 		payload, err := protocol.ReadFramePayload(br, n, buf)
 		if err != nil {
 			c.release(h)
-			return c.readFailed(err)
+			return c.readFailed(err, greeted)
 		}
 		if cap(payload) <= keepBufferMax {
 			buf = payload
@@ -173,6 +214,7 @@ func (c *conn) readLoop() closeReason {
 			if scanErr != nil {
 				return c.fatal(h, 0, protocol.CodeBadFrame, err.Error())
 			}
+			c.trim(&h, int64(n)+c.s.smallResponse())
 			c.send(&protocol.Response{ID: id, Err: protocol.NewError(protocol.CodeBadRequest, "bad request: "+err.Error())}, h)
 			c.count(protocol.OpInvalid, protocol.CodeBadRequest, time.Time{})
 			if !greeted {
@@ -180,11 +222,18 @@ func (c *conn) readLoop() closeReason {
 			}
 			continue
 		}
+		c.trim(&h, int64(n)+c.s.responseReserve(req))
 		if !greeted {
 			if r, ok := c.hello(req, h); !ok {
 				return r
 			}
 			greeted = true
+			// The hello timeout no longer applies. A stop or revocation
+			// that set a deadline meanwhile is seen through ctx.
+			c.nc.SetReadDeadline(time.Time{})
+			if c.ctx.Err() != nil {
+				return c.interrupted(greeted)
+			}
 			continue
 		}
 		keys, barrier := orderKeys(req)
@@ -214,6 +263,7 @@ func (c *conn) hello(req *protocol.Request, h hold) (closeReason, bool) {
 			MaxFrame:    int64(cfg.MaxFrameBytes),
 			MaxInflight: int64(cfg.MaxInflight),
 			MaxBatch:    store.MaxBatchItems,
+			MaxResponse: int64(cfg.MaxResponseBytes),
 		},
 	}}, h)
 	return "", true
@@ -228,13 +278,13 @@ func opName(req *protocol.Request) string {
 
 // readFailed turns a read error into the reason the connection ends,
 // queueing an error frame when the peer sent something wrong.
-func (c *conn) readFailed(err error) closeReason {
+func (c *conn) readFailed(err error, greeted bool) closeReason {
 	var ne net.Error
 	switch {
 	case errors.Is(err, io.EOF):
 		return closePeerClosed
 	case errors.Is(err, os.ErrDeadlineExceeded), errors.As(err, &ne) && ne.Timeout():
-		return closeStopping
+		return c.interrupted(greeted)
 	case errors.Is(err, protocol.ErrFrameTooLarge):
 		return c.fatal(hold{}, 0, protocol.CodeFrameTooLarge, err.Error())
 	case errors.Is(err, protocol.ErrTruncated):
@@ -244,12 +294,27 @@ func (c *conn) readFailed(err error) closeReason {
 	return closeReadError
 }
 
+// interrupted is why the read loop was stopped from outside: a stop, an end
+// recorded by another goroutine (a revocation, a failed write), or the
+// hello timeout.
+func (c *conn) interrupted(greeted bool) closeReason {
+	switch {
+	case c.s.stopReading.Err() != nil:
+		return closeStopping
+	case c.ctx.Err() != nil:
+		return c.reason // set by end or revoke before they cancelled ctx
+	case !greeted:
+		return closeHelloTimeout
+	}
+	return closeReadError
+}
+
 // fatal queues a closing error frame, which carries h; the read loop then
 // ends.
 func (c *conn) fatal(h hold, id uint64, code protocol.Code, msg string) closeReason {
 	c.s.metrics.badFrames.Inc()
 	c.count(protocol.OpInvalid, code, time.Time{})
-	c.log.Info("closing connection after a bad frame", zap.String("code", string(code)), zap.String("error", msg))
+	c.s.limited.Info("closing connection after a bad frame", zap.Int32("pid", c.peer.PID), zap.Uint32("uid", c.peer.UID), zap.String("project", c.project), zap.String("code", string(code)), zap.String("error", msg))
 	c.out <- outItem{resp: &protocol.Response{ID: id, Err: protocol.NewError(code, msg)}, hold: h}
 	return closeBadFrame
 }
@@ -259,13 +324,53 @@ func (c *conn) send(resp *protocol.Response, h hold) {
 	c.out <- outItem{resp: resp, hold: h}
 }
 
+// acquire takes n bytes from the connection's budget, then its project's,
+// then the server's, waiting while any is short. Every request takes its
+// bytes in one acquire, in that order, and never waits for more while it
+// holds some, so waiting cannot deadlock.
+func (c *conn) acquire(n int64) error {
+	if err := c.bytes.Acquire(c.ctx, n); err != nil {
+		return err
+	}
+	if err := c.proj.bytes.Acquire(c.ctx, n); err != nil {
+		c.bytes.Release(n)
+		return err
+	}
+	if err := c.s.bytes.Acquire(c.ctx, n); err != nil {
+		c.proj.bytes.Release(n)
+		c.bytes.Release(n)
+		return err
+	}
+	c.proj.held.Add(n)
+	c.s.metrics.inflight.Add(float64(n))
+	return nil
+}
+
+// giveBack returns n bytes to the budgets acquire took them from.
+func (c *conn) giveBack(n int64) {
+	if n <= 0 {
+		return
+	}
+	c.s.metrics.inflight.Sub(float64(n))
+	c.proj.held.Add(-n)
+	c.s.bytes.Release(n)
+	c.proj.bytes.Release(n)
+	c.bytes.Release(n)
+}
+
+// trim lowers what h holds to n bytes, when it holds more.
+func (c *conn) trim(h *hold, n int64) {
+	if h.bytes > n {
+		c.giveBack(h.bytes - n)
+		h.bytes = n
+	}
+}
+
 // release gives back what a request held. It is called once per hold: by
 // the write loop after the response is written or dropped, or by the read
 // loop when the frame could not be read.
 func (c *conn) release(h hold) {
-	if h.bytes > 0 {
-		c.s.bytes.Release(h.bytes)
-	}
+	c.giveBack(h.bytes)
 	if h.slot {
 		<-c.slots
 	}
@@ -298,6 +403,8 @@ func (c *conn) handle(req *protocol.Request, t *ticket, h hold, start time.Time)
 		code = perr.Code
 	}
 	c.count(req.Op, code, start)
+	// The request is done with; what stays is the response.
+	c.trim(&h, c.s.responseSize(resp))
 	c.send(resp, h)
 }
 
@@ -330,8 +437,18 @@ func (c *conn) writeLoop() {
 	bw := bufio.NewWriterSize(c.nc, writeBufferSize)
 	enc := protocol.NewEncoder()
 	broken := false
+	timeout := c.s.cfg.WriteTimeout
+	var deadlineSet time.Time
 	for item := range c.out {
 		if !broken {
+			// Every write must complete within the write timeout of the
+			// moment it started. Moving the deadline costs a timer update,
+			// so it moves only when a tenth of the timeout has passed: a
+			// peer is cut off after between 0.9 and 1 times the timeout.
+			if now := time.Now(); now.Sub(deadlineSet) > timeout/10 {
+				c.nc.SetWriteDeadline(now.Add(timeout))
+				deadlineSet = now
+			}
 			frame, err := enc.Response(item.resp)
 			if err != nil {
 				c.log.Error("encode response", zap.Error(err))
@@ -353,12 +470,18 @@ func (c *conn) writeLoop() {
 	}
 }
 
-// writeFailed ends a connection whose peer no longer takes its responses;
-// closing the socket makes the read loop end, and remaining responses are
-// dropped.
+// writeFailed ends a connection whose peer no longer takes its responses,
+// or takes them too slowly; closing the socket makes the read loop end, and
+// remaining responses are dropped (what they hold is released).
 func (c *conn) writeFailed(err error) bool {
-	c.log.Debug("write failed; closing connection", zap.Error(err))
-	c.end(closeWriteError)
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		c.end(closeSlowReader)
+		c.s.limited.Info("closing connection: the peer did not take its responses within the write timeout",
+			zap.Int32("pid", c.peer.PID), zap.Uint32("uid", c.peer.UID), zap.String("project", c.project), zap.Duration("write_timeout", c.s.cfg.WriteTimeout))
+	} else {
+		c.end(closeWriteError)
+		c.log.Debug("write failed; closing connection", zap.Error(err))
+	}
 	c.nc.Close()
 	return true
 }

@@ -61,7 +61,7 @@ func (s *Server) execute(ctx context.Context, project string, req *protocol.Requ
 	case protocol.OpClear:
 		resp.Int, err = st.Clear(ctx, project)
 	case protocol.OpGetMany:
-		resp.Values, err = st.GetMany(ctx, project, req.Keys)
+		resp.Values, err = s.getMany(ctx, project, req.Keys)
 	case protocol.OpHasMany:
 		resp.Bools, err = st.HasMany(ctx, project, req.Keys)
 	case protocol.OpDeleteMany:
@@ -95,38 +95,196 @@ func (s *Server) execute(ctx context.Context, project string, req *protocol.Requ
 	return err
 }
 
-func (s *Server) list(ctx context.Context, project string, req *protocol.Request, resp *protocol.Response) error {
-	limit := req.Limit
-	switch {
-	case limit < 0:
-		return protocol.NewError(protocol.CodeBadRequest, fmt.Sprintf("limit %d is negative", limit))
-	case limit == 0:
-		limit = DefaultListLimit
-	case limit > store.MaxListLimit:
-		limit = store.MaxListLimit
+// Memory accounting of responses. The figures are what a response holds in
+// the daemon's memory beyond its keys' and values' bytes, rounded up: a
+// slice or string header per entry (24 bytes) and its msgpack header (at
+// most 5), and for the whole response its struct and map keys. They are
+// also upper bounds of the encoded size, so a response accounted within
+// MaxResponseBytes is encoded within it.
+const (
+	entryOverhead    = 48
+	responseOverhead = 512
+)
+
+// smallResponse is what the response of a request that returns no keys or
+// values may hold: an error message names at most one key.
+func (s *Server) smallResponse() int64 {
+	return responseOverhead + int64(s.cfg.Limits.MaxKeyBytes)
+}
+
+// responseReserve is the most the response to req may hold while it is
+// produced, the decoded request's own entries included. It is reserved
+// before the request runs, so that whatever peers ask, the responses being
+// produced fit in the budgets.
+func (s *Server) responseReserve(req *protocol.Request) int64 {
+	l := s.cfg.Limits
+	small := s.smallResponse()
+	// The store is read in slices (getMany, list): at most one response
+	// of MaxResponseBytes and one slice of as much.
+	ceiling := 2 * int64(s.cfg.MaxResponseBytes)
+	switch req.Op {
+	case protocol.OpGet:
+		return small + int64(l.MaxValueBytes)
+	case protocol.OpGetMany:
+		return small + min(int64(len(req.Keys))*(int64(l.MaxValueBytes)+entryOverhead), ceiling)
+	case protocol.OpHasMany, protocol.OpDeleteMany:
+		return small + int64(len(req.Keys))*entryOverhead
+	case protocol.OpSetMany:
+		return small + int64(len(req.Items))*entryOverhead
+	case protocol.OpList:
+		return small + min(int64(s.listLimit(req.Limit))*s.listEntryMax(req.Values), ceiling)
 	}
-	page, err := s.store.List(ctx, project, store.ListOptions{
-		Prefix: req.Prefix,
-		After:  req.Cursor,
-		Limit:  int(limit),
-		Values: req.Values,
-	})
-	if err != nil {
-		return err
+	return small
+}
+
+// responseSize is what resp holds, by the same measure as responseReserve.
+func (s *Server) responseSize(resp *protocol.Response) int64 {
+	n := int64(responseOverhead)
+	if resp.Err != nil {
+		return n + int64(len(resp.Err.Message))
 	}
-	l := &resp.List
-	l.Keys = make([]string, len(page.Entries))
-	if req.Values {
-		l.Values = make([][]byte, len(page.Entries))
+	n += int64(len(resp.Value))
+	for _, v := range resp.Values {
+		n += int64(len(v)) + entryOverhead
 	}
-	for i, e := range page.Entries {
-		l.Keys[i] = e.Key
-		if req.Values {
-			l.Values[i] = e.Value
+	n += int64(len(resp.Bools)) * entryOverhead
+	for _, k := range resp.List.Keys {
+		n += int64(len(k)) + entryOverhead
+	}
+	for _, v := range resp.List.Values {
+		n += int64(len(v)) + entryOverhead
+	}
+	return n + int64(len(resp.List.Cursor))
+}
+
+// responseBudget is how many bytes of keys and values (with their
+// entryOverhead) one response may carry.
+func (s *Server) responseBudget() int64 {
+	return int64(s.cfg.MaxResponseBytes) - responseOverhead
+}
+
+// getMany reads keys in slices small enough that a slice of the largest
+// values fits in one response, and fails with response_too_large once the
+// values found exceed the response limit. The daemon thus holds at most one
+// response and one slice for it, whatever the keys' values are; when they
+// are small (the common case) one slice is the whole request.
+func (s *Server) getMany(ctx context.Context, project string, keys []string) ([][]byte, error) {
+	// Checked here so that an error names the key's index in the request,
+	// not in its slice.
+	if err := s.cfg.Limits.CheckKeys(keys); err != nil {
+		return nil, err
+	}
+	budget := s.responseBudget()
+	slice := max(1, int(budget/(int64(s.cfg.Limits.MaxValueBytes)+entryOverhead)))
+	if len(keys) <= slice {
+		values, err := s.store.GetMany(ctx, project, keys)
+		if err == nil && s.valuesSize(values) > budget {
+			return nil, s.tooLarge(len(keys))
 		}
+		return values, err
 	}
-	if page.More && len(page.Entries) > 0 {
-		l.Cursor = page.Entries[len(page.Entries)-1].Key
+	values := make([][]byte, 0, len(keys))
+	var size int64
+	for i := 0; i < len(keys); i += slice {
+		part, err := s.store.GetMany(ctx, project, keys[i:min(i+slice, len(keys))])
+		if err != nil {
+			return nil, err
+		}
+		if size += s.valuesSize(part); size > budget {
+			return nil, s.tooLarge(len(keys))
+		}
+		values = append(values, part...)
+	}
+	return values, nil
+}
+
+func (s *Server) valuesSize(values [][]byte) int64 {
+	var n int64
+	for _, v := range values {
+		n += int64(len(v)) + entryOverhead
+	}
+	return n
+}
+
+func (s *Server) tooLarge(keys int) error {
+	return protocol.NewError(protocol.CodeResponseTooLarge, fmt.Sprintf(
+		"response too large: the values of these %d keys exceed the response limit of %d bytes (max_response); ask for fewer keys at once",
+		keys, s.cfg.MaxResponseBytes))
+}
+
+// listLimit is the page size of a list request's limit.
+func (s *Server) listLimit(limit int64) int64 {
+	switch {
+	case limit <= 0:
+		return DefaultListLimit
+	case limit > store.MaxListLimit:
+		return store.MaxListLimit
+	}
+	return limit
+}
+
+// listEntryMax is the most one list entry may hold.
+func (s *Server) listEntryMax(values bool) int64 {
+	n := int64(s.cfg.Limits.MaxKeyBytes) + entryOverhead
+	if values {
+		n += int64(s.cfg.Limits.MaxValueBytes) + entryOverhead
+	}
+	return n
+}
+
+// list answers a page of keys (and values), read from the store in slices
+// small enough that a slice of the largest entries fits in one response. A
+// page that would exceed the response limit ends early, with a cursor, so
+// the caller reads on from there; it holds at least one entry.
+func (s *Server) list(ctx context.Context, project string, req *protocol.Request, resp *protocol.Response) error {
+	if req.Limit < 0 {
+		return protocol.NewError(protocol.CodeBadRequest, fmt.Sprintf("limit %d is negative", req.Limit))
+	}
+	limit := s.listLimit(req.Limit)
+	budget := s.responseBudget()
+	perEntry := s.listEntryMax(req.Values)
+	l := &resp.List
+	l.Keys = []string{}
+	if req.Values {
+		l.Values = [][]byte{}
+	}
+	after := req.Cursor
+	var size int64
+	for remaining := limit; remaining > 0; {
+		n := min(remaining, max(1, (budget-size)/perEntry))
+		page, err := s.store.List(ctx, project, store.ListOptions{
+			Prefix: req.Prefix,
+			After:  after,
+			Limit:  int(n),
+			Values: req.Values,
+		})
+		if err != nil {
+			return err
+		}
+		for _, e := range page.Entries {
+			es := int64(len(e.Key)) + entryOverhead
+			if req.Values {
+				es += int64(len(e.Value)) + entryOverhead
+			}
+			if size+es > budget && len(l.Keys) > 0 {
+				// Full: end the page before this entry.
+				l.Cursor = l.Keys[len(l.Keys)-1]
+				return nil
+			}
+			size += es
+			l.Keys = append(l.Keys, e.Key)
+			if req.Values {
+				l.Values = append(l.Values, e.Value)
+			}
+		}
+		remaining -= int64(len(page.Entries))
+		if !page.More || len(page.Entries) == 0 {
+			return nil
+		}
+		after = page.Entries[len(page.Entries)-1].Key
+		if remaining == 0 {
+			l.Cursor = after
+		}
 	}
 	return nil
 }

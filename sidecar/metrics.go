@@ -1,9 +1,18 @@
 package sidecar
 
 import (
+	"sort"
+
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 )
+
+// topProjects is how many projects the per-project metrics name: the ones
+// with the most connections and the ones holding the most in-flight bytes
+// (up to twice this many series in all), so that a daemon serving
+// thousands of projects exports a bounded number of series, and the
+// projects an operator must look at are among them.
+const topProjects = 10
 
 // Metrics are the daemon's Prometheus metrics, on their own registry.
 type Metrics struct {
@@ -14,6 +23,8 @@ type Metrics struct {
 	connsOpen     prometheus.Gauge
 	conns         *prometheus.CounterVec // result: accepted, refused
 	closed        *prometheus.CounterVec // reason: a closeReason
+	refused       *prometheus.CounterVec // reason: a refusal
+	inflight      prometheus.Gauge       // bytes held in the in-flight budget
 	batchSize     prometheus.Histogram
 	quotaRefusals prometheus.Counter
 	badFrames     prometheus.Counter
@@ -49,6 +60,17 @@ func NewMetrics() *Metrics {
 	for _, r := range closeReasons {
 		m.closed.WithLabelValues(string(r))
 	}
+	m.refused = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "kvsidecar_connections_refused_total",
+		Help: "Client connections refused, by reason: max_conns, project_conns, unmapped, forbidden, hello_timeout.",
+	}, []string{"reason"})
+	for _, r := range refusals {
+		m.refused.WithLabelValues(string(r))
+	}
+	m.inflight = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "kvsidecar_inflight_bytes",
+		Help: "Bytes held now by requests read and responses not yet written (reserved, then actual), against --max-inflight-bytes.",
+	})
 	m.batchSize = prometheus.NewHistogram(prometheus.HistogramOpts{
 		Name:    "kvsidecar_store_batch_size",
 		Help:    "Write requests committed per store transaction (group commit).",
@@ -62,7 +84,7 @@ func NewMetrics() *Metrics {
 		Name: "kvsidecar_bad_frames_total",
 		Help: "Connections closed because of a malformed or oversized frame.",
 	})
-	m.Registry.MustRegister(m.requests, m.duration, m.connsOpen, m.conns, m.closed, m.batchSize, m.quotaRefusals, m.badFrames,
+	m.Registry.MustRegister(m.requests, m.duration, m.connsOpen, m.conns, m.closed, m.refused, m.inflight, m.batchSize, m.quotaRefusals, m.badFrames,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)
@@ -72,3 +94,60 @@ func NewMetrics() *Metrics {
 // ObserveBatch records the size of one store transaction; backends call it
 // through their ObserveBatch hook.
 func (m *Metrics) ObserveBatch(n int) { m.batchSize.Observe(float64(n)) }
+
+// watchServer registers the per-project metrics of s.
+func (m *Metrics) watchServer(s *Server) {
+	m.Registry.MustRegister(projectCollector{s: s})
+}
+
+var (
+	projectConnsDesc = prometheus.NewDesc("kvsidecar_project_connections",
+		"Open connections of a project, for the projects with the most connections or in-flight bytes (at most 10 of each).",
+		[]string{"project"}, nil)
+	projectBytesDesc = prometheus.NewDesc("kvsidecar_project_inflight_bytes",
+		"In-flight bytes held by a project's connections, for the same projects as kvsidecar_project_connections.",
+		[]string{"project"}, nil)
+	projectsDesc = prometheus.NewDesc("kvsidecar_projects_connected",
+		"Projects with at least one open connection.", nil, nil)
+)
+
+// projectCollector exports connections and in-flight bytes of the top
+// projects (see topProjects) at each scrape.
+type projectCollector struct{ s *Server }
+
+func (pc projectCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- projectConnsDesc
+	ch <- projectBytesDesc
+	ch <- projectsDesc
+}
+
+func (pc projectCollector) Collect(ch chan<- prometheus.Metric) {
+	type row struct {
+		name  string
+		conns int
+		bytes int64
+	}
+	s := pc.s
+	s.mu.Lock()
+	rows := make([]row, 0, len(s.projects))
+	for _, ps := range s.projects {
+		rows = append(rows, row{ps.name, ps.conns, ps.held.Load()})
+	}
+	s.mu.Unlock()
+	ch <- prometheus.MustNewConstMetric(projectsDesc, prometheus.GaugeValue, float64(len(rows)))
+	chosen := make(map[string]row)
+	sort.Slice(rows, func(i, j int) bool { return rows[i].conns > rows[j].conns || rows[i].conns == rows[j].conns && rows[i].name < rows[j].name })
+	for _, r := range rows[:min(len(rows), topProjects)] {
+		chosen[r.name] = r
+	}
+	sort.Slice(rows, func(i, j int) bool { return rows[i].bytes > rows[j].bytes || rows[i].bytes == rows[j].bytes && rows[i].name < rows[j].name })
+	for _, r := range rows[:min(len(rows), topProjects)] {
+		if r.bytes > 0 {
+			chosen[r.name] = r
+		}
+	}
+	for _, r := range chosen {
+		ch <- prometheus.MustNewConstMetric(projectConnsDesc, prometheus.GaugeValue, float64(r.conns), r.name)
+		ch <- prometheus.MustNewConstMetric(projectBytesDesc, prometheus.GaugeValue, float64(r.bytes), r.name)
+	}
+}

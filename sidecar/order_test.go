@@ -2,6 +2,7 @@ package sidecar_test
 
 import (
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -85,33 +86,34 @@ func TestPipelinedWritesToOneKeyApplyInOrder(t *testing.T) {
 	}
 }
 
-// TestMaxConnsMakesCallersWait checks the connection bound: past it a
-// caller is not served until a connection closes, and then it is.
-func TestMaxConnsMakesCallersWait(t *testing.T) {
+// TestMaxConnsRefusesCallers checks the connection bound: past it a caller
+// is refused at once with busy naming the limit (rather than left waiting
+// behind connections that may never close), and once a connection closes
+// the next caller is served.
+func TestMaxConnsRefusesCallers(t *testing.T) {
 	d := sidecartest.Start(t, sidecartest.Options{MaxConns: 1})
 	first := dialRaw(t, d.Socket)
 	first.hello()
 
-	second := dialRaw(t, d.Socket) // queued by the kernel
+	second := dialRaw(t, d.Socket)
 	second.send(&protocol.Request{ID: 0, Op: protocol.OpHello, Version: 1})
-	answered := make(chan *protocol.Response, 1)
-	go func() {
-		r, _ := second.read()
-		answered <- r
-	}()
-	select {
-	case r := <-answered:
-		t.Fatalf("second connection served while the first is open: %+v", r)
-	case <-time.After(300 * time.Millisecond):
+	r, ok := second.read()
+	if !ok || r.Err == nil || r.Err.Code != protocol.CodeBusy || !strings.Contains(r.Err.Message, "--max-conns") {
+		t.Fatalf("second connection while the first is open: %+v (open %v), want busy naming --max-conns", r, ok)
 	}
+	second.expectClosed()
 	first.nc.Close()
-	select {
-	case r := <-answered:
-		if r == nil || r.Err != nil || r.Hello.Project != "test" {
-			t.Fatalf("second connection after the first closed: %+v", r)
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		third := dialRaw(t, d.Socket)
+		r := third.call(&protocol.Request{ID: 0, Op: protocol.OpHello, Version: 1})
+		if r.Err == nil && r.Hello.Project == "test" {
+			return
 		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("second connection not served after the first closed")
+		if r.Err == nil || r.Err.Code != protocol.CodeBusy || time.Now().After(deadline) {
+			t.Fatalf("connection after the first closed: %+v", r)
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }
 

@@ -13,6 +13,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -29,7 +30,8 @@ import (
 // ServerName is sent to clients in the hello result.
 const ServerName = "kvsidecar/0.1.0"
 
-// Timeouts of the server's own housekeeping; a request's are in Config.
+// Timeouts and bounds of the server's own housekeeping; a request's are in
+// Config.
 const (
 	// staleSocketDialTimeout bounds Listen's check for a daemon still
 	// serving an existing socket file. A live daemon accepts at once (the
@@ -40,15 +42,39 @@ const (
 	// of file descriptors: long enough for connections to close and free
 	// some, short enough that callers barely notice.
 	acceptRetryPause = 100 * time.Millisecond
-	// refuseTimeout bounds each step of refusing a caller: writing the
-	// forbidden frame, then reading what the caller still sends. A refused
-	// caller cannot hold a connection slot longer than twice this.
-	refuseTimeout = time.Second
 	// resolveTimeout bounds resolving a caller's project at accept. The
-	// resolvers read memory or local files; a resolver that must ask
-	// another service gets this long before the caller is refused.
+	// resolvers read memory or local files, in the accept loop; a resolver
+	// that must ask another service gets this long before the caller is
+	// refused (and should then resolve off the accept loop).
 	resolveTimeout = 5 * time.Second
+
+	// maxRefusing bounds the refused connections that are being told why
+	// at once. A refusal writes one frame and waits up to refuseLinger for
+	// the peer's hello, so that closing does not reset the connection
+	// before the peer has read the error; past this many, refused
+	// connections are closed at once, so a flood costs the daemon a few
+	// dozen goroutines and no more.
+	maxRefusing = 64
+	// refuseLinger is how long a refusal waits for the peer to close.
+	refuseLinger = 500 * time.Millisecond
+	// refuseWriteTimeout bounds the write of the refusal frame.
+	refuseWriteTimeout = 100 * time.Millisecond
 )
+
+// refusal says why a connection was refused at accept: the reason label of
+// kvsidecar_connections_refused_total.
+type refusal string
+
+// Refusal reasons.
+const (
+	refusedMaxConns     refusal = "max_conns"     // MaxConns connections are open
+	refusedProjectConns refusal = "project_conns" // the project has MaxConnsPerProject open
+	refusedUnmapped     refusal = "unmapped"      // the peer's credentials map to no project
+	refusedForbidden    refusal = "forbidden"     // the project may not use KV, or credentials were unreadable
+	refusedHelloTimeout refusal = "hello_timeout" // accepted, but no hello within HelloTimeout
+)
+
+var refusals = []refusal{refusedMaxConns, refusedProjectConns, refusedUnmapped, refusedForbidden, refusedHelloTimeout}
 
 // Server serves one Unix socket. Create it with NewServer, then Listen and
 // Serve.
@@ -58,9 +84,10 @@ type Server struct {
 	ident   identity.Resolver
 	metrics *Metrics
 	log     *zap.Logger
+	limited *logLimiter // refusals, bad frames, slow readers: lines a peer can cause
 
-	bytes *semaphore.Weighted // request bytes held across connections (MaxInflightBytes)
-	slots chan struct{}       // open connections (MaxConns)
+	bytes    *semaphore.Weighted // bytes held across connections (MaxInflightBytes)
+	refusing chan struct{}       // refusals being written (maxRefusing)
 
 	ln       *net.UnixListener
 	lnFile   os.FileInfo // the socket file Listen created, so RemoveSocket removes only that one
@@ -72,34 +99,60 @@ type Server struct {
 	stopReading, kill      context.Context
 	stopCancel, killCancel context.CancelFunc
 
-	mu    sync.Mutex
-	conns map[*conn]struct{}
-	wg    sync.WaitGroup // one per connection goroutine
+	mu       sync.Mutex
+	conns    map[*conn]struct{}
+	projects map[string]*projectState // projects with open connections
+	wg       sync.WaitGroup           // one per connection goroutine
 }
 
-// NewServer returns a server for cfg, which must have its defaults applied
-// (Config.WithDefaults) and be valid (Config.Validate).
+// projectState is what the connections of one project share. It exists
+// while the project has a connection open.
+type projectState struct {
+	name  string
+	conns int                 // open connections (MaxConnsPerProject); under Server.mu
+	bytes *semaphore.Weighted // bytes held by its connections (ProjectInflightShare)
+	held  atomic.Int64        // the same, for metrics
+}
+
+// NewServer returns a server for cfg (defaults applied by the caller through
+// LoadConfig or Config.WithDefaults).
 func NewServer(cfg Config, st store.Store, ident identity.Resolver, m *Metrics, log *zap.Logger) *Server {
 	s := &Server{
-		cfg:     cfg,
-		store:   st,
-		ident:   ident,
-		metrics: m,
-		log:     log,
-		bytes:   semaphore.NewWeighted(cfg.MaxInflightBytes),
-		slots:   make(chan struct{}, cfg.MaxConns),
-		conns:   make(map[*conn]struct{}),
+		cfg:      cfg,
+		store:    st,
+		ident:    ident,
+		metrics:  m,
+		log:      log,
+		limited:  newLogLimiter(log, time.Now),
+		bytes:    semaphore.NewWeighted(cfg.MaxInflightBytes),
+		refusing: make(chan struct{}, maxRefusing),
+		conns:    make(map[*conn]struct{}),
+		projects: make(map[string]*projectState),
 	}
 	s.stopReading, s.stopCancel = context.WithCancel(context.Background())
 	s.kill, s.killCancel = context.WithCancel(context.Background())
+	m.watchServer(s)
 	return s
 }
 
-// Listen creates the socket. A socket file left by a daemon that is gone is
-// replaced; one on which a daemon still answers is an error, and so is a
-// path that is not a socket.
+// Listen creates the socket. Its directory must not be writable by others
+// unless it has the sticky bit: whoever can write it could replace the
+// socket. The socket is bound in a private directory the daemon creates
+// next to it, given its mode there, and renamed into place, so no path an
+// attacker could swap is ever chmod-ed and a stale socket is replaced
+// atomically. A socket file left by a daemon that is gone is replaced; one
+// on which a daemon still answers is an error, and so is a path that is not
+// a socket.
 func (s *Server) Listen() error {
 	path := s.cfg.Socket
+	dir := filepath.Dir(path)
+	di, err := os.Stat(dir)
+	if err != nil {
+		return fmt.Errorf("listen on %s: socket directory: %w", path, err)
+	}
+	if m := di.Mode(); m&0o002 != 0 && m&os.ModeSticky == 0 {
+		return fmt.Errorf("listen on %s: the directory %s is writable by every user and has no sticky bit, so anyone could replace the socket; remove write permission for others (chmod o-w) or set the sticky bit (chmod +t)", path, dir)
+	}
 	if fi, err := os.Lstat(path); err == nil {
 		if fi.Mode()&os.ModeSocket == 0 {
 			return fmt.Errorf("listen on %s: the path exists and is not a socket; remove it or choose another --socket", path)
@@ -112,34 +165,45 @@ func (s *Server) Listen() error {
 		if !errors.Is(err, syscall.ECONNREFUSED) && !errors.Is(err, syscall.ENOENT) {
 			return fmt.Errorf("listen on %s: check for a running daemon: %w", path, err)
 		}
-		s.log.Info("removing stale socket", zap.String("socket", path))
-		if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
-			return fmt.Errorf("remove stale socket: %w", err)
-		}
+		s.log.Info("replacing stale socket", zap.String("socket", path))
 	}
-	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
+	private, err := os.MkdirTemp(dir, ".kv")
+	if err != nil {
+		return fmt.Errorf("listen on %s: create a private directory beside it: %w", path, err)
+	}
+	defer os.RemoveAll(private)
+	tmp := filepath.Join(private, "s")
+	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: tmp, Net: "unix"})
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", path, err)
 	}
-	// The file stays when the listener closes: RemoveSocket removes it once
-	// the daemon has finished with its store, the last step of a stop.
+	// The bound name moves, and the file stays when the listener closes:
+	// RemoveSocket removes it once the daemon has finished with its store,
+	// the last step of a stop.
 	ln.SetUnlinkOnClose(false)
-	fi, err := os.Lstat(path)
-	if err == nil {
-		err = os.Chmod(path, s.cfg.SocketMode)
+	// Only this process can reach inside private (mode 0700), so this
+	// chmod cannot be redirected.
+	if err := os.Chmod(tmp, s.cfg.SocketMode); err != nil {
+		ln.Close()
+		return fmt.Errorf("set socket mode: %w", err)
 	}
+	fi, err := os.Lstat(tmp)
 	if err != nil {
 		ln.Close()
-		os.Remove(path)
-		return fmt.Errorf("set socket mode: %w", err)
+		return fmt.Errorf("listen on %s: %w", path, err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		ln.Close()
+		return fmt.Errorf("listen on %s: move the socket into place: %w", path, err)
 	}
 	s.ln, s.lnFile = ln, fi
 	return nil
 }
 
 // RemoveSocket closes the listener if Serve has not, and removes the socket
-// file Listen created. A file another daemon has put in its place since is
-// left alone. Calling it again, or without Listen, does nothing.
+// file Listen created. A file another daemon (or anyone) has put in its
+// place since is left alone. Calling it again, or without Listen, does
+// nothing.
 func (s *Server) RemoveSocket() error {
 	if s.ln == nil || s.lnFile == nil {
 		return nil
@@ -213,18 +277,14 @@ func (s *Server) Serve(ctx context.Context) error {
 // Ready reports whether the server accepts connections.
 func (s *Server) Ready() bool { return s.ln != nil && !s.draining.Load() }
 
+// acceptLoop accepts connections and admits or refuses each at once: who
+// the peer is, whether the daemon and the peer's project have room. That
+// work is a system call and a map lookup, so a flood of refused peers
+// delays a mapped caller's accept by microseconds each.
 func (s *Server) acceptLoop() error {
 	for {
-		// Take a connection slot before accepting, so that past MaxConns
-		// callers wait in the kernel's backlog instead of in our memory.
-		select {
-		case s.slots <- struct{}{}:
-		case <-s.stopReading.Done():
-			return nil
-		}
 		nc, err := s.ln.AcceptUnix()
 		if err != nil {
-			<-s.slots
 			if s.draining.Load() {
 				return nil
 			}
@@ -233,75 +293,144 @@ func (s *Server) acceptLoop() error {
 				continue
 			}
 			if errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE) {
-				s.log.Error("accept: out of file descriptors; pausing", zap.Error(err))
+				s.limited.Error("accept: out of file descriptors; pausing", zap.Error(err))
 				time.Sleep(acceptRetryPause)
 				continue
 			}
 			return err
 		}
-		s.wg.Add(1)
-		go func() {
-			defer s.wg.Done()
-			defer func() { <-s.slots }()
-			s.serveConn(nc)
-		}()
+		s.admit(nc)
 	}
 }
 
-// serveConn resolves the caller and runs the connection until it ends.
-func (s *Server) serveConn(nc *net.UnixConn) {
+// admit resolves the peer of a new connection and starts serving it, or
+// refuses it.
+func (s *Server) admit(nc *net.UnixConn) {
 	peer, err := identity.PeerOf(nc)
 	if err != nil {
-		s.log.Warn("refusing connection: cannot read peer credentials", zap.Error(err))
-		s.refuse(nc, "the daemon could not read the caller's credentials")
+		s.refuse(nc, refusedForbidden, protocol.CodeForbidden, "the daemon could not read the caller's credentials", zap.Error(err))
 		return
 	}
 	ctx, cancel := context.WithTimeout(s.stopReading, resolveTimeout)
 	project, err := s.ident.Resolve(ctx, peer)
 	cancel()
-	if err == nil && project == s.cfg.SystemProject {
-		err = fmt.Errorf("project %q is the system project, which has no key-value access", project)
-	}
+	why := refusedUnmapped
 	if err == nil {
-		err = store.CheckProject(project)
+		why = refusedForbidden
+		if project == s.cfg.SystemProject {
+			err = fmt.Errorf("project %q is the system project, which has no key-value access", project)
+		} else {
+			err = store.CheckProject(project)
+		}
 	}
 	if err != nil {
-		s.log.Info("refusing connection", zap.Int32("pid", peer.PID), zap.Uint32("uid", peer.UID), zap.Uint32("gid", peer.GID), zap.Error(err))
-		s.refuse(nc, fmt.Sprintf("forbidden: %s (%s)", err, peer))
+		s.refuse(nc, why, protocol.CodeForbidden, fmt.Sprintf("forbidden: %s (%s)", err, peer), peerFields(peer, zap.Error(err))...)
 		return
 	}
-	c := newConn(s, nc, peer, project)
+
 	s.mu.Lock()
 	if s.draining.Load() {
 		s.mu.Unlock()
 		nc.Close()
 		return
 	}
+	if len(s.conns) >= s.cfg.MaxConns {
+		s.mu.Unlock()
+		s.refuse(nc, refusedMaxConns, protocol.CodeBusy, fmt.Sprintf("busy: the daemon has %d connections open, its limit (--max-conns); try again later", s.cfg.MaxConns), peerFields(peer, zap.String("project", project))...)
+		return
+	}
+	ps := s.projects[project]
+	if ps == nil {
+		ps = &projectState{name: project, bytes: semaphore.NewWeighted(s.cfg.projectInflightBytes())}
+		s.projects[project] = ps
+	}
+	if ps.conns >= s.cfg.MaxConnsPerProject {
+		s.mu.Unlock()
+		s.refuse(nc, refusedProjectConns, protocol.CodeBusy, fmt.Sprintf("busy: project %q has %d connections open, the limit per project (--max-conns-per-project); close some or try again later", project, s.cfg.MaxConnsPerProject), peerFields(peer, zap.String("project", project))...)
+		return
+	}
+	ps.conns++
+	c := newConn(s, nc, peer, ps)
 	s.conns[c] = struct{}{}
+	s.wg.Add(1)
 	s.mu.Unlock()
+
 	s.metrics.conns.WithLabelValues("accepted").Inc()
 	s.metrics.connsOpen.Inc()
-	c.run()
-	s.metrics.connsOpen.Dec()
-	s.mu.Lock()
-	delete(s.conns, c)
-	s.mu.Unlock()
+	go func() {
+		defer s.wg.Done()
+		c.run()
+		s.metrics.connsOpen.Dec()
+		s.mu.Lock()
+		delete(s.conns, c)
+		if ps.conns--; ps.conns == 0 {
+			delete(s.projects, project)
+		}
+		s.mu.Unlock()
+	}()
 }
 
-// refuse sends a forbidden error frame and closes the connection.
-func (s *Server) refuse(nc *net.UnixConn, msg string) {
+func peerFields(p identity.Peer, more ...zap.Field) []zap.Field {
+	return append([]zap.Field{zap.Int32("pid", p.PID), zap.Uint32("uid", p.UID), zap.Uint32("gid", p.GID)}, more...)
+}
+
+// refuse tells a peer why it is not served, in one error frame, and closes
+// the connection; past maxRefusing refusals at once it closes at once. Its
+// log line is rate-limited: peers choose how often they are refused.
+func (s *Server) refuse(nc *net.UnixConn, why refusal, code protocol.Code, msg string, fields ...zap.Field) {
 	s.metrics.conns.WithLabelValues("refused").Inc()
-	s.metrics.closed.WithLabelValues(string(closeForbidden)).Inc()
-	frame, err := protocol.NewEncoder().Response(&protocol.Response{Err: protocol.NewError(protocol.CodeForbidden, msg)})
-	if err == nil {
-		nc.SetWriteDeadline(time.Now().Add(refuseTimeout))
-		nc.Write(frame)
+	s.metrics.refused.WithLabelValues(string(why)).Inc()
+	if why == refusedUnmapped || why == refusedForbidden {
+		s.metrics.closed.WithLabelValues(string(closeForbidden)).Inc()
 	}
-	// Half-close and read what the peer sends (its hello) until it closes or
-	// refuseTimeout passes: closing with unread input would make the kernel reset
-	// the connection, and some clients then lose the error frame.
-	nc.CloseWrite()
-	nc.SetReadDeadline(time.Now().Add(refuseTimeout))
-	io.Copy(io.Discard, io.LimitReader(nc, 1<<20))
-	nc.Close()
+	s.limited.Info("refusing connection", append(fields, zap.String("reason", string(why)))...)
+	select {
+	case s.refusing <- struct{}{}:
+	default:
+		nc.Close()
+		return
+	}
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		defer func() { <-s.refusing }()
+		frame, err := protocol.NewEncoder().Response(&protocol.Response{Err: protocol.NewError(code, msg)})
+		if err == nil {
+			nc.SetWriteDeadline(time.Now().Add(refuseWriteTimeout))
+			nc.Write(frame)
+		}
+		// Half-close and read what the peer sends (its hello) until it
+		// closes or the linger passes: closing with unread input would make
+		// the kernel reset the connection, and some clients then lose the
+		// error frame.
+		nc.CloseWrite()
+		nc.SetReadDeadline(time.Now().Add(refuseLinger))
+		io.Copy(io.Discard, io.LimitReader(nc, 64<<10))
+		nc.Close()
+	}()
+}
+
+// Revoke re-resolves the peer of every open connection, after the identity
+// source has been reloaded. A connection whose peer no longer maps to the
+// project it was admitted for gets a forbidden error frame and is closed
+// (requests it has already read are answered first). It returns how many
+// connections it revoked.
+func (s *Server) Revoke(ctx context.Context) int {
+	s.mu.Lock()
+	var revoked []*conn
+	for c := range s.conns {
+		project, err := s.ident.Resolve(ctx, c.peer)
+		if err == nil && project != c.project {
+			err = fmt.Errorf("it now maps to project %q", project)
+		}
+		if err != nil {
+			c.revoke(fmt.Sprintf("forbidden: access revoked: %s (%s)", err, c.peer))
+			revoked = append(revoked, c)
+		}
+	}
+	s.mu.Unlock()
+	for _, c := range revoked {
+		s.limited.Info("revoking connection", peerFields(c.peer, zap.String("project", c.project))...)
+	}
+	return len(revoked)
 }

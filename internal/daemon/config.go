@@ -16,7 +16,7 @@ import (
 // sidecar.Default*) nor a backend's.
 const (
 	DefaultDataDir     = "/var/lib/kvsidecar"
-	DefaultMetricsAddr = ":9477"
+	DefaultMetricsAddr = "127.0.0.1:9477" // loopback: metrics name projects, and are for this node's scraper, not every network peer
 	DefaultLogLevel    = "info"
 	DefaultLogFormat   = "json"
 )

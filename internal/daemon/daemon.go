@@ -273,15 +273,20 @@ func stopReason(ctx context.Context) string {
 	return context.Cause(ctx).Error()
 }
 
-// Reload re-reads the identity's mapping, as SIGHUP does. It fails when the
-// identity source has nothing to reload, or when re-reading fails; the
-// previous mapping then stays in force.
-func (d *Daemon) Reload(ctx context.Context) error {
+// Reload re-reads the identity's mapping, as SIGHUP does, then revokes the
+// connections whose caller no longer maps to the project they were
+// admitted for (sidecar.Server.Revoke), and returns how many. It fails when
+// the identity source has nothing to reload, or when re-reading fails; the
+// previous mapping then stays in force and nothing is revoked.
+func (d *Daemon) Reload(ctx context.Context) (revoked int, err error) {
 	r, ok := d.resolver.(identity.Reloader)
 	if !ok {
-		return errors.New("the identity source has nothing to reload")
+		return 0, errors.New("the identity source has nothing to reload")
 	}
-	return r.Reload(ctx)
+	if err := r.Reload(ctx); err != nil {
+		return 0, err
+	}
+	return d.server.Revoke(ctx), nil
 }
 
 // reloadOnSignal reloads on SIGHUP and logs the outcome: the admin tokens
@@ -303,11 +308,12 @@ func (d *Daemon) reloadOnSignal() {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), reloadTimeout)
 	defer cancel()
-	if err := d.Reload(ctx); err != nil {
+	revoked, err := d.Reload(ctx)
+	if err != nil {
 		d.log.Error("identity not reloaded; the previous mapping stays in force", zap.Error(err))
 		return
 	}
-	d.log.Info("identity reloaded")
+	d.log.Info("identity reloaded", zap.Int("connections_revoked", revoked))
 }
 
 func closeStore(st store.Store) error {

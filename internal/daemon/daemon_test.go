@@ -263,7 +263,7 @@ func TestReload(t *testing.T) {
 	if err := os.WriteFile(uids, []byte("100 alpha\n100 gamma\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if err := d.Reload(t.Context()); err == nil || !strings.Contains(err.Error(), "mapped twice") {
+	if _, err := d.Reload(t.Context()); err == nil || !strings.Contains(err.Error(), "mapped twice") {
 		t.Fatalf("Reload of a bad map = %v", err)
 	}
 	if resolve(200) != "beta" {
@@ -271,7 +271,7 @@ func TestReload(t *testing.T) {
 	}
 
 	static := start(t, testConfig(t))
-	if err := static.Reload(t.Context()); err == nil || !strings.Contains(err.Error(), "nothing to reload") {
+	if _, err := static.Reload(t.Context()); err == nil || !strings.Contains(err.Error(), "nothing to reload") {
 		t.Fatalf("Reload of a static identity = %v", err)
 	}
 }

@@ -83,18 +83,39 @@ func settings() []setting {
 			help: "largest value",
 			set:  sizeInt(func(c *Config) *int { return &c.Server.Limits.MaxValueBytes })},
 		{flag: "max-conns", env: "KV_MAX_CONNS", def: strconv.Itoa(sidecar.DefaultMaxConns), arg: "N",
-			help: "most open connections; more callers wait to be accepted",
+			help: "most open connections; further callers are refused with busy",
 			set:  count(func(c *Config) *int { return &c.Server.MaxConns })},
+		{flag: "max-conns-per-project", env: "KV_MAX_CONNS_PER_PROJECT", arg: "N",
+			defDoc: "`--max-conns` / 4",
+			help:   "most open connections of one project; its further callers are refused with busy; 0 means a quarter of --max-conns",
+			set:    count(func(c *Config) *int { return &c.Server.MaxConnsPerProject })},
+		{flag: "hello-timeout", env: "KV_HELLO_TIMEOUT", def: sidecar.DefaultHelloTimeout.String(), arg: "DURATION",
+			help: "a connection that has not sent its hello after this long is closed",
+			set:  duration(func(c *Config) *time.Duration { return &c.Server.HelloTimeout })},
+		{flag: "write-timeout", env: "KV_WRITE_TIMEOUT", def: sidecar.DefaultWriteTimeout.String(), arg: "DURATION",
+			help: "a connection whose peer does not take its responses for this long is closed, and what it held released",
+			set:  duration(func(c *Config) *time.Duration { return &c.Server.WriteTimeout })},
 		{flag: "max-inflight", env: "KV_MAX_INFLIGHT", def: strconv.Itoa(sidecar.DefaultMaxInflight), arg: "N",
 			help: "requests of one connection read ahead of their responses",
 			set:  count(func(c *Config) *int { return &c.Server.MaxInflight })},
 		{flag: "max-inflight-bytes", env: "KV_MAX_INFLIGHT_BYTES", def: formatSize(sidecar.DefaultMaxInflightBytes), arg: "SIZE",
-			help: "request bytes held across all connections before reading pauses",
+			help: "bytes of requests and of the responses reserved for them, held across all connections before reading pauses",
 			set:  size(func(c *Config) *int64 { return &c.Server.MaxInflightBytes })},
+		{flag: "project-inflight-share", env: "KV_PROJECT_INFLIGHT_SHARE", def: strconv.FormatFloat(sidecar.DefaultProjectInflightShare, 'g', -1, 64), arg: "SHARE",
+			help: "share of --max-inflight-bytes the connections of one project may hold together, above 0 and at most 1",
+			set:  share(func(c *Config) *float64 { return &c.Server.ProjectInflightShare })},
+		{flag: "max-conn-inflight-bytes", env: "KV_MAX_CONN_INFLIGHT_BYTES", arg: "SIZE",
+			defDoc: "`" + formatSize(sidecar.DefaultConnInflightBytes) + "`, or more to hold one largest frame and twice `--max-response-bytes`",
+			help:   "bytes of requests and reserved responses one connection may hold before its reading pauses; 0 means " + formatSize(sidecar.DefaultConnInflightBytes) + ", or one largest frame plus twice --max-response-bytes when that is more",
+			set:    size(func(c *Config) *int64 { return &c.Server.MaxConnInflightBytes })},
 		{flag: "max-frame-bytes", env: "KV_MAX_FRAME_BYTES", arg: "SIZE",
 			defDoc: "max value + 64KiB, ≥ 2MiB",
 			help:   "largest request frame; 0 means the max value size plus 64KiB, at least 2MiB",
 			set:    sizeInt(func(c *Config) *int { return &c.Server.MaxFrameBytes })},
+		{flag: "max-response-bytes", env: "KV_MAX_RESPONSE_BYTES", arg: "SIZE",
+			defDoc: "`--max-frame-bytes`",
+			help:   "largest response payload, announced to clients as max_response: a getMany over it fails with response_too_large (the clients split it), a list page ends early; 0 means --max-frame-bytes",
+			set:    sizeInt(func(c *Config) *int { return &c.Server.MaxResponseBytes })},
 		{flag: "request-timeout", env: "KV_REQUEST_TIMEOUT", def: sidecar.DefaultRequestTimeout.String(), arg: "DURATION",
 			help: "limit on the work for one request",
 			set:  duration(func(c *Config) *time.Duration { return &c.Server.RequestTimeout })},
@@ -284,6 +305,22 @@ func sizeInt(field func(*Config) *int) func(*Config, string) error {
 			return fmt.Errorf("bad size %q: at most %s", v, formatSize(math.MaxInt32))
 		}
 		*field(c) = int(n)
+		return nil
+	}
+}
+
+// share parses a fraction above 0 and at most 1.
+func share(field func(*Config) *float64) func(*Config, string) error {
+	return func(c *Config, v string) error {
+		if v == "" {
+			*field(c) = 0
+			return nil
+		}
+		f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
+		if err != nil || !(f > 0 && f <= 1) {
+			return fmt.Errorf("bad share %q: want a number above 0 and at most 1, such as 0.25", v)
+		}
+		*field(c) = f
 		return nil
 	}
 }

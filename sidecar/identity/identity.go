@@ -169,8 +169,14 @@ func LoadUIDMap(ctx context.Context, path string) (*UIDMap, error) {
 	return m, nil
 }
 
-// Reload re-reads the file. On error the previous rules stay in force. The
-// file is local and small, so ctx is not consulted.
+// ErrEmptyMap is returned when a uid map file holds no rules: it would
+// refuse every caller, which is far more often a mistake (a truncated or
+// half-written file) than an intent.
+var ErrEmptyMap = errors.New("the uid map has no rules, so every caller would be refused; the map in force stays")
+
+// Reload re-reads the file. On error (unreadable, unparsable or empty) the
+// previous rules stay in force. The file is local and small, so ctx is not
+// consulted.
 func (m *UIDMap) Reload(context.Context) error {
 	f, err := os.Open(m.path)
 	if err != nil {
@@ -180,6 +186,9 @@ func (m *UIDMap) Reload(context.Context) error {
 	rules, err := ParseUIDMap(f)
 	if err != nil {
 		return fmt.Errorf("load uid map %s: %w", m.path, err)
+	}
+	if len(rules) == 0 {
+		return fmt.Errorf("load uid map %s: %w", m.path, ErrEmptyMap)
 	}
 	m.mu.Lock()
 	m.rules = rules

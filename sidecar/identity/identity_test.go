@@ -74,6 +74,14 @@ func TestUIDMapResolveAndReload(t *testing.T) {
 	if got, _ := m.Resolve(t.Context(), Peer{UID: 100}); got != "a" {
 		t.Fatalf("after a failed reload uid 100 -> %q", got)
 	}
+	// So does an empty one, which would lock every caller out.
+	os.WriteFile(path, []byte("# all gone\n"), 0o644)
+	if err := m.Reload(t.Context()); !errors.Is(err, ErrEmptyMap) {
+		t.Fatalf("reload of an empty map: %v, want ErrEmptyMap", err)
+	}
+	if got, _ := m.Resolve(t.Context(), Peer{UID: 100}); got != "a" {
+		t.Fatalf("after an empty reload uid 100 -> %q", got)
+	}
 	os.WriteFile(path, []byte("101 c\n"), 0o644)
 	if err := m.Reload(t.Context()); err != nil {
 		t.Fatal(err)

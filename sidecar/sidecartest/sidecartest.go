@@ -135,7 +135,7 @@ func (d *Daemon) Stop() {
 // the test if it cannot.
 func (d *Daemon) Reload() {
 	d.t.Helper()
-	if err := d.Daemon.Reload(context.Background()); err != nil {
+	if _, err := d.Daemon.Reload(context.Background()); err != nil {
 		d.t.Fatalf("reload: %v", err)
 	}
 }
