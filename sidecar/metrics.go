@@ -136,11 +136,15 @@ func (pc projectCollector) Collect(ch chan<- prometheus.Metric) {
 	s.mu.Unlock()
 	ch <- prometheus.MustNewConstMetric(projectsDesc, prometheus.GaugeValue, float64(len(rows)))
 	chosen := make(map[string]row)
-	sort.Slice(rows, func(i, j int) bool { return rows[i].conns > rows[j].conns || rows[i].conns == rows[j].conns && rows[i].name < rows[j].name })
+	sort.Slice(rows, func(i, j int) bool {
+		return rows[i].conns > rows[j].conns || rows[i].conns == rows[j].conns && rows[i].name < rows[j].name
+	})
 	for _, r := range rows[:min(len(rows), topProjects)] {
 		chosen[r.name] = r
 	}
-	sort.Slice(rows, func(i, j int) bool { return rows[i].bytes > rows[j].bytes || rows[i].bytes == rows[j].bytes && rows[i].name < rows[j].name })
+	sort.Slice(rows, func(i, j int) bool {
+		return rows[i].bytes > rows[j].bytes || rows[i].bytes == rows[j].bytes && rows[i].name < rows[j].name
+	})
 	for _, r := range rows[:min(len(rows), topProjects)] {
 		if r.bytes > 0 {
 			chosen[r.name] = r
