@@ -403,8 +403,9 @@ func (c *conn) handle(req *protocol.Request, t *ticket, h hold, start time.Time)
 		code = perr.Code
 	}
 	c.count(req.Op, code, start)
-	// The request is done with; what stays is the response.
-	c.trim(&h, c.s.responseSize(resp))
+	// The request is done with; what stays is the response, and its
+	// encoding while the write loop writes it.
+	c.trim(&h, 2*c.s.responseSize(resp))
 	c.send(resp, h)
 }
 
@@ -456,6 +457,10 @@ func (c *conn) writeLoop() {
 			}
 			if _, err := bw.Write(frame); err != nil {
 				broken = c.writeFailed(err)
+			}
+			if len(frame) > keepBufferMax {
+				// Do not keep a large response's buffer for the next.
+				enc = protocol.NewEncoder()
 			}
 		}
 		c.release(item.hold)

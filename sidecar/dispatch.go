@@ -113,26 +113,26 @@ func (s *Server) smallResponse() int64 {
 }
 
 // responseReserve is the most the response to req may hold while it is
-// produced, the decoded request's own entries included. It is reserved
-// before the request runs, so that whatever peers ask, the responses being
-// produced fit in the budgets.
+// produced and then written, the decoded request's own entries included:
+// twice the response, for the response and its encoding (or, for getMany
+// and list, the response and the slice being read). It is reserved before
+// the request runs, so that whatever peers ask, the responses fit in the
+// budgets.
 func (s *Server) responseReserve(req *protocol.Request) int64 {
 	l := s.cfg.Limits
 	small := s.smallResponse()
-	// The store is read in slices (getMany, list): at most one response
-	// of MaxResponseBytes and one slice of as much.
 	ceiling := 2 * int64(s.cfg.MaxResponseBytes)
 	switch req.Op {
 	case protocol.OpGet:
-		return small + int64(l.MaxValueBytes)
+		return small + 2*int64(l.MaxValueBytes)
 	case protocol.OpGetMany:
-		return small + min(int64(len(req.Keys))*(int64(l.MaxValueBytes)+entryOverhead), ceiling)
+		return small + min(2*int64(len(req.Keys))*(int64(l.MaxValueBytes)+entryOverhead), ceiling)
 	case protocol.OpHasMany, protocol.OpDeleteMany:
 		return small + int64(len(req.Keys))*entryOverhead
 	case protocol.OpSetMany:
 		return small + int64(len(req.Items))*entryOverhead
 	case protocol.OpList:
-		return small + min(int64(s.listLimit(req.Limit))*s.listEntryMax(req.Values), ceiling)
+		return small + min(2*int64(s.listLimit(req.Limit))*s.listEntryMax(req.Values), ceiling)
 	}
 	return small
 }

@@ -23,7 +23,13 @@ import (
 // KV_TEST_PEER set it runs peerMain (under whatever uid the test gave it)
 // instead of the tests.
 func TestMain(m *testing.M) {
-	if os.Getenv("KV_TEST_PEER") != "" {
+	switch os.Getenv("KV_TEST_PEER") {
+	case "":
+	case "flood":
+		os.Exit(floodMain())
+	case "daemon":
+		os.Exit(daemonMain())
+	default:
 		os.Exit(peerMain())
 	}
 	os.Exit(m.Run())

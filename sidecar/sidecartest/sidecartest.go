@@ -32,12 +32,20 @@ type Options struct {
 	Limits       store.Limits
 	MaxInflight  int
 	MaxConns     int
-	Postgres     string      // PostgreSQL DSN; default: the embedded store
-	DataDir      string      // default: a new temporary directory
-	Socket       string      // default: kv.sock in a new temporary directory
-	SocketMode   os.FileMode // default 0666
-	Metrics      bool        // serve /metrics on a free loopback port
-	Logger       *zap.Logger
+	// Tenancy bounds (see sidecar.Config); zero takes the daemon's default.
+	MaxConnsPerProject   int
+	MaxInflightBytes     int64
+	MaxConnInflightBytes int64
+	MaxResponseBytes     int
+	ProjectInflightShare float64
+	WriteTimeout         time.Duration
+	HelloTimeout         time.Duration
+	Postgres             string      // PostgreSQL DSN; default: the embedded store
+	DataDir              string      // default: a new temporary directory
+	Socket               string      // default: kv.sock in a new temporary directory
+	SocketMode           os.FileMode // default 0666
+	Metrics              bool        // serve /metrics on a free loopback port
+	Logger               *zap.Logger
 }
 
 // Daemon is a daemon started by Start.
@@ -90,6 +98,14 @@ func (d *Daemon) start() {
 			MaxInflight:     d.opts.MaxInflight,
 			MaxConns:        d.opts.MaxConns,
 			ShutdownTimeout: shutdownTimeout,
+
+			MaxConnsPerProject:   d.opts.MaxConnsPerProject,
+			MaxInflightBytes:     d.opts.MaxInflightBytes,
+			MaxConnInflightBytes: d.opts.MaxConnInflightBytes,
+			MaxResponseBytes:     d.opts.MaxResponseBytes,
+			ProjectInflightShare: d.opts.ProjectInflightShare,
+			WriteTimeout:         d.opts.WriteTimeout,
+			HelloTimeout:         d.opts.HelloTimeout,
 		},
 		DataDir:      d.opts.DataDir,
 		Postgres:     d.opts.Postgres,
