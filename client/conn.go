@@ -11,6 +11,7 @@ import (
 	"os"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/kvsidecar/kvsidecar/protocol"
@@ -24,6 +25,11 @@ const (
 	// readBufferSize is the socket read buffer: big enough that one read
 	// takes in the responses of many small calls at once.
 	readBufferSize = 32 << 10
+	// backlogPauseMin and backlogPauseMax bound the pause between dials
+	// while the daemon's listen backlog is full: at first shorter than a
+	// request takes, at most a small share of a typical call timeout.
+	backlogPauseMin = time.Millisecond
+	backlogPauseMax = 10 * time.Millisecond
 	// helloMaxFrame bounds the hello response, read before the limits are
 	// known; it is a few hundred bytes.
 	helloMaxFrame = 64 << 10
@@ -78,6 +84,18 @@ type queued struct {
 func dialConn(ctx context.Context, c *Client) (*conn, error) {
 	var d net.Dialer
 	nc, err := d.DialContext(ctx, "unix", c.socket)
+	// EAGAIN: the daemon's listen backlog is full, for instance while
+	// another process floods it with connections. The daemon drains it
+	// within moments, so try again until ctx ends.
+	for pause := backlogPauseMin; errors.Is(err, syscall.EAGAIN) && ctx.Err() == nil; pause = min(2*pause, backlogPauseMax) {
+		t := time.NewTimer(pause)
+		select {
+		case <-ctx.Done():
+		case <-t.C:
+		}
+		t.Stop()
+		nc, err = d.DialContext(ctx, "unix", c.socket)
+	}
 	if err != nil {
 		if ctx.Err() != nil {
 			return nil, ctx.Err()

@@ -40,12 +40,22 @@ func newLogLimiter(log *zap.Logger, now func() time.Time) *logLimiter {
 }
 
 // Info logs msg at info level unless lines of msg are over the rate.
-func (l *logLimiter) Info(msg string, fields ...zap.Field) { l.write(zapcore.InfoLevel, msg, fields) }
+func (l *logLimiter) Info(msg string, fields ...zap.Field) {
+	l.write(zapcore.InfoLevel, msg, func() []zap.Field { return fields })
+}
+
+// InfoFunc is Info with fields built only when the line is written, for
+// callers whose fields cost more than the line is worth under a flood.
+func (l *logLimiter) InfoFunc(msg string, fields func() []zap.Field) {
+	l.write(zapcore.InfoLevel, msg, fields)
+}
 
 // Error logs msg at error level unless lines of msg are over the rate.
-func (l *logLimiter) Error(msg string, fields ...zap.Field) { l.write(zapcore.ErrorLevel, msg, fields) }
+func (l *logLimiter) Error(msg string, fields ...zap.Field) {
+	l.write(zapcore.ErrorLevel, msg, func() []zap.Field { return fields })
+}
 
-func (l *logLimiter) write(lvl zapcore.Level, msg string, fields []zap.Field) {
+func (l *logLimiter) write(lvl zapcore.Level, msg string, build func() []zap.Field) {
 	if !l.log.Core().Enabled(lvl) {
 		return
 	}
@@ -53,6 +63,7 @@ func (l *logLimiter) write(lvl zapcore.Level, msg string, fields []zap.Field) {
 	if !ok {
 		return
 	}
+	fields := build()
 	if dropped > 0 {
 		fields = append(fields, zap.Int("dropped_similar", dropped))
 	}

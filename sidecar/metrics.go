@@ -24,6 +24,9 @@ type Metrics struct {
 	conns         *prometheus.CounterVec // result: accepted, refused
 	closed        *prometheus.CounterVec // reason: a closeReason
 	refused       *prometheus.CounterVec // reason: a refusal
+	refusedBy     map[refusal]prometheus.Counter
+	closedForbid  prometheus.Counter
+	refusedConns  prometheus.Counter
 	inflight      prometheus.Gauge       // bytes held in the in-flight budget
 	batchSize     prometheus.Histogram
 	quotaRefusals prometheus.Counter
@@ -51,7 +54,7 @@ func NewMetrics() *Metrics {
 	})
 	m.conns = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "kvsidecar_connections_total",
-		Help: "Client connections accepted, by result (accepted, or refused when the caller maps to no project).",
+		Help: "Client connections accepted, by result: accepted, or refused (see kvsidecar_connections_refused_total for why).",
 	}, []string{"result"})
 	m.closed = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "kvsidecar_connections_closed_total",
@@ -64,13 +67,16 @@ func NewMetrics() *Metrics {
 		Name: "kvsidecar_connections_refused_total",
 		Help: "Client connections refused, by reason: max_conns, project_conns, unmapped, forbidden, hello_timeout.",
 	}, []string{"reason"})
+	m.refusedBy = make(map[refusal]prometheus.Counter, len(refusals))
 	for _, r := range refusals {
-		m.refused.WithLabelValues(string(r))
+		m.refusedBy[r] = m.refused.WithLabelValues(string(r))
 	}
 	m.inflight = prometheus.NewGauge(prometheus.GaugeOpts{
 		Name: "kvsidecar_inflight_bytes",
 		Help: "Bytes held now by requests read and responses not yet written (reserved, then actual), against --max-inflight-bytes.",
 	})
+	m.closedForbid = m.closed.WithLabelValues(string(closeForbidden))
+	m.refusedConns = m.conns.WithLabelValues("refused")
 	m.batchSize = prometheus.NewHistogram(prometheus.HistogramOpts{
 		Name:    "kvsidecar_store_batch_size",
 		Help:    "Write requests committed per store transaction (group commit).",
@@ -94,6 +100,16 @@ func NewMetrics() *Metrics {
 // ObserveBatch records the size of one store transaction; backends call it
 // through their ObserveBatch hook.
 func (m *Metrics) ObserveBatch(n int) { m.batchSize.Observe(float64(n)) }
+
+// refuse counts a refused connection. The counters are looked up once, in
+// NewMetrics: a flood of refusals makes this the hot path.
+func (m *Metrics) refuse(why refusal) {
+	m.refusedConns.Inc()
+	m.refusedBy[why].Inc()
+	if why == refusedUnmapped || why == refusedForbidden {
+		m.closedForbid.Inc()
+	}
+}
 
 // watchServer registers the per-project metrics of s.
 func (m *Metrics) watchServer(s *Server) {

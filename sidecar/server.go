@@ -308,7 +308,9 @@ func (s *Server) acceptLoop() error {
 func (s *Server) admit(nc *net.UnixConn) {
 	peer, err := identity.PeerOf(nc)
 	if err != nil {
-		s.refuse(nc, refusedForbidden, protocol.CodeForbidden, "the daemon could not read the caller's credentials", zap.Error(err))
+		s.refuse(nc, refusedForbidden, protocol.CodeForbidden, func() (string, []zap.Field) {
+			return "the daemon could not read the caller's credentials", []zap.Field{zap.Error(err)}
+		})
 		return
 	}
 	ctx, cancel := context.WithTimeout(s.stopReading, resolveTimeout)
@@ -324,7 +326,9 @@ func (s *Server) admit(nc *net.UnixConn) {
 		}
 	}
 	if err != nil {
-		s.refuse(nc, why, protocol.CodeForbidden, fmt.Sprintf("forbidden: %s (%s)", err, peer), peerFields(peer, zap.Error(err))...)
+		s.refuse(nc, why, protocol.CodeForbidden, func() (string, []zap.Field) {
+			return fmt.Sprintf("forbidden: %s (%s)", err, peer), peerFields(peer, zap.Error(err))
+		})
 		return
 	}
 
@@ -336,7 +340,10 @@ func (s *Server) admit(nc *net.UnixConn) {
 	}
 	if len(s.conns) >= s.cfg.MaxConns {
 		s.mu.Unlock()
-		s.refuse(nc, refusedMaxConns, protocol.CodeBusy, fmt.Sprintf("busy: the daemon has %d connections open, its limit (--max-conns); try again later", s.cfg.MaxConns), peerFields(peer, zap.String("project", project))...)
+		s.refuse(nc, refusedMaxConns, protocol.CodeBusy, func() (string, []zap.Field) {
+			return fmt.Sprintf("busy: the daemon has %d connections open, its limit (--max-conns); try again later", s.cfg.MaxConns),
+				peerFields(peer, zap.String("project", project))
+		})
 		return
 	}
 	ps := s.projects[project]
@@ -346,7 +353,10 @@ func (s *Server) admit(nc *net.UnixConn) {
 	}
 	if ps.conns >= s.cfg.MaxConnsPerProject {
 		s.mu.Unlock()
-		s.refuse(nc, refusedProjectConns, protocol.CodeBusy, fmt.Sprintf("busy: project %q has %d connections open, the limit per project (--max-conns-per-project); close some or try again later", project, s.cfg.MaxConnsPerProject), peerFields(peer, zap.String("project", project))...)
+		s.refuse(nc, refusedProjectConns, protocol.CodeBusy, func() (string, []zap.Field) {
+			return fmt.Sprintf("busy: project %q has %d connections open, the limit per project (--max-conns-per-project); close some or try again later", project, s.cfg.MaxConnsPerProject),
+				peerFields(peer, zap.String("project", project))
+		})
 		return
 	}
 	ps.conns++
@@ -375,20 +385,27 @@ func peerFields(p identity.Peer, more ...zap.Field) []zap.Field {
 }
 
 // refuse tells a peer why it is not served, in one error frame, and closes
-// the connection; past maxRefusing refusals at once it closes at once. Its
-// log line is rate-limited: peers choose how often they are refused.
-func (s *Server) refuse(nc *net.UnixConn, why refusal, code protocol.Code, msg string, fields ...zap.Field) {
-	s.metrics.conns.WithLabelValues("refused").Inc()
-	s.metrics.refused.WithLabelValues(string(why)).Inc()
-	if why == refusedUnmapped || why == refusedForbidden {
-		s.metrics.closed.WithLabelValues(string(closeForbidden)).Inc()
-	}
-	s.limited.Info("refusing connection", append(fields, zap.String("reason", string(why)))...)
+// the connection; past maxRefusing refusals at once it closes at once.
+// describe builds the message and the log fields, only when they are used:
+// under a flood most refusals are a count and a close. The log line is
+// rate-limited, since peers choose how often they are refused.
+func (s *Server) refuse(nc *net.UnixConn, why refusal, code protocol.Code, describe func() (string, []zap.Field)) {
+	s.metrics.refuse(why)
+	var msg string
+	described := false
+	s.limited.InfoFunc("refusing connection", func() []zap.Field {
+		m, fields := describe()
+		msg, described = m, true
+		return append(fields, zap.String("reason", string(why)))
+	})
 	select {
 	case s.refusing <- struct{}{}:
 	default:
 		nc.Close()
 		return
+	}
+	if !described {
+		msg, _ = describe()
 	}
 	s.wg.Add(1)
 	go func() {
