@@ -27,7 +27,7 @@ type Metrics struct {
 	refusedBy     map[refusal]prometheus.Counter
 	closedForbid  prometheus.Counter
 	refusedConns  prometheus.Counter
-	inflight      prometheus.Gauge       // bytes held in the in-flight budget
+	inflight      prometheus.Gauge // bytes held in the in-flight budget
 	batchSize     prometheus.Histogram
 	quotaRefusals prometheus.Counter
 	badFrames     prometheus.Counter
