@@ -22,6 +22,8 @@ export interface Limits {
   maxInflight: number;
   /** Keys or items of one *Many request, and entries of one list page. */
   maxBatch: number;
+  /** Bytes of one response (0 from a daemon that does not announce it). */
+  maxResponse: number;
 }
 
 /** What the daemon answered to the hello. */
@@ -87,6 +89,7 @@ export type ErrorCode =
   | 'OVERFLOW'
   | 'UNAVAILABLE'
   | 'BUSY'
+  | 'RESPONSE_TOO_LARGE'
   | 'INTERNAL'
   | 'TIMEOUT'
   | 'CLOSED'

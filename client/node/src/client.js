@@ -24,6 +24,7 @@ const FALLBACK_LIMITS = Object.freeze({
   maxFrame: 2 * 1024 * 1024,
   maxInflight: 128,
   maxBatch: 1000,
+  maxResponse: 0,
 });
 // Room for everything in a *Many frame that is not a key or value.
 const FRAME_OVERHEAD = 1024;
@@ -40,11 +41,13 @@ const HELLO_MAX_PAYLOAD = 64 * 1024;
 const RESPONSE_ITEM_OVERHEAD = 16;
 
 /**
- * The largest response the daemon can send with these limits (PROTOCOL.md
- * §2: responses are not bounded by max_frame): a list page of max_batch
- * keys with their values, plus room for the rest of the frame.
+ * The largest response the daemon can send with these limits: the
+ * announced max_response (PROTOCOL.md §2), or, from a daemon that does not
+ * announce it, a list page of max_batch keys with their values, plus room
+ * for the rest of the frame.
  */
 function maxResponse(limits) {
+  if (limits.maxResponse > 0) return Math.max(limits.maxResponse, limits.maxFrame) + FRAME_OVERHEAD;
   return limits.maxBatch * (limits.maxKey + limits.maxValue + RESPONSE_ITEM_OVERHEAD) + limits.maxFrame;
 }
 
@@ -70,6 +73,7 @@ function helloInfo(result) {
       maxFrame: positiveInt(l.max_frame, FALLBACK_LIMITS.maxFrame),
       maxInflight: positiveInt(l.max_inflight, FALLBACK_LIMITS.maxInflight),
       maxBatch: positiveInt(l.max_batch, FALLBACK_LIMITS.maxBatch),
+      maxResponse: positiveInt(l.max_response, FALLBACK_LIMITS.maxResponse),
     }),
   });
 }
@@ -766,21 +770,33 @@ export class Client extends EventEmitter {
 
   /**
    * Values of several keys, in order; undefined for a missing key.
-   * Requests are split to respect the daemon's max_batch and max_frame.
+   * Requests are split to respect the daemon's max_batch and max_frame, and
+   * a request whose values the daemon refuses as over its max_response is
+   * split in two and sent again.
    * @param {string[]} keys
    */
   async getMany(keys) {
     checkKeys(keys, 'getMany');
     if (keys.length === 0) return [];
     return this.#withLimits('getMany', async (limits) => {
-      const parts = await Promise.all(chunk(keys, byteLength, limits).map((part) => (
-        this.#call('getMany', { keys: part }, (r) => {
-          if (!Array.isArray(r) || r.length !== part.length) throw this.#badResult('getMany', r);
-          return r.map((v, i) => decodeValue(v, part[i], 'getMany'));
-        }, undefined, true)
-      )));
+      const parts = await Promise.all(chunk(keys, byteLength, limits).map((part) => this.#getManyPart(part)));
       return parts.flat();
     });
+  }
+
+  /** One getMany request, halved while the daemon answers RESPONSE_TOO_LARGE. */
+  async #getManyPart(keys) {
+    try {
+      return await this.#call('getMany', { keys }, (r) => {
+        if (!Array.isArray(r) || r.length !== keys.length) throw this.#badResult('getMany', r);
+        return r.map((v, i) => decodeValue(v, keys[i], 'getMany'));
+      }, undefined, true);
+    } catch (err) {
+      if (!(err instanceof KvError) || err.code !== ErrorCodes.RESPONSE_TOO_LARGE || keys.length < 2) throw err;
+      const half = Math.ceil(keys.length / 2);
+      const parts = await Promise.all([this.#getManyPart(keys.slice(0, half)), this.#getManyPart(keys.slice(half))]);
+      return parts.flat();
+    }
   }
 
   /**

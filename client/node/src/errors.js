@@ -17,6 +17,7 @@ export const ErrorCodes = Object.freeze({
   OVERFLOW: 'OVERFLOW',
   UNAVAILABLE: 'UNAVAILABLE',
   BUSY: 'BUSY',
+  RESPONSE_TOO_LARGE: 'RESPONSE_TOO_LARGE',
   INTERNAL: 'INTERNAL',
   // Raised by the client.
   TIMEOUT: 'TIMEOUT',
@@ -27,7 +28,7 @@ export const ErrorCodes = Object.freeze({
 const serverCodes = new Set([
   'bad_frame', 'frame_too_large', 'unsupported_version', 'forbidden',
   'bad_request', 'unknown_op', 'key_too_large', 'value_too_large',
-  'quota_exceeded', 'not_integer', 'overflow', 'unavailable', 'busy', 'internal',
+  'quota_exceeded', 'not_integer', 'overflow', 'unavailable', 'busy', 'response_too_large', 'internal',
 ]);
 
 /**

@@ -164,6 +164,24 @@ test('*Many calls larger than max_batch are split and still complete', async () 
   assert.equal((await kv.usage()).entries, 0);
 });
 
+test('getMany of values larger together than max_response is split and still complete', async () => {
+  const { limits } = await kv.connect();
+  assert.ok(limits.maxResponse >= limits.maxValue, `max_response ${limits.maxResponse} announced`);
+  // Four values of 90% of max_value: together about twice max_response.
+  const big = (i) => String(i).repeat(Math.floor(limits.maxValue * 0.9));
+  const keys = ['big:0', 'big:1', 'big:2', 'big:3'];
+  await Promise.all(keys.map((k, i) => kv.set(k, big(i))));
+  const values = await kv.getMany([...keys, 'big:absent']);
+  assert.equal(values.length, 5);
+  keys.forEach((_, i) => assert.equal(values[i], big(i)));
+  assert.equal(values[4], undefined);
+  // A page of entries with values ends early where it would exceed
+  // max_response; iterating still yields every entry once, in order.
+  const entries = await collect(kv.entries('big:'));
+  assert.deepEqual(entries.map(([k]) => k), keys);
+  entries.forEach(([, v], i) => assert.equal(v, big(i)));
+});
+
 test('list pages through keys by prefix in byte order', async () => {
   const keys = ['p:b', 'p:a', 'p:c', 'p:B', 'p:aa', 'q:a', 'p', 'p:é'];
   await kv.setMany(keys.map((key, i) => ({ key, value: i })));
