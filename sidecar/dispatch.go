@@ -166,8 +166,9 @@ func (s *Server) responseBudget() int64 {
 // getMany reads keys in slices small enough that a slice of the largest
 // values fits in one response, and fails with response_too_large once the
 // values found exceed the response limit. The daemon thus holds at most one
-// response and one slice for it, whatever the keys' values are; when they
-// are small (the common case) one slice is the whole request.
+// response and one slice for it, whatever the keys' values are. When the
+// project's whole data fits in one response (smallProject), one slice is
+// the whole request.
 func (s *Server) getMany(ctx context.Context, project string, keys []string) ([][]byte, error) {
 	// Checked here so that an error names the key's index in the request,
 	// not in its slice.
@@ -176,6 +177,9 @@ func (s *Server) getMany(ctx context.Context, project string, keys []string) ([]
 	}
 	budget := s.responseBudget()
 	slice := max(1, int(budget/(int64(s.cfg.Limits.MaxValueBytes)+entryOverhead)))
+	if len(keys) > slice && s.smallProject(ctx, project, len(keys)) {
+		slice = len(keys)
+	}
 	if len(keys) <= slice {
 		values, err := s.store.GetMany(ctx, project, keys)
 		if err == nil && s.valuesSize(values) > budget {
@@ -196,6 +200,17 @@ func (s *Server) getMany(ctx context.Context, project string, keys []string) ([]
 		values = append(values, part...)
 	}
 	return values, nil
+}
+
+// smallProject reports whether everything project stores, with the entry
+// overhead of n entries, fits in one response: then no read of n of its
+// entries can exceed the response budget, and it need not be sliced. (A
+// write committed meanwhile can add to it; the result is still checked
+// against the budget.) Asking costs one usage read, which is cheaper than
+// reading a large request one largest value at a time.
+func (s *Server) smallProject(ctx context.Context, project string, n int) bool {
+	u, err := s.store.Usage(ctx, project)
+	return err == nil && u.Bytes+int64(n)*2*entryOverhead <= s.responseBudget()
 }
 
 func (s *Server) valuesSize(values [][]byte) int64 {
@@ -250,6 +265,10 @@ func (s *Server) list(ctx context.Context, project string, req *protocol.Request
 	}
 	after := req.Cursor
 	var size int64
+	if limit*perEntry > budget && s.smallProject(ctx, project, int(limit)) {
+		// Every entry fits: read the page at once.
+		perEntry = 1
+	}
 	for remaining := limit; remaining > 0; {
 		n := min(remaining, max(1, (budget-size)/perEntry))
 		page, err := s.store.List(ctx, project, store.ListOptions{

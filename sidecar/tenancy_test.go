@@ -559,3 +559,84 @@ func daemonMain() int {
 	}
 	return 0
 }
+
+// TestLargeProjectReadsInSlices checks the answers of a project too large
+// for one response, which getMany and list read in slices: a getMany of
+// small values is answered whole and in order, one whose values exceed
+// max_response is refused naming the limit, and list pages with values end
+// early but, followed by their cursors, yield every entry once, in order.
+func TestLargeProjectReadsInSlices(t *testing.T) {
+	d := sidecartest.Start(t, sidecartest.Options{})
+	ctx := context.Background()
+	c, err := client.Dial(ctx, d.Socket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	big := bytes.Repeat([]byte("b"), store.DefaultMaxValueBytes*9/10)
+	var all []string
+	for i := range 3 {
+		k := fmt.Sprintf("big%d", i)
+		if err := c.SetBytes(ctx, k, big, 0); err != nil {
+			t.Fatal(err)
+		}
+		all = append(all, k)
+	}
+	var small []string
+	for i := range 20 {
+		k := fmt.Sprintf("small%02d", i)
+		if err := c.SetBytes(ctx, k, []byte(strconv.Itoa(i)), 0); err != nil {
+			t.Fatal(err)
+		}
+		small = append(small, k)
+	}
+	all = append(all, small...)
+
+	r := dialRaw(t, d.Socket)
+	h := r.hello()
+	resp := r.call(&protocol.Request{ID: 1, Op: protocol.OpGetMany, Keys: append(append([]string{}, small...), "absent")})
+	if resp.Err != nil || len(resp.Values) != 21 || resp.Values[20] != nil {
+		t.Fatalf("getMany of small values: %+v", resp)
+	}
+	for i, v := range resp.Values[:20] {
+		if string(v) != strconv.Itoa(i) {
+			t.Fatalf("getMany value %d = %q", i, v)
+		}
+	}
+	resp = r.call(&protocol.Request{ID: 2, Op: protocol.OpGetMany, Keys: all})
+	if resp.Err == nil || resp.Err.Code != protocol.CodeResponseTooLarge || !strings.Contains(resp.Err.Message, strconv.FormatInt(h.Limits.MaxResponse, 10)) {
+		t.Fatalf("getMany over max_response: %+v, want response_too_large naming %d", resp.Err, h.Limits.MaxResponse)
+	}
+
+	var listed []string
+	cursor, pages := "", 0
+	for {
+		resp := r.call(&protocol.Request{ID: 3, Op: protocol.OpList, Cursor: cursor, Limit: 1000, Values: true})
+		if resp.Err != nil {
+			t.Fatal(resp.Err)
+		}
+		pages++
+		for i, k := range resp.List.Keys {
+			if want := big; !strings.HasPrefix(k, "big") {
+				want = []byte(strings.TrimLeft(strings.TrimPrefix(k, "small"), "0"))
+				if len(want) == 0 {
+					want = []byte("0")
+				}
+			} else if !bytes.Equal(resp.List.Values[i], want) {
+				t.Fatalf("list value of %s is %d bytes", k, len(resp.List.Values[i]))
+			}
+			listed = append(listed, k)
+		}
+		if cursor = resp.List.Cursor; cursor == "" {
+			break
+		}
+	}
+	if strings.Join(listed, ",") != strings.Join(all, ",") {
+		t.Fatalf("listed %v, want %v", listed, all)
+	}
+	// Two values of 0.9 max_value fit in a max_response of about twice
+	// max_value; a third does not.
+	if pages != 2 {
+		t.Fatalf("three values of 0.9 max_value came in %d pages; want 2, the first ended early at max_response", pages)
+	}
+}
