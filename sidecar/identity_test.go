@@ -43,6 +43,8 @@ type peerReport struct {
 	Project   string            `json:"project,omitempty"`
 	Keys      []string          `json:"keys,omitempty"`
 	Values    map[string]string `json:"values,omitempty"`
+	// Took is how long it took from dialing to having listed, in ms.
+	Took float64 `json:"took_ms"`
 }
 
 // peerMain connects to $KV_SOCKET, writes KV_TEST_WRITE (key=value pairs,
@@ -51,7 +53,11 @@ func peerMain() int {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	rep := peerReport{UID: os.Getuid()}
-	defer func() { json.NewEncoder(os.Stdout).Encode(rep) }()
+	start := time.Now()
+	defer func() {
+		rep.Took = float64(time.Since(start).Microseconds()) / 1000
+		json.NewEncoder(os.Stdout).Encode(rep)
+	}()
 	c, err := client.Dial(ctx, "")
 	if err != nil {
 		rep.DialError = err.Error()
