@@ -33,8 +33,8 @@ const (
 	// project may hold, for the same reason.
 	DefaultProjectInflightShare = 0.25
 	// DefaultConnInflightBytes bounds the bytes one connection holds:
-	// enough for a dozen largest values in flight, each reserved twice
-	// (see frameReserve).
+	// room for about 30 gets of the largest value in flight, each of which
+	// reserves a largest value before it runs.
 	DefaultConnInflightBytes = 32 << 20
 
 	// minMaxFrame is the smallest default frame limit: room for a setMany of
@@ -182,10 +182,9 @@ func (c Config) Validate() error {
 }
 
 // frameReserve is what the read loop reserves when it reads a frame header:
-// the frame, and the most any response may hold: twice MaxResponseBytes,
-// for a response and its encoding, or a response and the slice of the
-// store being read for it (getMany and list read in slices of at most
-// MaxResponseBytes).
+// the frame, and the most any response may hold while it is produced:
+// twice MaxResponseBytes, a response and the slice of the store being read
+// for it (getMany and list read in slices of at most MaxResponseBytes).
 func (c Config) frameReserve() int64 {
 	return int64(c.MaxFrameBytes) + 2*int64(c.MaxResponseBytes)
 }

@@ -403,9 +403,9 @@ func (c *conn) handle(req *protocol.Request, t *ticket, h hold, start time.Time)
 		code = perr.Code
 	}
 	c.count(req.Op, code, start)
-	// The request is done with; what stays is the response, and its
-	// encoding while the write loop writes it.
-	c.trim(&h, 2*c.s.responseSize(resp))
+	// The request is done with; what stays is the response (then, once
+	// the write loop has encoded it, its encoding).
+	c.trim(&h, c.s.responseSize(resp))
 	c.send(resp, h)
 }
 
@@ -455,6 +455,9 @@ func (c *conn) writeLoop() {
 				c.log.Error("encode response", zap.Error(err))
 				frame, _ = enc.Response(&protocol.Response{ID: item.resp.ID, Err: protocol.NewError(protocol.CodeInternal, "internal error; the daemon's log has the details")})
 			}
+			// The encoding takes the place of the response's values in
+			// what the request holds: let them go.
+			item.resp = nil
 			if _, err := bw.Write(frame); err != nil {
 				broken = c.writeFailed(err)
 			}

@@ -113,26 +113,27 @@ func (s *Server) smallResponse() int64 {
 }
 
 // responseReserve is the most the response to req may hold while it is
-// produced and then written, the decoded request's own entries included:
-// twice the response, for the response and its encoding (or, for getMany
-// and list, the response and the slice being read). It is reserved before
-// the request runs, so that whatever peers ask, the responses fit in the
-// budgets.
+// produced, the decoded request's own entries included. It is reserved
+// before the request runs, so that whatever peers ask, the responses fit in
+// the budgets. getMany and list read the store in slices and may hold, for
+// a moment, a full response and the slice being read: twice
+// MaxResponseBytes. A response is held once: when the write loop has
+// encoded it, its values are dropped and the encoding takes their place.
 func (s *Server) responseReserve(req *protocol.Request) int64 {
 	l := s.cfg.Limits
 	small := s.smallResponse()
 	ceiling := 2 * int64(s.cfg.MaxResponseBytes)
 	switch req.Op {
 	case protocol.OpGet:
-		return small + 2*int64(l.MaxValueBytes)
+		return small + int64(l.MaxValueBytes)
 	case protocol.OpGetMany:
-		return small + min(2*int64(len(req.Keys))*(int64(l.MaxValueBytes)+entryOverhead), ceiling)
+		return small + min(int64(len(req.Keys))*(int64(l.MaxValueBytes)+entryOverhead), ceiling)
 	case protocol.OpHasMany, protocol.OpDeleteMany:
 		return small + int64(len(req.Keys))*entryOverhead
 	case protocol.OpSetMany:
 		return small + int64(len(req.Items))*entryOverhead
 	case protocol.OpList:
-		return small + min(2*int64(s.listLimit(req.Limit))*s.listEntryMax(req.Values), ceiling)
+		return small + min(int64(s.listLimit(req.Limit))*s.listEntryMax(req.Values), ceiling)
 	}
 	return small
 }
