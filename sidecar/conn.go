@@ -152,7 +152,7 @@ func (c *conn) run() {
 	case closeRevoked:
 		c.out <- outItem{resp: &protocol.Response{Err: protocol.NewError(protocol.CodeForbidden, c.revokeMsg)}}
 	case closeHelloTimeout:
-		c.s.metrics.refused.WithLabelValues(string(refusedHelloTimeout)).Inc()
+		c.s.metrics.refusedBy[refusedHelloTimeout].Inc()
 		c.s.limited.Info("closing connection: no hello within the hello timeout", zap.Int32("pid", c.peer.PID), zap.Uint32("uid", c.peer.UID), zap.String("project", c.project), zap.Duration("hello_timeout", c.s.cfg.HelloTimeout))
 		c.out <- outItem{resp: &protocol.Response{Err: protocol.NewError(protocol.CodeBadRequest, fmt.Sprintf("no hello within %s (the daemon's hello timeout)", c.s.cfg.HelloTimeout))}}
 	}

@@ -114,8 +114,8 @@ type projectState struct {
 	held  atomic.Int64        // the same, for metrics
 }
 
-// NewServer returns a server for cfg (defaults applied by the caller through
-// LoadConfig or Config.WithDefaults).
+// NewServer returns a server for cfg, which must have its defaults applied
+// (Config.WithDefaults) and be valid (Config.Validate).
 func NewServer(cfg Config, st store.Store, ident identity.Resolver, m *Metrics, log *zap.Logger) *Server {
 	s := &Server{
 		cfg:      cfg,
