@@ -16,7 +16,7 @@ const (
 	CodeBadFrame           Code = "bad_frame"           // the frame is not one msgpack map, or is truncated
 	CodeFrameTooLarge      Code = "frame_too_large"     // the length prefix exceeds the server's max frame
 	CodeUnsupportedVersion Code = "unsupported_version" // the hello names a version the server does not speak
-	CodeForbidden          Code = "forbidden"           // the caller maps to no project, or to the system project
+	CodeForbidden          Code = "forbidden"           // the caller maps to no project, or to the system project, or (after a reload) no longer to its connection's
 
 	// Request level: the connection stays usable.
 	CodeBadRequest       Code = "bad_request"        // a field is missing, of the wrong type or out of range
