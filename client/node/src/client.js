@@ -53,6 +53,9 @@ function maxResponse(limits) {
 
 // How long a listen-first connection waits for a refusal before its hello.
 const LISTEN_FIRST_MS = 500;
+// The pause before dialing again when the daemon's listen backlog is full
+// (EAGAIN): shorter than most calls take, long enough not to spin.
+const BACKLOG_PAUSE_MS = 5;
 
 const utf8 = new TextDecoder('utf-8', { fatal: true });
 
@@ -468,6 +471,37 @@ class Connection {
     this.socket.destroy();
     const wasReady = this.hello !== null;
     const cause = this.failure?.cause;
+    if (!wasReady && cause?.code === 'EAGAIN' && !this.client.closing) {
+      // The daemon's listen backlog is full (PROTOCOL.md §3): a flood of
+      // connections outpaces its accepting, which drains the backlog
+      // within moments. Nothing was sent: after a pause, hand the waiting
+      // calls to the client's connection, dialed anew. Each call's own
+      // timeout still bounds how long it waits.
+      const waiting = this.queued.filter((call) => !call.settled);
+      this.queued = [];
+      for (const call of waiting) {
+        call.conn = null;
+        this.release();
+      }
+      this.client.connectionEnded(this, null);
+      if (waiting.length === 0 && this.active === 0) {
+        // Nobody waits for this connection (connect() holds it while it
+        // waits): let the next call dial.
+        this.rejectReady(this.failure);
+        return;
+      }
+      setTimeout(() => {
+        if (this.client.closing) {
+          this.rejectReady(this.failure);
+          for (const call of waiting) call.settle(this.failure);
+          return;
+        }
+        this.successor = this.client.connection();
+        this.rejectReady(this.failure);
+        for (const call of waiting) if (!call.settled) this.successor.submit(call);
+      }, BACKLOG_PAUSE_MS);
+      return;
+    }
     if (!wasReady && !this.listenFirst && (cause?.code === 'EPIPE' || cause?.code === 'ECONNRESET')) {
       // The daemon closed while the hello was being written: most likely
       // it refused this caller, and its reason was lost with the socket.
@@ -585,6 +619,11 @@ export class Client extends EventEmitter {
   #connection() {
     if (this.#conn === null) this.#conn = new Connection(this, this.#socketPath, this.#timeout);
     return this.#conn;
+  }
+
+  /** @internal the current connection, dialing if needed. */
+  connection() {
+    return this.#connection();
   }
 
   /** @internal replaces the current connection with a new one. */

@@ -1,6 +1,7 @@
 // Connection failures against the real daemon: restart, crash, stall.
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
+import net from 'node:net';
 import { createClient } from '../src/index.js';
 import { startDaemon } from './helpers/daemon.js';
 
@@ -128,3 +129,36 @@ async function retryTimeouts(fn) {
     }
   }
 }
+
+test('a call made while the daemon\'s listen backlog is full dials again until it drains', async () => {
+  // Room for the connections that fill the backlog: they are admitted once
+  // the daemon runs again.
+  const d = await startDaemon({ args: ['--max-conns', '8192', '--max-conns-per-project', '8192'] });
+  daemons.push(d);
+  const kv = createClient({ socketPath: d.socketPath, timeout: 10000 });
+  const fillers = [];
+  try {
+    // A stopped daemon accepts nothing; connect until the kernel refuses.
+    process.kill(d.proc.pid, 'SIGSTOP');
+    let full = false;
+    for (let i = 0; i < 8192 && !full; i++) {
+      full = await new Promise((resolve) => {
+        const s = net.createConnection({ path: d.socketPath });
+        s.once('connect', () => { fillers.push(s); resolve(false); });
+        s.once('error', (err) => resolve(err.code === 'EAGAIN'));
+      });
+    }
+    assert.ok(full, 'the listen backlog never filled');
+    const answer = kv.ping();
+    let settled = false;
+    answer.then(() => { settled = true; }, () => { settled = true; });
+    await new Promise((r) => setTimeout(r, 200));
+    assert.equal(settled, false, 'the call settled while the backlog was full');
+    process.kill(d.proc.pid, 'SIGCONT');
+    await answer;
+  } finally {
+    process.kill(d.proc.pid, 'SIGCONT');
+    for (const s of fillers) s.destroy();
+    await kv.close();
+  }
+});
