@@ -356,7 +356,8 @@ type ListOptions struct {
 	// Cursor is the Cursor of the previous page; "" asks for the first.
 	Cursor string
 	// Limit is the most keys of one page: 0 means the daemon's default
-	// (100), and it is capped at Limits().MaxBatch.
+	// (100), and it is capped at Limits().MaxBatch. A page with values ends
+	// early, with a Cursor, where it would exceed Limits().MaxResponse.
 	Limit int
 	// Values asks for the values too.
 	Values bool
@@ -369,7 +370,7 @@ type ListPage struct {
 	// ListOptions.Values was set.
 	Values [][]byte
 	// Cursor fetches the next page when set as ListOptions.Cursor; "" means
-	// this was the last page.
+	// this was the last page (a page shorter than the limit may not be).
 	Cursor string
 }
 
