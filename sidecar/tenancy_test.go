@@ -94,15 +94,21 @@ func waitMetric(t *testing.T, d *sidecartest.Daemon, pattern string, want float6
 // TestSlowReaderIsCutOff has project alpha pipeline gets of a 1 MiB value
 // on two connections and never read the answers. Its connections are
 // closed after the write timeout, every byte they held is released, and
-// meanwhile project beta is served.
+// meanwhile project beta is served within a second.
 func TestSlowReaderIsCutOff(t *testing.T) {
 	dir, bin := tenancyDir(t)
 	uidMap := filepath.Join(dir, "uids")
 	writeFile(t, uidMap, fmt.Sprintf("0 alpha\n%d beta\n", uidBeta))
-	const writeTimeout = time.Second
+	const writeTimeout = 2 * time.Second
+	// Two connections that may hold 64 MiB each would pin the whole
+	// in-flight budget, were it not for the project's share (a quarter):
+	// then beta could not be served until alpha was cut off. With it, the
+	// second waits for the first to be cut off before it reads, and is cut
+	// off in its turn.
+	const stalledConns = 2
 	d := sidecartest.Start(t, sidecartest.Options{
 		UIDMap: uidMap, Socket: filepath.Join(dir, "kv.sock"), Metrics: true,
-		MaxInflightBytes: 64 << 20, WriteTimeout: writeTimeout,
+		MaxInflightBytes: 64 << 20, MaxConnInflightBytes: 64 << 20, WriteTimeout: writeTimeout,
 	})
 	ctx := context.Background()
 	c, err := client.Dial(ctx, d.Socket)
@@ -115,21 +121,23 @@ func TestSlowReaderIsCutOff(t *testing.T) {
 	c.Close()
 
 	var stalled []*rawConn
-	for range 2 {
+	for range stalledConns {
 		r := dialRaw(t, d.Socket)
 		r.hello()
+		stalled = append(stalled, r)
+	}
+	for _, r := range stalled {
 		var burst []byte
 		for i := range 100 {
 			f, _ := r.enc.Request(&protocol.Request{ID: uint64(i + 1), Op: protocol.OpGet, Key: "big"})
 			burst = append(burst, f...)
 		}
 		r.write(burst)
-		stalled = append(stalled, r)
 	}
 	start := time.Now()
-	servedWithin(t, bin, d.Socket, 2*time.Second)
+	servedWithin(t, bin, d.Socket, time.Second)
 
-	waitMetric(t, d, `kvsidecar_connections_closed_total\{reason="slow_reader"\}`, 2)
+	waitMetric(t, d, `kvsidecar_connections_closed_total\{reason="slow_reader"\}`, stalledConns)
 	if took := time.Since(start); took < writeTimeout*9/10 {
 		t.Fatalf("slow readers cut off after %v, before the write timeout of %v", took, writeTimeout)
 	}
