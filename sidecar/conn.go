@@ -39,7 +39,7 @@ type closeReason string
 // Close reasons.
 const (
 	closePeerClosed   closeReason = "peer_closed"   // the peer closed the connection between frames
-	closeReadError    closeReason = "read_error"    // reading failed (reset, or the peer vanished inside a frame)
+	closeReadError    closeReason = "read_error"    // reading failed: a reset, or another error of the socket
 	closeWriteError   closeReason = "write_error"   // writing a response failed
 	closeBadFrame     closeReason = "bad_frame"     // a malformed or oversized frame, or a bad handshake
 	closeStopping     closeReason = "stopping"      // the daemon is stopping
