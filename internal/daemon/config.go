@@ -100,8 +100,18 @@ type Config struct {
 	LogFormat string
 }
 
-// WithDefaults returns c with zero fields set to their defaults.
+// WithDefaults returns c with zero fields set to their defaults. With the
+// static identity every caller is one project, so that project's shares of
+// the connections and of the in-flight budget default to the whole.
 func (c Config) WithDefaults() Config {
+	if id, err := c.identity(); err == nil && id == IdentityStatic {
+		if c.Server.ProjectInflightShare == 0 {
+			c.Server.ProjectInflightShare = 1
+		}
+		if c.Server.MaxConnsPerProject == 0 {
+			c.Server.MaxConnsPerProject = c.Server.WithDefaults().MaxConns
+		}
+	}
 	c.Server = c.Server.WithDefaults()
 	if c.DataDir == "" {
 		c.DataDir = DefaultDataDir

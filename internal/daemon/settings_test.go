@@ -5,6 +5,7 @@ import (
 	"errors"
 	"flag"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -254,5 +255,37 @@ func TestDefaultsAreTheNamedConstants(t *testing.T) {
 		cfg.Server.Limits.MaxValueBytes != 1<<20 || cfg.DataDir != DefaultDataDir || cfg.Pprof || cfg.LogLevel != "info" ||
 		cfg.PostgresStatementTimeout != 0 || cfg.Server.RequestTimeout != 10*time.Second {
 		t.Fatalf("defaults: %+v", cfg)
+	}
+}
+
+// TestProjectSharesWithOneProject checks the per-project shares: a quarter
+// of the connections and of the in-flight budget when callers map to
+// projects by uid, all of them when one project is every caller (static),
+// and what is given when it is given.
+func TestProjectSharesWithOneProject(t *testing.T) {
+	dir := t.TempDir()
+	uids := filepath.Join(dir, "uids")
+	if err := os.WriteFile(uids, []byte("100 a\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cases := []struct {
+		env   env
+		conns int
+		share float64
+	}{
+		{env{"KV_UID_MAP": uids}, sidecar.DefaultMaxConns / 4, sidecar.DefaultProjectInflightShare},
+		{env{"KV_PROJECT": "p"}, sidecar.DefaultMaxConns, 1},
+		{env{"KV_PROJECT": "p", "KV_MAX_CONNS": "100"}, 100, 1},
+		{env{"KV_PROJECT": "p", "KV_MAX_CONNS_PER_PROJECT": "7", "KV_PROJECT_INFLIGHT_SHARE": "0.5"}, 7, 0.5},
+		{env{"KV_UID_MAP": uids, "KV_MAX_CONNS": "100"}, 25, sidecar.DefaultProjectInflightShare},
+	}
+	for _, tc := range cases {
+		cfg, err := load(t, tc.env)
+		if err != nil {
+			t.Fatalf("%v: %v", tc.env, err)
+		}
+		if cfg.Server.MaxConnsPerProject != tc.conns || cfg.Server.ProjectInflightShare != tc.share {
+			t.Errorf("%v: %d connections and a share of %g per project, want %d and %g", tc.env, cfg.Server.MaxConnsPerProject, cfg.Server.ProjectInflightShare, tc.conns, tc.share)
+		}
 	}
 }

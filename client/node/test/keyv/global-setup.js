@@ -15,10 +15,7 @@ export async function setup(project) {
     process.env.KVSIDECAR_BIN = buildDaemon(binDir);
   }
   project.provide('kvsidecarBin', process.env.KVSIDECAR_BIN);
-  // Keyv's suite makes a new store, so a new connection, for each of its
-  // hundreds of tests and closes them all at the end: more than the
-  // default share of one project (a quarter of --max-conns).
-  daemon = await startDaemon({ args: ['--max-conns-per-project', '1024'] });
+  daemon = await startDaemon();
   project.provide('socketPath', daemon.socketPath);
 }
 
