@@ -286,6 +286,9 @@ func (d *Daemon) Reload(ctx context.Context) (revoked int, err error) {
 	if err := r.Reload(ctx); err != nil {
 		return 0, err
 	}
+	if d.server == nil {
+		return 0, nil // no socket: no connection to revoke
+	}
 	return d.server.Revoke(ctx), nil
 }
 
