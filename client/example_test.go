@@ -20,7 +20,14 @@ import (
 // TestMain starts one daemon for the examples, which cannot start their own,
 // and points $KV_SOCKET at it as a deployment would. Tests start their own
 // daemons with sidecartest.
+//
+// With $KVSIDECAR_BENCH_DAEMON set, the test binary is instead the daemon
+// of the benchmarks (see benchDaemon), so that its CPU is not counted as
+// the client's.
 func TestMain(m *testing.M) {
+	if dir := os.Getenv(benchDaemonEnv); dir != "" {
+		os.Exit(serveBenchDaemon(dir))
+	}
 	os.Exit(runWithDaemon(m))
 }
 
