@@ -3,12 +3,14 @@ package client
 import (
 	"bufio"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
 	"math"
 	"net"
 	"os"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -253,6 +255,12 @@ func (cn *conn) writeLoop() {
 			cn.failCalls(nil, 0)
 			return
 		}
+		// The caller that woke the writer has just made it runnable, ahead
+		// of the other callers ready to queue their requests (woken by the
+		// responses the reader delivered): let them run first, so their
+		// frames go out in this write instead of one write each. With no
+		// one else ready this returns at once.
+		runtime.Gosched()
 		cn.mu.Lock()
 		buf, cn.wbuf = cn.wbuf, buf[:0]
 		batch, cn.wq = cn.wq, batch[:0]
@@ -277,7 +285,7 @@ func (cn *conn) readLoop() {
 	defer cn.c.wg.Done()
 	var buf []byte
 	for {
-		payload, err := protocol.ReadFrame(cn.br, cn.maxResp, buf)
+		payload, inPlace, err := cn.readFrame(buf)
 		if err != nil {
 			cn.fail(err)
 			return
@@ -286,12 +294,50 @@ func (cn *conn) readLoop() {
 			cn.fail(err)
 			return
 		}
-		if cap(payload) <= maxIdleBuffer {
+		switch {
+		case inPlace:
+			cn.br.Discard(len(payload)) // cannot fail: the bytes were peeked
+		case cap(payload) <= maxIdleBuffer:
 			buf = payload[:0]
-		} else {
+		default:
 			buf = nil
 		}
 	}
+}
+
+// readFrame reads the next response frame. A payload that fits in the read
+// buffer, as small responses do, is returned in place (inPlace), without a
+// copy; it stays valid until the caller discards it from cn.br. A larger
+// one is read into buf, grown if needed. io.EOF means the stream ended
+// cleanly between frames.
+func (cn *conn) readFrame(buf []byte) (payload []byte, inPlace bool, err error) {
+	hdr, err := cn.br.Peek(protocol.HeaderSize)
+	if err != nil {
+		if len(hdr) > 0 && errors.Is(err, io.EOF) {
+			err = fmt.Errorf("%w: stream ended inside a length prefix", protocol.ErrTruncated)
+		}
+		return nil, false, err
+	}
+	n := binary.BigEndian.Uint32(hdr)
+	switch {
+	case uint64(n) > uint64(cn.maxResp):
+		return nil, false, fmt.Errorf("%w: %d bytes, the limit is %d", protocol.ErrFrameTooLarge, n, cn.maxResp)
+	case n == 0:
+		return nil, false, fmt.Errorf("%w: empty frame", protocol.ErrTruncated)
+	}
+	cn.br.Discard(protocol.HeaderSize) // cannot fail: the bytes were peeked
+	if int(n) > cn.br.Size() {
+		payload, err = protocol.ReadFramePayload(cn.br, int(n), buf)
+		return payload, false, err
+	}
+	payload, err = cn.br.Peek(int(n))
+	if err != nil {
+		if errors.Is(err, io.EOF) {
+			err = fmt.Errorf("%w: stream ended inside a %d-byte frame", protocol.ErrTruncated, n)
+		}
+		return nil, false, err
+	}
+	return payload, true, nil
 }
 
 // deliver decodes one response into its call and signals it. A response
