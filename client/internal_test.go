@@ -2,6 +2,7 @@ package client
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"net"
@@ -316,5 +317,67 @@ func TestDialDeadlineWhenHelloUnanswered(t *testing.T) {
 	}
 	if d := time.Since(start); d > 2*time.Second {
 		t.Fatalf("Dial took %v with a 50ms deadline", d)
+	}
+}
+
+// TestResponseFrames reads responses smaller and larger than the read
+// buffer, one after the other on the same stream, and checks that a broken
+// frame fails the call in flight with a cause that names the problem.
+func TestResponseFrames(t *testing.T) {
+	t.Run("sizes", func(t *testing.T) {
+		p := startPeer(t)
+		c, err := Dial(t.Context(), p.socket)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		nc := <-p.conns
+		for _, size := range []int{10, readBufferSize + 1, 3, 3 * readBufferSize, readBufferSize - 64} {
+			want := bytes.Repeat([]byte{byte(size)}, size)
+			got := make(chan []byte, 1)
+			go func() {
+				v, _, err := c.GetBytes(t.Context(), "k")
+				if err != nil {
+					t.Error(err)
+				}
+				got <- v
+			}()
+			req := p.next()
+			p.respond(nc, &protocol.Response{ID: req.ID, Op: protocol.OpGet, Found: true, Value: want})
+			if v := <-got; !bytes.Equal(v, want) {
+				t.Fatalf("a %d-byte value came back as %d bytes", size, len(v))
+			}
+		}
+	})
+	for _, tc := range []struct {
+		name  string
+		bytes []byte
+		want  string
+	}{
+		{"cut in the length prefix", []byte{0, 0}, "stream ended inside a length prefix"},
+		{"cut in the payload", []byte{0, 0, 0, 100, 0x81}, "stream ended inside a 100-byte frame"},
+		{"empty frame", []byte{0, 0, 0, 0}, "empty frame"},
+		{"too large", []byte{0xff, 0xff, 0xff, 0xff}, "frame too large"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p := startPeer(t)
+			c, err := Dial(t.Context(), p.socket)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			nc := <-p.conns
+			errc := make(chan error, 1)
+			go func() { _, _, err := c.GetBytes(t.Context(), "k"); errc <- err }()
+			p.next()
+			if _, err := nc.Write(tc.bytes); err != nil {
+				t.Fatal(err)
+			}
+			nc.(*net.UnixConn).CloseWrite()
+			err = <-errc
+			if !errors.Is(err, ErrUnavailable) || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("got %v, want ErrUnavailable saying %q", err, tc.want)
+			}
+		})
 	}
 }
