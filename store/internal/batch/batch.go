@@ -9,6 +9,24 @@
 // applied if its batch has not started, the drain takes what is queued up to
 // the batch limits and carries the item that did not fit to the next batch,
 // and a panic in apply fails that batch's callers instead of the process.
+//
+// The queue is fair across keys (for the stores, a key is a project). Each
+// key has its own first-in-first-out lane, and the drain takes one item from
+// each lane in turn, continuing next batch where it stopped. An item waits
+// for at most one item of every other waiting key, not for all they queued:
+// a key that floods the queue delays a lone item of another key by about
+// one batch — it goes into the next batch drawn, or the one after when the
+// batch limits cut that one short before its turn. A key
+// may hold at most Config.MaxPerKey waiting items; beyond that only its own
+// callers wait (and get store.ErrBusy when their context ends), the others
+// still enter. Items of one key are applied in the order they were
+// submitted; items of different keys may be reordered.
+//
+// An apply that cannot finish an item in this batch — a purge of expired
+// entries that needs more than one bounded slice — puts it back with
+// Call.Requeue at the head of its lane, to be drawn again in a later batch,
+// so that long work proceeds in slices between other keys' items.
+//
 // What a batch means — a bbolt transaction, a PostgreSQL transaction, one
 // pipelined read — stays with the backend.
 //
@@ -50,6 +68,16 @@ type Config[T, R any] struct {
 	// queue is full, Submit waits within its context, so a slow backend
 	// pushes back on callers instead of piling up memory and delay.
 	Capacity int
+	// Key names the lane of an item: the project it belongs to. The drain
+	// takes items round-robin across lanes. nil puts every item in one
+	// lane, so the queue is first in, first out.
+	Key func(T) string
+	// MaxPerKey bounds the items of one key waiting to be drawn: the share
+	// of Capacity one key may hold. While its key holds that many, Submit
+	// waits within its context and then fails with store.ErrBusy, while
+	// items of other keys still enter. 0 or more than Capacity means
+	// Capacity.
+	MaxPerKey int
 	// MaxWeight bounds the summed Weight of the items of one batch. The
 	// first item of a batch always goes in, however heavy.
 	MaxWeight int
@@ -73,9 +101,12 @@ type Config[T, R any] struct {
 	// answer".
 	AbandonedMessage string
 	// Apply applies one batch, in queue order, and answers each of its calls
-	// exactly once (Call.Answer or Call.Fail) before it returns. It runs on
-	// the queue's goroutine, one batch at a time; it must neither keep calls
-	// nor answer them after it returns.
+	// exactly once (Call.Answer or Call.Fail) or puts it back (Call.Requeue)
+	// before it returns. It runs on the queue's goroutine, one batch at a
+	// time; it must neither keep calls nor answer them after it returns.
+	// An Apply that requeues a call must requeue every later call of the
+	// batch with the same key as well, or that key's items would be applied
+	// out of order.
 	Apply func(calls []*Call[T, R])
 	// Logger receives a panic of Apply, with its stack, and calls that Apply
 	// left unanswered. nil means zap.NewNop().
@@ -87,21 +118,72 @@ type Config[T, R any] struct {
 type Queue[T, R any] struct {
 	cfg Config[T, R]
 
-	// mu guards closed and, held for reading by every Submit while it
-	// sends, keeps Close from closing ch under a sender.
-	mu     sync.RWMutex
+	// mu guards everything below but done and the drain's own state.
+	mu     sync.Mutex
 	closed bool
-	ch     chan *Call[T, R]
-	done   chan struct{} // closed when the drain goroutine has ended
+	lanes  map[string]*lane[T, R] // lanes holding waiting items
+	ring   ring[T, R]             // the lanes of lanes, in drain order
+	n      int                    // items waiting, in all lanes
+	spare  []*lane[T, R]          // emptied lanes, for reuse
+	// space is closed, and replaced, when items leave the queue while
+	// submitters wait for room (waiting > 0), and at Close.
+	space   chan struct{}
+	waiting int
+
+	// wake holds one token when the drain may have work: items queued or
+	// the queue closed. One slot is enough, the drain re-checks the queue.
+	wake chan struct{}
+	done chan struct{} // closed when the drain goroutine has ended
 
 	// The drain's state, touched only by its goroutine.
-	carry       *Call[T, R]   // drawn, but left for the next batch
-	batch, live []*Call[T, R] // the batch drawn; its calls still awaited
+	batch, live, requeued []*Call[T, R] // the batch drawn; its calls still awaited; its calls put back
+}
+
+// lane is the waiting items of one key, oldest first: calls[head:]. The
+// drain advances head rather than reslicing, so an emptied lane keeps its
+// array for the next burst.
+type lane[T, R any] struct {
+	key   string
+	calls []*Call[T, R]
+	head  int
+}
+
+func (l *lane[T, R]) len() int { return len(l.calls) - l.head }
+
+// ring is a first-in-first-out queue of lanes: lanes[head:]. It reuses its
+// array, so the drain's turns allocate nothing.
+type ring[T, R any] struct {
+	lanes []*lane[T, R]
+	head  int
+}
+
+func (r *ring[T, R]) len() int { return len(r.lanes) - r.head }
+
+func (r *ring[T, R]) front() *lane[T, R] { return r.lanes[r.head] }
+
+func (r *ring[T, R]) pop() {
+	r.lanes[r.head] = nil
+	r.head++
+	if r.head == len(r.lanes) {
+		r.lanes, r.head = r.lanes[:0], 0
+	}
+}
+
+func (r *ring[T, R]) push(l *lane[T, R]) {
+	if r.head > 0 && len(r.lanes) == cap(r.lanes) {
+		// Slide the live part down instead of growing the array.
+		n := copy(r.lanes, r.lanes[r.head:])
+		clear(r.lanes[n:])
+		r.lanes, r.head = r.lanes[:n], 0
+	}
+	r.lanes = append(r.lanes, l)
 }
 
 // Call is one submitted item waiting for its answer.
 type Call[T, R any] struct {
 	Item T
+
+	key string // Config.Key of Item
 
 	abandoned <-chan struct{} // the caller's ctx.Done() when the queue is Abandonable
 	// done is closed once r and err hold the answer: answering never
@@ -110,6 +192,7 @@ type Call[T, R any] struct {
 	r        R
 	err      error
 	answered bool // touched only by the drain goroutine
+	requeued bool // put back by Apply; touched only by the drain goroutine
 }
 
 // New returns a queue and starts its drain goroutine, which runs until
@@ -131,10 +214,15 @@ func New[T, R any](cfg Config[T, R]) *Queue[T, R] {
 	if cfg.Logger == nil {
 		cfg.Logger = zap.NewNop()
 	}
+	if cfg.MaxPerKey <= 0 || cfg.MaxPerKey > cfg.Capacity {
+		cfg.MaxPerKey = cfg.Capacity
+	}
 	q := &Queue[T, R]{
-		cfg:  cfg,
-		ch:   make(chan *Call[T, R], cfg.Capacity),
-		done: make(chan struct{}),
+		cfg:   cfg,
+		lanes: map[string]*lane[T, R]{},
+		space: make(chan struct{}),
+		wake:  make(chan struct{}, 1),
+		done:  make(chan struct{}),
 	}
 	go q.run()
 	return q
@@ -144,15 +232,19 @@ func New[T, R any](cfg Config[T, R]) *Queue[T, R] {
 // the error Apply or the queue failed it with.
 //
 // It fails at once with ctx's error if ctx has ended, and with
-// store.ErrClosed after Close. While the queue is full it waits; if ctx ends
-// first it fails with store.ErrBusy, wrapping ctx's error, and the item is
-// not applied. Once the item is queued, see Config.Abandonable.
+// store.ErrClosed after Close. While the queue is full, or the item's key
+// holds Config.MaxPerKey items, it waits; if ctx ends first it fails with
+// store.ErrBusy, wrapping ctx's error, and the item is not applied. Once the
+// item is queued, see Config.Abandonable.
 func (q *Queue[T, R]) Submit(ctx context.Context, item T) (R, error) {
 	var zero R
 	if err := ctx.Err(); err != nil {
 		return zero, err
 	}
 	c := &Call[T, R]{Item: item, done: make(chan struct{})}
+	if q.cfg.Key != nil {
+		c.key = q.cfg.Key(item)
+	}
 	if q.cfg.Abandonable {
 		c.abandoned = ctx.Done()
 	}
@@ -176,29 +268,88 @@ func (q *Queue[T, R]) Submit(ctx context.Context, item T) (R, error) {
 	}
 }
 
-// enqueue puts c on the queue, waiting within ctx while it is full.
+// enqueue puts c at the tail of its lane, waiting within ctx while the
+// queue is full or the lane holds its share.
 func (q *Queue[T, R]) enqueue(ctx context.Context, c *Call[T, R]) error {
-	q.mu.RLock()
-	defer q.mu.RUnlock()
-	if q.closed {
-		return store.ErrClosed
+	q.mu.Lock()
+	for {
+		if q.closed {
+			q.mu.Unlock()
+			return store.ErrClosed
+		}
+		l := q.lanes[c.key]
+		held := 0
+		if l != nil {
+			held = l.len()
+		}
+		if q.n < q.cfg.Capacity && held < q.cfg.MaxPerKey {
+			q.push(c)
+			q.mu.Unlock()
+			select {
+			case q.wake <- struct{}{}:
+			default: // the drain has a token already
+			}
+			return nil
+		}
+		space := q.space
+		q.waiting++
+		q.mu.Unlock()
+		select {
+		case <-space:
+			q.mu.Lock()
+			q.waiting--
+		case <-ctx.Done():
+			q.mu.Lock()
+			q.waiting--
+			full := q.n >= q.cfg.Capacity
+			q.mu.Unlock()
+			if full || c.key == "" {
+				return fmt.Errorf("%w: the %s queue stayed full: %w", store.ErrBusy, q.cfg.Name, ctx.Err())
+			}
+			return fmt.Errorf("%w: %q held its share of the %s queue (%d calls) until the deadline: %w",
+				store.ErrBusy, c.key, q.cfg.Name, q.cfg.MaxPerKey, ctx.Err())
+		}
 	}
-	select {
-	case q.ch <- c:
-		return nil
-	default:
+}
+
+// push appends c to its lane, which joins the end of the ring if it was
+// empty. q.mu must be held.
+func (q *Queue[T, R]) push(c *Call[T, R]) {
+	l := q.lanes[c.key]
+	if l == nil {
+		l = q.newLane(c.key)
+		q.ring.push(l)
 	}
-	select {
-	case q.ch <- c:
-		return nil
-	case <-ctx.Done():
-		return fmt.Errorf("%w: the %s queue stayed full: %w", store.ErrBusy, q.cfg.Name, ctx.Err())
+	if l.head > 0 && len(l.calls) == cap(l.calls) {
+		// Slide the waiting calls down instead of growing the array, which
+		// a lane that never empties would otherwise do for ever.
+		n := copy(l.calls, l.calls[l.head:])
+		clear(l.calls[n:])
+		l.calls, l.head = l.calls[:n], 0
 	}
+	l.calls = append(l.calls, c)
+	q.n++
+}
+
+// newLane returns an empty lane for key, registered in q.lanes but not in
+// the ring. q.mu must be held.
+func (q *Queue[T, R]) newLane(key string) *lane[T, R] {
+	var l *lane[T, R]
+	if n := len(q.spare); n > 0 {
+		l, q.spare = q.spare[n-1], q.spare[:n-1]
+	} else {
+		l = &lane[T, R]{}
+	}
+	l.key = key
+	q.lanes[key] = l
+	return l
 }
 
 // Len is the number of items waiting to be drawn into a batch.
 func (q *Queue[T, R]) Len() int {
-	return len(q.ch)
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.n
 }
 
 // Close refuses new items (Submit fails with store.ErrClosed), applies and
@@ -208,9 +359,12 @@ func (q *Queue[T, R]) Close() {
 	q.mu.Lock()
 	if !q.closed {
 		q.closed = true
-		// No Submit is sending (each holds mu for reading while it
-		// does), so closing ch is safe; the drain empties it and ends.
-		close(q.ch)
+		close(q.space) // submitters waiting for room see closed
+		q.space = make(chan struct{})
+		select {
+		case q.wake <- struct{}{}:
+		default:
+		}
 	}
 	q.mu.Unlock()
 	<-q.done
@@ -230,45 +384,86 @@ func (q *Queue[T, R]) run() {
 	}
 }
 
-// next draws the next batch: the call carried from the last draw or else the
-// next to arrive (waiting for it), then whatever else is queued right now,
-// while the batch stays within MaxWeight and MaxBytes. The call that would
-// cross a limit is carried to the next batch. ok is false once the queue is
-// closed and empty.
-//
-// This is the whole drain policy. A fairer one — round-robin across
-// projects — replaces this method (and adds a Config field naming an
-// item's project); Submit, the limits, the abandoned rule and apply stay.
+// next draws the next batch, waiting for an item if none is queued: one
+// item from each lane in turn, starting with the lane the last batch
+// stopped at, while the batch stays within MaxWeight and MaxBytes. An item
+// that would cross a limit stays at the head of its lane, whose turn comes
+// first in the next batch; the first item of a batch always goes in. ok is
+// false once the queue is closed and empty.
 func (q *Queue[T, R]) next() (batch []*Call[T, R], ok bool) {
-	first := q.carry
-	q.carry = nil
-	if first == nil {
-		if first, ok = <-q.ch; !ok {
+	q.mu.Lock()
+	for q.n == 0 {
+		if q.closed {
+			q.mu.Unlock()
 			return nil, false
 		}
+		q.mu.Unlock()
+		<-q.wake
+		q.mu.Lock()
 	}
-	batch = append(q.batch[:0], first)
-	weight, size := q.cfg.Weight(first.Item), q.cfg.Bytes(first.Item)
-	for weight < q.cfg.MaxWeight && (q.cfg.MaxBytes == 0 || size < q.cfg.MaxBytes) {
-		var c *Call[T, R]
-		select {
-		case c, ok = <-q.ch:
-		default: // nothing more queued right now: apply, don't wait
-		}
-		if c == nil {
-			break
-		}
+	batch = q.batch[:0]
+	weight, size := 0, 0
+	for q.ring.len() > 0 {
+		l := q.ring.front()
+		c := l.calls[l.head]
 		w, b := q.cfg.Weight(c.Item), q.cfg.Bytes(c.Item)
-		if weight+w > q.cfg.MaxWeight || (q.cfg.MaxBytes > 0 && size+b > q.cfg.MaxBytes) {
-			q.carry = c
-			break
+		if len(batch) > 0 && (weight+w > q.cfg.MaxWeight || (q.cfg.MaxBytes > 0 && size+b > q.cfg.MaxBytes)) {
+			break // c heads the next batch
 		}
 		batch = append(batch, c)
 		weight += w
 		size += b
+		l.calls[l.head] = nil
+		l.head++
+		q.n--
+		q.ring.pop()
+		if l.len() > 0 {
+			q.ring.push(l) // its next item waits for the others' turn
+		} else {
+			delete(q.lanes, l.key)
+			l.calls, l.head = l.calls[:0], 0
+			q.spare = append(q.spare, l)
+		}
+		if weight >= q.cfg.MaxWeight || (q.cfg.MaxBytes > 0 && size >= q.cfg.MaxBytes) {
+			break
+		}
 	}
+	if q.waiting > 0 {
+		close(q.space)
+		q.space = make(chan struct{})
+	}
+	q.mu.Unlock()
 	q.batch = batch
 	return batch, true
+}
+
+// putBack returns the calls Apply requeued, in batch order, to the heads of
+// their lanes, ahead of the items that arrived meanwhile. A lane that had
+// emptied rejoins the ring at its end.
+func (q *Queue[T, R]) putBack(calls []*Call[T, R]) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	byKey := map[string][]*Call[T, R]{}
+	var keys []string
+	for _, c := range calls {
+		c.requeued = false
+		if _, ok := byKey[c.key]; !ok {
+			keys = append(keys, c.key)
+		}
+		byKey[c.key] = append(byKey[c.key], c)
+	}
+	for _, k := range keys {
+		back := byKey[k]
+		l := q.lanes[k]
+		if l == nil {
+			l = q.newLane(k)
+			q.ring.push(l)
+		}
+		rest := l.calls[l.head:]
+		l.calls = append(append(make([]*Call[T, R], 0, len(back)+len(rest)), back...), rest...)
+		l.head = 0
+		q.n += len(back)
+	}
 }
 
 // apply answers the calls of batch whose callers have gone, hands the others
@@ -288,13 +483,23 @@ func (q *Queue[T, R]) apply(batch []*Call[T, R]) {
 	if len(live) > 0 {
 		q.safelyApply(live)
 	}
+	requeued := q.requeued[:0]
 	for _, c := range batch {
+		if c.requeued {
+			requeued = append(requeued, c)
+			continue
+		}
 		if !c.answered {
 			q.cfg.Logger.Error("batch: apply returned without answering a call", zap.String("queue", q.cfg.Name))
 			c.Fail(fmt.Errorf("%s queue: %w", q.cfg.Name, ErrUnanswered))
 		}
 	}
+	if len(requeued) > 0 {
+		q.putBack(requeued)
+	}
 	clear(live)
+	clear(requeued)
+	q.requeued = requeued
 }
 
 // safelyApply runs Config.Apply and turns a panic into the answer of every
@@ -318,6 +523,16 @@ func (q *Queue[T, R]) safelyApply(calls []*Call[T, R]) {
 	q.cfg.Apply(calls)
 }
 
+// Requeue puts the call back at the head of its lane, to be applied again
+// in a later batch, instead of answering it now: for work done in slices
+// across batches. See Config.Apply for the order it must keep.
+func (c *Call[T, R]) Requeue() {
+	if c.answered {
+		panic("batch: an answered call was requeued")
+	}
+	c.requeued = true
+}
+
 // Answer gives the call's caller its result.
 func (c *Call[T, R]) Answer(r R) { c.finish(r, nil) }
 
@@ -331,6 +546,7 @@ func (c *Call[T, R]) finish(r R, err error) {
 	if c.answered {
 		panic("batch: a call was answered twice")
 	}
+	c.requeued = false
 	c.answered = true
 	c.r, c.err = r, err
 	close(c.done)

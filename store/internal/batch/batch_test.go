@@ -243,8 +243,8 @@ func TestClosed(t *testing.T) {
 		close(closed)
 	}()
 	waitFor(t, "Close to close the queue", func() bool {
-		q.mu.RLock()
-		defer q.mu.RUnlock()
+		q.mu.Lock()
+		defer q.mu.Unlock()
 		return q.closed
 	})
 	// Closing, still applying what was queued: a new item is refused.
@@ -490,5 +490,185 @@ func TestNewRefusesIncompleteConfig(t *testing.T) {
 			}()
 			New(cfg).Close()
 		}()
+	}
+}
+
+// keyed is the fake's queue with one lane per item id's first letter: the
+// project of the stores.
+func keyed(f *fake) Config[item, string] {
+	cfg := config(f)
+	cfg.Capacity = 32
+	cfg.Key = func(it item) string { return it.id[:1] }
+	return cfg
+}
+
+// TestRoundRobinAcrossKeys: while key "a" floods the queue, a lone item of
+// key "b" goes into the very next batch instead of waiting behind every
+// item "a" queued before it, and each key's items keep their order.
+func TestRoundRobinAcrossKeys(t *testing.T) {
+	f := newFake()
+	q := open(t, keyed(f))
+	first := hold(t, q, f)
+	var answers []<-chan answer
+	for i := range 12 {
+		answers = append(answers, submitQueued(t, context.Background(), q, item{id: "a" + string(rune('0'+i/10)) + string(rune('0'+i%10))}))
+	}
+	answers = append(answers, submitQueued(t, context.Background(), q, item{id: "b"}))
+	close(f.release)
+	<-first
+	for _, ch := range answers {
+		if a := <-ch; a.err != nil || a.r != strings.ToUpper(a.id) {
+			t.Fatalf("Submit(%s) = %q, %v", a.id, a.r, a.err)
+		}
+	}
+	// MaxWeight 4: "a" and "b" take turns while both wait, then "a" alone.
+	want := [][]string{{"hold"}, {"a00", "b", "a01", "a02"}, {"a03", "a04", "a05", "a06"}, {"a07", "a08", "a09", "a10"}, {"a11"}}
+	if got := f.got(); !slices.EqualFunc(got, want, slices.Equal) {
+		t.Fatalf("batches = %v, want %v", got, want)
+	}
+}
+
+// TestRoundRobinHeavyItems: a flood of heavy items (each a batch of its
+// own) delays another key's item by one batch, not by the flood: the drain
+// goes on with the lane whose turn it is when a limit stops a batch.
+func TestRoundRobinHeavyItems(t *testing.T) {
+	f := newFake()
+	q := open(t, keyed(f))
+	first := hold(t, q, f)
+	var answers []<-chan answer
+	for _, id := range []string{"a1", "a2", "a3", "a4"} {
+		answers = append(answers, submitQueued(t, context.Background(), q, item{id: id, weight: 4}))
+	}
+	answers = append(answers, submitQueued(t, context.Background(), q, item{id: "b1"}))
+	answers = append(answers, submitQueued(t, context.Background(), q, item{id: "b2"}))
+	close(f.release)
+	<-first
+	for _, ch := range answers {
+		if a := <-ch; a.err != nil {
+			t.Fatalf("Submit(%s) = %v", a.id, a.err)
+		}
+	}
+	want := [][]string{{"hold"}, {"a1"}, {"b1"}, {"a2"}, {"b2"}, {"a3"}, {"a4"}}
+	if got := f.got(); !slices.EqualFunc(got, want, slices.Equal) {
+		t.Fatalf("batches = %v, want %v", got, want)
+	}
+}
+
+// TestShareOfTheQueue: a key that holds MaxPerKey waiting items gets
+// store.ErrBusy for its next item when its context ends, naming the key and
+// its share, while another key's item still enters and is applied.
+func TestShareOfTheQueue(t *testing.T) {
+	f := newFake()
+	cfg := keyed(f)
+	cfg.MaxPerKey = 3
+	q := open(t, cfg)
+	first := hold(t, q, f)
+	var answers []<-chan answer
+	for _, id := range []string{"a1", "a2", "a3"} {
+		answers = append(answers, submitQueued(t, context.Background(), q, item{id: id}))
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
+	defer cancel()
+	_, err := q.Submit(ctx, item{id: "a4"})
+	if !errors.Is(err, store.ErrBusy) || !errors.Is(err, context.DeadlineExceeded) || !strings.Contains(err.Error(), `"a" held its share of the test queue (3 calls)`) {
+		t.Fatalf("Submit beyond the key's share = %v, want ErrBusy naming the key and its share", err)
+	}
+	answers = append(answers, submitQueued(t, context.Background(), q, item{id: "b1"}))
+	close(f.release)
+	<-first
+	for _, ch := range answers {
+		if a := <-ch; a.err != nil {
+			t.Fatalf("Submit(%s) = %v", a.id, a.err)
+		}
+	}
+	want := [][]string{{"hold"}, {"a1", "b1", "a2", "a3"}}
+	if got := f.got(); !slices.EqualFunc(got, want, slices.Equal) {
+		t.Fatalf("batches = %v, want %v (a4 applied?)", got, want)
+	}
+}
+
+// TestShareWaitsForRoom: an item beyond its key's share waits, and enters
+// once the drain takes the key's earlier items.
+func TestShareWaitsForRoom(t *testing.T) {
+	f := newFake()
+	cfg := keyed(f)
+	cfg.MaxPerKey = 1
+	q := open(t, cfg)
+	first := hold(t, q, f)
+	a1 := submitQueued(t, context.Background(), q, item{id: "a1"})
+	a2 := make(chan answer, 1)
+	go func() {
+		r, err := q.Submit(context.Background(), item{id: "a2"})
+		a2 <- answer{"a2", r, err}
+	}()
+	close(f.release)
+	<-first
+	for _, ch := range []<-chan answer{a1, a2} {
+		if a := <-ch; a.err != nil || a.r != strings.ToUpper(a.id) {
+			t.Fatalf("Submit(%s) = %q, %v", a.id, a.r, a.err)
+		}
+	}
+}
+
+// TestRequeue: calls Apply puts back are applied again in a later batch,
+// ahead of their key's items that arrived meanwhile and in their own order,
+// while other keys' items go on being applied in between.
+func TestRequeue(t *testing.T) {
+	var mu sync.Mutex
+	var batches [][]string
+	rounds := map[string]int{}
+	release := make(chan struct{})
+	cfg := Config[item, string]{
+		Name: "test", Capacity: 16, MaxWeight: 4,
+		Key: func(it item) string { return it.id[:1] },
+		Apply: func(calls []*Call[item, string]) {
+			mu.Lock()
+			ids := make([]string, len(calls))
+			for i, c := range calls {
+				ids[i] = c.Item.id
+			}
+			batches = append(batches, ids)
+			mu.Unlock()
+			if ids[0] == "hold" {
+				<-release
+			}
+			requeueing := false
+			for _, c := range calls {
+				// "a1" needs three slices; the "a" calls after it wait with it.
+				if c.Item.id == "a1" && rounds["a1"] < 2 {
+					rounds["a1"]++
+					requeueing = true
+				}
+				if requeueing && c.Item.id[0] == 'a' {
+					c.Requeue()
+					continue
+				}
+				c.Answer(strings.ToUpper(c.Item.id))
+			}
+		},
+	}
+	q := open(t, cfg)
+	h := make(chan answer, 1)
+	go func() {
+		r, err := q.Submit(context.Background(), item{id: "hold"})
+		h <- answer{"hold", r, err}
+	}()
+	waitFor(t, "the held batch", func() bool { mu.Lock(); defer mu.Unlock(); return len(batches) == 1 })
+	var answers []<-chan answer
+	for _, id := range []string{"a1", "a2", "b1", "b2", "b3"} {
+		answers = append(answers, submitQueued(t, context.Background(), q, item{id: id}))
+	}
+	close(release)
+	<-h
+	for _, ch := range answers {
+		if a := <-ch; a.err != nil || a.r != strings.ToUpper(a.id) {
+			t.Fatalf("Submit(%s) = %q, %v", a.id, a.r, a.err)
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	want := [][]string{{"hold"}, {"a1", "b1", "a2", "b2"}, {"b3", "a1", "a2"}, {"a1", "a2"}}
+	if !slices.EqualFunc(batches, want, slices.Equal) {
+		t.Fatalf("batches = %v, want %v", batches, want)
 	}
 }
