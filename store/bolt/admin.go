@@ -352,7 +352,7 @@ func (s *Store) Import(ctx context.Context, project string, entries []store.Entr
 	for _, e := range entries {
 		size += len(e.Key) + len(e.Value)
 	}
-	res := s.submit(ctx, size, func(w *writeTx) (result, error) {
+	res := s.submit(ctx, request{project: project, size: size, apply: func(w *writeTx) (result, error) {
 		// The last entry of each key wins; expired ones are left out.
 		last := make(map[string]int, len(entries))
 		for i, e := range entries {
@@ -393,7 +393,7 @@ func (s *Store) Import(ctx context.Context, project string, entries []store.Entr
 			}
 		}
 		return result{n: int64(len(items))}, p.saveUsage()
-	})
+	}})
 	return int(res.n), res.err
 }
 

@@ -62,6 +62,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"sync"
 	"time"
 
@@ -95,6 +96,17 @@ const (
 	// is just exiting, short enough that a second daemon on the same file
 	// fails at start instead of hanging.
 	DefaultLockTimeout = time.Second
+	// DefaultProjectQueueShare is the share of the write queue one project
+	// may hold: a quarter, so that at least four projects flooding at once
+	// are needed to fill it, and a project alone still gets batches of a
+	// few hundred writes.
+	DefaultProjectQueueShare = 0.25
+	// DefaultDiskReserve is the space kept in reserve next to the file for
+	// deletes on a full disk. A Delete needs a few pages; a Clear of a
+	// project of a million entries rewrites a freelist of about 8 bytes a
+	// freed page, a few MiB: 16 MiB covers that on a disk where it is
+	// nothing.
+	DefaultDiskReserve = 16 << 20
 )
 
 // Config configures Open.
@@ -127,6 +139,24 @@ type Config struct {
 	// looks at (SearchKeys then returns a page cut short). 0 means
 	// DefaultSearchScan.
 	SearchScan int
+	// ProjectQueueShare is the share of the write queue (of its 1024
+	// calls) that the waiting writes of one project may take, in (0, 1].
+	// The committer serves projects round-robin in any case; this bounds
+	// the memory and the slots a flooding project holds, and its writes
+	// beyond it wait and fail with store.ErrBusy when their context ends,
+	// while other projects' writes still enter. 0 means
+	// DefaultProjectQueueShare.
+	ProjectQueueShare float64
+	// DiskReserve is the space, in bytes, kept allocated in a file next to
+	// the store's (Path + ".reserve") so that Delete, DeleteMany, Clear and
+	// the sweeper keep working when the disk is full: bbolt needs new pages
+	// even to delete. When a write that frees space fails for want of it,
+	// the reserve is released and the write runs in its room; while it is
+	// released, writes that add data fail with store.ErrUnavailable ("disk
+	// full") unless the file's free pages leave room, and the committer
+	// takes the reserve back once the disk has space again. 0 means
+	// DefaultDiskReserve; < 0 keeps no reserve.
+	DiskReserve int64
 	// ObserveBatch, if set, is called after each committed transaction with
 	// the number of write requests it committed. It runs on the committer
 	// goroutine, so it must be fast (a histogram observation).
@@ -153,6 +183,12 @@ func (c Config) withDefaults() Config {
 	if c.SearchScan <= 0 {
 		c.SearchScan = DefaultSearchScan
 	}
+	if c.ProjectQueueShare == 0 {
+		c.ProjectQueueShare = DefaultProjectQueueShare
+	}
+	if c.DiskReserve == 0 {
+		c.DiskReserve = DefaultDiskReserve
+	}
 	if c.ObserveBatch == nil {
 		c.ObserveBatch = func(int) {}
 	}
@@ -176,6 +212,9 @@ func (c Config) validate() error {
 	if c.DefaultQuota < 0 {
 		return fmt.Errorf("config: DefaultQuota is negative (%d)", c.DefaultQuota)
 	}
+	if c.ProjectQueueShare < 0 || c.ProjectQueueShare > 1 {
+		return fmt.Errorf("config: ProjectQueueShare is %g, want a share in (0, 1]", c.ProjectQueueShare)
+	}
 	return nil
 }
 
@@ -193,6 +232,9 @@ type Store struct {
 	// queue is the write queue; its goroutine is the committer. It refuses
 	// writes once closed, so no write reaches the file after Close.
 	queue *batch.Queue[request, result]
+
+	// reserve is the disk reserve (Config.DiskReserve), the committer's.
+	reserve reserve
 
 	stopSweeper context.CancelFunc
 	sweeperDone chan struct{}
@@ -227,7 +269,14 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		db:          db,
 		cfg:         cfg,
 		limits:      cfg.Limits,
+		reserve:     reserve{path: cfg.Path + ".reserve", size: max(cfg.DiskReserve, 0)},
 		sweeperDone: make(chan struct{}),
+	}
+	if cfg.DiskReserve < 0 {
+		_ = os.Remove(s.reserve.path) // a reserve left by an earlier configuration
+	} else if err := s.reserve.take(time.Now()); err != nil {
+		// Not fatal: the store serves, and the committer tries again.
+		cfg.Logger.Warn("bolt: no disk reserve for deletes on a full disk", zap.Error(err))
 	}
 	s.queue = s.newQueue()
 

@@ -3,6 +3,8 @@ package bolt
 import (
 	"context"
 	"fmt"
+	"slices"
+	"time"
 
 	"go.etcd.io/bbolt"
 	"go.uber.org/zap"
@@ -33,6 +35,14 @@ const (
 
 // request is one write call waiting for the committer.
 type request struct {
+	// project is the request's lane in the queue, which the committer
+	// serves round-robin; "" for the calls of no project (SetDefaultQuota,
+	// Sweep).
+	project string
+	// frees is set for the writes that only remove data (Delete,
+	// DeleteMany, Clear, Sweep): on a full disk they may use the disk
+	// reserve, and they are never refused for want of space.
+	frees bool
 	// apply performs the write in tx. A refusal (quota, not an integer) is
 	// reported in the result, after apply has decided it without mutating
 	// anything; an error means the transaction must be rolled back.
@@ -55,7 +65,17 @@ type writeTx struct {
 	tx  *bbolt.Tx
 	now int64 // unix ms, one instant for the whole transaction
 	s   *Store
+	// purgeLeft is how many expired entries the quota checks of this
+	// transaction may still delete (Config.SweepBatch in all): a request
+	// that needs more is requeued, and its purge goes on in the next
+	// transaction, between other projects' writes.
+	purgeLeft int
 }
+
+// errPurgeMore is the refusal of a request whose quota check deleted a
+// slice of its project's expired entries and needs the next slice before it
+// can decide; the committer requeues it. It never reaches a caller.
+var errPurgeMore = fmt.Errorf("%w: the purge of expired entries goes on in the next transaction", store.ErrUnavailable)
 
 // newQueue returns the write queue, whose committer goroutine runs commit
 // until Close.
@@ -63,6 +83,8 @@ func (s *Store) newQueue() *batch.Queue[request, result] {
 	return batch.New(batch.Config[request, result]{
 		Name:      "write",
 		Capacity:  queueCapacity,
+		Key:       func(r request) string { return r.project },
+		MaxPerKey: max(int(s.cfg.ProjectQueueShare*queueCapacity), 1),
 		MaxWeight: maxBatch,
 		MaxBytes:  maxBatchBytes,
 		Bytes:     func(r request) int { return r.size },
@@ -75,25 +97,57 @@ func (s *Store) newQueue() *batch.Queue[request, result] {
 // request waits to enter the queue; once queued, the write will be applied
 // and submit waits for its outcome regardless of ctx, so a write whose ctx
 // expires after that point may still commit.
-func (s *Store) submit(ctx context.Context, size int, apply func(w *writeTx) (result, error)) result {
-	res, err := s.queue.Submit(ctx, request{apply: apply, size: size})
+func (s *Store) submit(ctx context.Context, r request) result {
+	res, err := s.queue.Submit(ctx, r)
 	if err != nil {
 		return result{err: err}
 	}
 	return res
 }
 
-// commit applies calls in one transaction and answers every one. If the
-// transaction fails, each call is retried in a transaction of its own so
-// that only the one that cannot commit fails.
+// commit applies calls in one transaction and answers every one, or
+// requeues it. It is the queue's Apply.
 func (s *Store) commit(calls []*writeCall) {
+	now := time.Now()
+	if !s.reserve.held && !now.Before(s.reserve.next) {
+		if err := s.reserve.take(now); err == nil {
+			s.cfg.Logger.Info("bolt: the disk reserve is back; writes that add data are accepted again",
+				zap.String("reserve", s.reserve.path))
+		}
+	}
+	s.commitBatch(s.admit(calls), map[string]bool{})
+}
+
+// commitBatch applies calls in one transaction. A call whose purge of
+// expired entries needs another slice is requeued, with every later call of
+// its project (waiting notes the projects), so they keep their order. If
+// the transaction fails, each call is retried in a transaction of its own
+// so that only the one that cannot commit fails.
+func (s *Store) commitBatch(calls []*writeCall, waiting map[string]bool) {
+	if len(calls) == 0 {
+		return
+	}
 	results := make([]result, len(calls))
+	requeue := make([]bool, len(calls))
+	var purging []string // projects whose calls this transaction requeues
 	err := s.db.Update(func(tx *bbolt.Tx) error {
-		w := &writeTx{tx: tx, now: s.nowMs(), s: s}
+		w := &writeTx{tx: tx, now: s.nowMs(), s: s, purgeLeft: s.cfg.SweepBatch}
+		purging = purging[:0]
+		clear(requeue)
 		for i, c := range calls {
+			p := c.Item.project
+			if waiting[p] || slices.Contains(purging, p) {
+				requeue[i] = true
+				continue
+			}
 			res, err := c.Item.apply(w)
 			if err != nil {
 				return err
+			}
+			if res.err == errPurgeMore {
+				purging = append(purging, p)
+				requeue[i] = true
+				continue
 			}
 			results[i] = res
 		}
@@ -101,18 +155,88 @@ func (s *Store) commit(calls []*writeCall) {
 	})
 	if err == nil {
 		s.cfg.ObserveBatch(len(calls))
+		for _, p := range purging {
+			waiting[p] = true
+		}
 		for i, c := range calls {
-			c.Answer(results[i])
+			if requeue[i] {
+				c.Requeue()
+			} else {
+				c.Answer(results[i])
+			}
 		}
 		return
 	}
 	if len(calls) == 1 {
-		calls[0].Fail(fmt.Errorf("%w: commit: %w", store.ErrUnavailable, err))
+		s.commitFailed(calls[0], err, waiting)
 		return
 	}
 	s.cfg.Logger.Warn("bolt: a batch failed to commit; retrying its writes one per transaction",
 		zap.Int("writes", len(calls)), zap.Error(err))
 	for i := range calls {
-		s.commit(calls[i : i+1])
+		s.commitBatch(calls[i:i+1], waiting)
 	}
+}
+
+// commitFailed answers a call whose transaction of its own failed. A write
+// that frees space and failed for want of it is run once more after the
+// disk reserve is released.
+func (s *Store) commitFailed(c *writeCall, err error, waiting map[string]bool) {
+	if !noSpace(err) {
+		c.Fail(fmt.Errorf("%w: commit: %w", store.ErrUnavailable, err))
+		return
+	}
+	if c.Item.frees && s.reserve.held {
+		if rerr := s.reserve.release(time.Now()); rerr != nil {
+			s.cfg.Logger.Error("bolt: the disk is full and the disk reserve could not be released", zap.Error(rerr))
+		} else {
+			s.cfg.Logger.Warn("bolt: the disk is full; released the disk reserve so that deletes go on, writes that add data are refused until there is room",
+				zap.String("reserve", s.reserve.path), zap.Error(err))
+			s.commitBatch([]*writeCall{c}, waiting)
+			return
+		}
+	}
+	c.Fail(diskFull(err))
+}
+
+// admit returns the calls the committer can try now. While the disk reserve
+// is released (the disk was full), a write that adds data is refused at
+// once unless the file's free pages hold the batch's new data twice over
+// and the reserve's size besides, so that the pages deletes need stay free;
+// writes that only free space always go through.
+func (s *Store) admit(calls []*writeCall) []*writeCall {
+	if s.reserve.held || s.reserve.size == 0 {
+		return calls
+	}
+	adding := 0
+	for _, c := range calls {
+		if !c.Item.frees {
+			adding += c.Item.size
+		}
+	}
+	if adding == 0 {
+		return calls
+	}
+	free := int64(s.db.Stats().FreePageN) * int64(s.db.Info().PageSize)
+	if free >= s.reserve.size+2*int64(adding) {
+		return calls
+	}
+	kept := calls[:0:0]
+	for _, c := range calls {
+		if c.Item.frees {
+			kept = append(kept, c)
+		} else {
+			c.Fail(diskFull(nil))
+		}
+	}
+	return kept
+}
+
+// diskFull is the error of a write refused because the disk is full.
+func diskFull(cause error) error {
+	const msg = "the embedded store's disk is full: delete entries or free disk space"
+	if cause == nil {
+		return fmt.Errorf("%w: %s", store.ErrUnavailable, msg)
+	}
+	return fmt.Errorf("%w: %s: %w", store.ErrUnavailable, msg, cause)
 }

@@ -252,12 +252,12 @@ func TestFailedTransactionRetriedPerItem(t *testing.T) {
 	boom := errors.New("disk on fire")
 	bad := make(chan result, 1)
 	go func() {
-		bad <- s.submit(ctx, 0, func(w *writeTx) (result, error) {
+		bad <- s.submit(ctx, request{project: "p", apply: func(w *writeTx) (result, error) {
 			if err := w.tx.Bucket(bucketMeta).Put([]byte("junk"), []byte("x")); err != nil {
 				return result{}, err
 			}
 			return result{}, boom
-		})
+		}})
 	}()
 	waitQueued(t, s, 2)
 	go func() { errs <- s.Set(ctx, "p", "after", []byte("v"), 0) }()
@@ -379,7 +379,8 @@ func TestFullQueueIsBusy(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			s.Set(context.Background(), "p", "k"+strconv.Itoa(i), []byte("v"), 0)
+			// Sixteen projects, each within its share of the queue.
+			s.Set(context.Background(), "p"+strconv.Itoa(i%16), "k"+strconv.Itoa(i), []byte("v"), 0)
 		}()
 	}
 	waitQueued(t, s, queueCapacity)

@@ -186,6 +186,13 @@ func (p *projectTx) forExpired(now int64, fn func(key []byte, expiry int64) bool
 	}
 }
 
+// hasExpired reports whether the project has an expired entry left.
+func (p *projectTx) hasExpired(now int64) bool {
+	found := false
+	p.forExpired(now, func([]byte, int64) bool { found = true; return false })
+	return found
+}
+
 // expiredUsage is what the project's expired, not yet deleted entries count
 // in its stored usage.
 func (p *projectTx) expiredUsage(now int64) (entries, size int64) {

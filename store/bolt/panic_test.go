@@ -23,12 +23,12 @@ func TestPanicInBatchFailsItsWrites(t *testing.T) {
 	waitQueued(t, s, 1)
 	bad := make(chan result, 1)
 	go func() {
-		bad <- s.submit(ctx, 0, func(w *writeTx) (result, error) {
+		bad <- s.submit(ctx, request{project: "p", apply: func(w *writeTx) (result, error) {
 			if err := w.tx.Bucket(bucketMeta).Put([]byte("junk"), []byte("x")); err != nil {
 				return result{}, err
 			}
 			panic("a bug in a write")
-		})
+		}})
 	}()
 	waitQueued(t, s, 2)
 	close(b.release)

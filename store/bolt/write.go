@@ -17,9 +17,9 @@ func (s *Store) Set(ctx context.Context, project, key string, value []byte, ttl 
 		return err
 	}
 	items := []store.Item{{Key: key, Value: value, TTL: ttl}}
-	return s.submit(ctx, len(key)+len(value), func(w *writeTx) (result, error) {
+	return s.submit(ctx, request{project: project, size: len(key) + len(value), apply: func(w *writeTx) (result, error) {
 		return w.set(project, items)
-	}).err
+	}}).err
 }
 
 // SetMany stores every item, or none. See store.Store.
@@ -37,9 +37,9 @@ func (s *Store) SetMany(ctx context.Context, project string, items []store.Item)
 	for _, it := range items {
 		size += len(it.Key) + len(it.Value)
 	}
-	return s.submit(ctx, size, func(w *writeTx) (result, error) {
+	return s.submit(ctx, request{project: project, size: size, apply: func(w *writeTx) (result, error) {
 		return w.set(project, items)
-	}).err
+	}}).err
 }
 
 // Delete removes key. See store.Store.
@@ -51,9 +51,9 @@ func (s *Store) Delete(ctx context.Context, project, key string) (bool, error) {
 		return false, err
 	}
 	keys := []string{key}
-	res := s.submit(ctx, len(key), func(w *writeTx) (result, error) {
+	res := s.submit(ctx, request{project: project, frees: true, size: len(key), apply: func(w *writeTx) (result, error) {
 		return w.delete(project, keys)
-	})
+	}})
 	if res.err != nil {
 		return false, res.err
 	}
@@ -75,9 +75,9 @@ func (s *Store) DeleteMany(ctx context.Context, project string, keys []string) (
 	for _, k := range keys {
 		size += len(k)
 	}
-	res := s.submit(ctx, size, func(w *writeTx) (result, error) {
+	res := s.submit(ctx, request{project: project, frees: true, size: size, apply: func(w *writeTx) (result, error) {
 		return w.delete(project, keys)
-	})
+	}})
 	return res.flags, res.err
 }
 
@@ -86,9 +86,9 @@ func (s *Store) Clear(ctx context.Context, project string) (int64, error) {
 	if err := store.CheckProject(project); err != nil {
 		return 0, err
 	}
-	res := s.submit(ctx, 0, func(w *writeTx) (result, error) {
+	res := s.submit(ctx, request{project: project, frees: true, apply: func(w *writeTx) (result, error) {
 		return w.clear(project)
-	})
+	}})
 	return res.n, res.err
 }
 
@@ -103,9 +103,9 @@ func (s *Store) Incr(ctx context.Context, project, key string, delta int64, ttl 
 	if err := store.CheckTTL(ttl); err != nil {
 		return 0, err
 	}
-	res := s.submit(ctx, len(key), func(w *writeTx) (result, error) {
+	res := s.submit(ctx, request{project: project, size: len(key), apply: func(w *writeTx) (result, error) {
 		return w.incr(project, key, delta, ttl)
-	})
+	}})
 	return res.n, res.err
 }
 
@@ -117,9 +117,9 @@ func (s *Store) SetQuota(ctx context.Context, project string, quota int64) error
 	if quota < 0 {
 		return fmt.Errorf("%w: quota is negative (%d)", store.ErrBadArgument, quota)
 	}
-	return s.submit(ctx, 0, func(w *writeTx) (result, error) {
+	return s.submit(ctx, request{project: project, apply: func(w *writeTx) (result, error) {
 		return result{}, w.setQuota(project, quota)
-	}).err
+	}}).err
 }
 
 // SetDefaultQuota sets the quota of projects without an override. It is
@@ -129,19 +129,19 @@ func (s *Store) SetDefaultQuota(ctx context.Context, quota int64) error {
 	if quota <= 0 {
 		return fmt.Errorf("%w: default quota must be positive, got %d", store.ErrBadArgument, quota)
 	}
-	return s.submit(ctx, 0, func(w *writeTx) (result, error) {
+	return s.submit(ctx, request{apply: func(w *writeTx) (result, error) {
 		return result{}, w.tx.Bucket(bucketMeta).Put(keyDefaultQuota, encodeInt(quota))
-	}).err
+	}}).err
 }
 
 // Sweep deletes up to Config.SweepBatch expired entries and frees their
 // quota. See store.Store. Finding them costs one seek into each project's
 // expiry index, whatever the number of entries.
 func (s *Store) Sweep(ctx context.Context) (int64, error) {
-	res := s.submit(ctx, 0, func(w *writeTx) (result, error) {
+	res := s.submit(ctx, request{frees: true, apply: func(w *writeTx) (result, error) {
 		n, err := w.sweep(s.cfg.SweepBatch)
 		return result{n: n}, err
-	})
+	}})
 	return res.n, res.err
 }
 
@@ -211,6 +211,12 @@ func storedSize(p *projectTx, key string) int64 {
 // which never count against the quota — and asks growth() again, since an
 // overwritten entry may have been among them. A refusal is returned as
 // refusal; err means the transaction failed.
+//
+// The purge is bounded by what the transaction may still delete
+// (purgeLeft): when that runs out while expired entries remain, the refusal
+// is errPurgeMore, the committer requeues the write, and the purge goes on
+// in the next transaction, so that other projects' writes are not held
+// behind it.
 func (w *writeTx) checkQuota(p *projectTx, growth func() int64) (refusal, err error) {
 	need := growth()
 	if need <= 0 {
@@ -220,10 +226,17 @@ func (w *writeTx) checkQuota(p *projectTx, growth func() int64) (refusal, err er
 	if p.bytes+need <= quota {
 		return nil, nil
 	}
-	n, err := p.purge(w.now, 0)
+	if w.purgeLeft <= 0 {
+		if p.hasExpired(w.now) {
+			return errPurgeMore, nil
+		}
+		return store.QuotaError(p.name, p.bytes, need, quota), nil
+	}
+	n, err := p.purge(w.now, w.purgeLeft)
 	if err != nil {
 		return nil, err
 	}
+	w.purgeLeft -= int(n)
 	if n > 0 {
 		if err := p.saveUsage(); err != nil {
 			return nil, err
@@ -231,6 +244,9 @@ func (w *writeTx) checkQuota(p *projectTx, growth func() int64) (refusal, err er
 		need = growth()
 		if p.bytes+need <= quota {
 			return nil, nil
+		}
+		if w.purgeLeft <= 0 && p.hasExpired(w.now) {
+			return errPurgeMore, nil
 		}
 	}
 	return store.QuotaError(p.name, p.bytes, need, quota), nil
