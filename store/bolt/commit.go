@@ -217,7 +217,10 @@ func (s *Store) admit(calls []*writeCall) []*writeCall {
 	if adding == 0 {
 		return calls
 	}
-	free := int64(s.db.Stats().FreePageN) * int64(s.db.Info().PageSize)
+	// Pages the last transactions freed are pending until the next one
+	// starts with no older reader: count them, they will be free for this.
+	st := s.db.Stats()
+	free := int64(st.FreePageN+st.PendingPageN) * int64(s.db.Info().PageSize)
 	if free >= s.reserve.size+2*int64(adding) {
 		return calls
 	}
