@@ -551,7 +551,7 @@ func (s *Store) importTx(ctx context.Context, tx pgx.Tx, project string, entries
 	if need := newBytes - oldBytes; need > 0 && bytes+need > quota {
 		// Expired entries never count: delete them and decide again.
 		var purgedBytes, purged int64
-		if err := tx.QueryRow(ctx, sqlPurgeExpired, project, s.nowArg()).Scan(&purgedBytes, &purged); err != nil {
+		if err := tx.QueryRow(ctx, sqlPurgeAllExpired, project, s.nowArg()).Scan(&purgedBytes, &purged); err != nil {
 			return 0, dbError(err)
 		}
 		if _, err := tx.Exec(ctx, sqlResetNextExpiry, project); err != nil {

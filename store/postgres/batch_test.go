@@ -481,6 +481,7 @@ func TestFullQueueIsBusy(t *testing.T) {
 	cfg := testConfig(dsn)
 	cfg.Committers = 1
 	cfg.QueueSize = 2
+	cfg.ProjectQueueShare = 1 // the whole queue for "p"
 	s := openStore(t, cfg)
 	st := newStall(t, s, dsn, "p")
 	for i := range 2 {

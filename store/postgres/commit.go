@@ -3,8 +3,11 @@ package postgres
 import (
 	"context"
 	"errors"
+	"fmt"
 
 	"go.uber.org/zap"
+
+	"github.com/kvsidecar/kvsidecar/store"
 )
 
 // maxBatchAttempts bounds how often a batch is run again after a conflict
@@ -12,15 +15,54 @@ import (
 // should not happen at all; the retry is a safety net, not a strategy.
 const maxBatchAttempts = 3
 
-// commit applies the calls of one batch and answers every one. It is the
-// apply function of each committer's queue.
+// errPurgeMore is the result of a write whose quota check purged one
+// slice of its project's expired entries and needs the next before it can
+// be decided; the committer requeues it, with its project's later calls.
+// It never reaches a caller.
+var errPurgeMore = fmt.Errorf("%w: the purge of expired entries goes on in the next transaction", store.ErrUnavailable)
+
+// commit applies the calls of one batch and answers or requeues every one.
+// It is the apply function of each committer's queue. A batch that failed
+// on a lost connection before anything of it was committed runs once more,
+// without its Incrs (see retry.go).
 func (s *Store) commit(calls []*writeCall) {
+	waiting := map[string]bool{} // projects with a requeued call
+	failed, err := s.commitCalls(calls, waiting, false)
+	if len(failed) == 0 {
+		return
+	}
+	var again []*writeCall
+	for _, c := range failed {
+		if c.Item.op == opIncr {
+			c.Fail(dbError(err))
+		} else {
+			again = append(again, c)
+		}
+	}
+	if len(again) == 0 {
+		return
+	}
+	s.log.Info("write batch lost its connection before committing; running it again once",
+		zap.Int("calls", len(again)), zap.Error(err))
+	if failed, err := s.commitCalls(again, waiting, true); len(failed) > 0 {
+		s.fail(failed, err)
+	}
+}
+
+// commitCalls applies calls and answers or requeues each, except, when the
+// batch failed on a lost connection before committing anything, the calls
+// it returns with that error, unanswered, for the caller to retry. retry
+// says this is that second attempt.
+func (s *Store) commitCalls(calls []*writeCall, waiting map[string]bool, retry bool) (failed []*writeCall, err error) {
 	// Batches of Sets far from their quota take one round trip.
 	if reqs := requests(calls); onlySets(reqs) {
-		applied, err := s.commitFast(reqs)
+		applied, err := s.commitFast(reqs, retry)
 		if err != nil && classify(err) == classUnavailable {
+			if retryableWrite(err) && !retry {
+				return calls, err
+			}
 			s.fail(calls, err)
-			return
+			return nil, nil
 		}
 		// On a conflict or a refused statement nothing was applied, and the
 		// general path sorts it out.
@@ -40,33 +82,51 @@ func (s *Store) commit(calls []*writeCall) {
 		}
 		calls = rest
 		if len(calls) == 0 {
-			return
+			return nil, nil
 		}
 	}
 
-	results, err := s.commitRetrying(requests(calls))
+	results, err := s.commitRetrying(requests(calls), retry)
 	if err == nil {
-		s.cfg.ObserveBatch(len(calls))
-		for i, c := range calls {
-			c.Answer(results[i])
-		}
-		return
+		s.answer(calls, results, waiting)
+		return nil, nil
+	}
+	if retryableWrite(err) && !retry {
+		return calls, err
 	}
 	if len(calls) > 1 && classify(err) == classRetryAlone {
 		s.log.Warn("write batch failed; retrying its calls one at a time",
 			zap.Int("calls", len(calls)), zap.Error(err))
 		for _, c := range calls {
-			res, err := s.commitRetrying([]*writeReq{&c.Item})
+			if waiting[c.Item.project] {
+				c.Requeue()
+				continue
+			}
+			res, err := s.commitRetrying([]*writeReq{&c.Item}, retry)
 			if err != nil {
 				c.Fail(dbError(err))
 				continue
 			}
-			s.cfg.ObserveBatch(1)
-			c.Answer(res[0])
+			s.answer([]*writeCall{c}, res, waiting)
 		}
-		return
+		return nil, nil
 	}
 	s.fail(calls, err)
+	return nil, nil
+}
+
+// answer answers the calls of a committed transaction with their results,
+// and requeues those waiting for the next slice of a purge.
+func (s *Store) answer(calls []*writeCall, results []writeResult, waiting map[string]bool) {
+	s.cfg.ObserveBatch(len(calls))
+	for i, c := range calls {
+		if results[i].err == errPurgeMore {
+			waiting[c.Item.project] = true
+			c.Requeue()
+			continue
+		}
+		c.Answer(results[i])
+	}
 }
 
 // requests returns the requests of calls, in order.
@@ -88,9 +148,9 @@ func (s *Store) fail(calls []*writeCall, err error) {
 
 // commitRetrying applies reqs in one transaction, running it again after a
 // conflict with another transaction.
-func (s *Store) commitRetrying(reqs []*writeReq) ([]writeResult, error) {
+func (s *Store) commitRetrying(reqs []*writeReq, retry bool) ([]writeResult, error) {
 	for attempt := 1; ; attempt++ {
-		res, err := s.applyBatch(reqs)
+		res, err := s.applyBatch(reqs, retry)
 		if err == nil || classify(err) != classRetryBatch || attempt == maxBatchAttempts {
 			return res, err
 		}
@@ -99,22 +159,26 @@ func (s *Store) commitRetrying(reqs []*writeReq) ([]writeResult, error) {
 
 // applyBatch applies reqs in one transaction and returns each call's result
 // once it has committed. An error means nothing was committed — or, if it
-// happened during the commit, that the outcome is unknown.
-func (s *Store) applyBatch(reqs []*writeReq) ([]writeResult, error) {
+// happened during the commit, that the outcome is unknown; it is wrapped by
+// notCommitted when nothing was. retry takes a checked connection.
+func (s *Store) applyBatch(reqs []*writeReq, retry bool) ([]writeResult, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.StatementTimeout)
 	defer cancel()
 
 	t := newTxn(reqs, s.nowArg())
+	t.sweepBatch = int64(s.cfg.SweepBatch)
 	names := make([]string, len(t.order))
 	for i, p := range t.order {
 		names[i] = p.name
 	}
+	// The usage rows are created by an idempotent statement of its own:
+	// whether it committed or not, running it again is harmless.
 	if err := s.ensureUsageRows(ctx, names); err != nil {
-		return nil, err
+		return nil, notCommitted(err)
 	}
-	conn, err := s.pool.Acquire(ctx)
+	conn, err := s.acquire(ctx, retry)
 	if err != nil {
-		return nil, err
+		return nil, notCommitted(err)
 	}
 	defer conn.Release()
 	t.conn = conn.Conn()
@@ -124,6 +188,9 @@ func (s *Store) applyBatch(reqs []*writeReq) ([]writeResult, error) {
 			for _, n := range names {
 				s.known.Delete(n)
 			}
+		}
+		if !t.committing || !t.commitAnswered {
+			err = notCommitted(err)
 		}
 		return nil, err
 	}

@@ -61,6 +61,10 @@ const (
 	// expire), which read all of its entries: a project of millions takes
 	// seconds, more than a request's statement is given.
 	DefaultAnalysisTimeout = time.Minute
+	// DefaultProjectQueueShare is the share of a queue one project may
+	// hold: a quarter, so that at least four projects flooding at once are
+	// needed to fill a committer's queue or the reader's.
+	DefaultProjectQueueShare = 0.25
 )
 
 // MaxKeyBytes is the longest key limit the backend accepts: a btree index
@@ -114,8 +118,12 @@ type Config struct {
 	// entries. 0 means DefaultSweepInterval; < 0 disables the sweeper (Sweep
 	// can still be called).
 	SweepInterval time.Duration
-	// SweepBatch is the most entries one Sweep deletes. 0 means
-	// DefaultSweepBatch.
+	// SweepBatch is the most entries one Sweep deletes, and the most
+	// expired entries a write transaction deletes for a write that does not
+	// fit its quota without them: a write that needs more waits for the
+	// next transaction (its project's later writes with it), so that a
+	// purge of millions of rows goes in slices between other projects'
+	// writes. 0 means DefaultSweepBatch.
 	SweepBatch int
 	// SearchScan is the most rows one SearchKeys statement looks at before
 	// it returns a page cut short. 0 means DefaultSearchScan.
@@ -123,6 +131,14 @@ type Config struct {
 	// AnalysisTimeout bounds each of the admin's analyses of a whole
 	// project. 0 means DefaultAnalysisTimeout.
 	AnalysisTimeout time.Duration
+	// ProjectQueueShare is the share of each queue — a committer's share
+	// of QueueSize, and the reader's QueueSize — that the waiting calls of
+	// one project may take, in (0, 1]. The committers and the reader serve
+	// projects round-robin in any case; this bounds the slots a flooding
+	// project holds: its calls beyond it wait and fail with store.ErrBusy
+	// when their context ends, while other projects' calls still enter.
+	// 0 means DefaultProjectQueueShare.
+	ProjectQueueShare float64
 	// Now, if set, is the clock used for TTLs: its reading is sent as a
 	// parameter with every statement that needs the time. nil means the
 	// database's clock (now()), so that every daemon of a cluster agrees on
@@ -182,6 +198,12 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	if c.SweepBatch <= 0 {
 		c.SweepBatch = DefaultSweepBatch
+	}
+	if c.ProjectQueueShare == 0 {
+		c.ProjectQueueShare = DefaultProjectQueueShare
+	}
+	if c.ProjectQueueShare < 0 || c.ProjectQueueShare > 1 {
+		return c, fmt.Errorf("config: ProjectQueueShare is %g, want a share in (0, 1]", c.ProjectQueueShare)
 	}
 	if c.ObserveBatch == nil {
 		c.ObserveBatch = func(int) {}

@@ -37,8 +37,10 @@ func onlySets(reqs []*writeReq) bool {
 // items, writes them with one statement. It returns the projects it
 // applied; the calls of the others (close to their quota) must go through
 // the general path, which decides them one by one. An error means nothing
-// was committed, or, during the commit, that the outcome is unknown.
-func (s *Store) commitFast(reqs []*writeReq) (applied map[string]bool, err error) {
+// was committed, or, during the commit, that the outcome is unknown; it is
+// wrapped by notCommitted when nothing was. retry takes a checked
+// connection.
+func (s *Store) commitFast(reqs []*writeReq, retry bool) (applied map[string]bool, err error) {
 	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.StatementTimeout)
 	defer cancel()
 
@@ -76,12 +78,12 @@ func (s *Store) commitFast(reqs []*writeReq) (applied map[string]bool, err error
 	}
 	slices.Sort(names) // the order usage rows are locked in
 	if err := s.ensureUsageRows(ctx, names); err != nil {
-		return nil, err
+		return nil, notCommitted(err)
 	}
 
-	conn, err := s.pool.Acquire(ctx)
+	conn, err := s.acquire(ctx, retry)
 	if err != nil {
-		return nil, err
+		return nil, notCommitted(err)
 	}
 	defer conn.Release()
 	now := s.nowArg()
@@ -105,7 +107,12 @@ func (s *Store) commitFast(reqs []*writeReq) (applied map[string]bool, err error
 			return nil
 		})
 	}
+	var answered bool
+	watchFirst(b, &answered)
 	if err := conn.Conn().SendBatch(ctx, b).Close(); err != nil {
+		if !answered {
+			err = notCommitted(err)
+		}
 		return nil, err
 	}
 	applied = map[string]bool{}

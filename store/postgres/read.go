@@ -38,6 +38,8 @@ func (s *Store) newReadQueue() *batch.Queue[readReq, readResult] {
 	return batch.New(batch.Config[readReq, readResult]{
 		Name:             "read",
 		Capacity:         s.cfg.QueueSize,
+		Key:              func(r readReq) string { return r.project },
+		MaxPerKey:        max(int(s.cfg.ProjectQueueShare*float64(s.cfg.QueueSize)), 1),
 		MaxWeight:        s.cfg.MaxBatch,
 		Weight:           func(r readReq) int { return len(r.keys) },
 		Abandonable:      true,
@@ -154,7 +156,59 @@ func (s *Store) readRound(calls []*readCall) {
 	}
 
 	now := s.nowArg()
-	b := &pgx.Batch{}
+	round := func() *pgx.Batch {
+		b := &pgx.Batch{}
+		s.queueReads(b, projects, now)
+		return b
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.StatementTimeout)
+	err := s.pool.SendBatch(ctx, round()).Close()
+	if connLost(err) {
+		// Reads are safe to run again: once, on a checked connection.
+		for _, p := range projects {
+			clear(p.found)
+		}
+		err = s.sendChecked(ctx, round())
+	}
+	cancel()
+	if err != nil {
+		err = dbError(err)
+		for _, c := range calls {
+			c.Fail(err)
+		}
+		return
+	}
+
+	// A value read for several callers is handed to the first as is and
+	// copied for the others, so that no two callers share a buffer.
+	handed := map[*byte]bool{}
+	for _, c := range calls {
+		r := &c.Item
+		p := projects[r.project]
+		res := readResult{found: make([]bool, len(r.keys))}
+		if r.values {
+			res.values = make([][]byte, len(r.keys))
+		}
+		for i, k := range r.keys {
+			v, ok := p.found[k]
+			res.found[i] = ok
+			if ok && r.values {
+				if len(v) > 0 && handed[&v[0]] {
+					v = bytes.Clone(v)
+				} else if len(v) > 0 {
+					handed[&v[0]] = true
+				}
+				res.values[i] = v
+			}
+		}
+		c.Answer(res)
+	}
+}
+
+// queueReads queues the statements of a read round on b: per project, one
+// for the keys whose values are wanted and one for those only tested. Their
+// callbacks fill each project's found.
+func (s *Store) queueReads(b *pgx.Batch, projects map[string]*readProject, now any) {
 	for name, p := range projects {
 		if len(p.valueKeys) > 0 {
 			q, keys := sqlGetValues, any(keyBytes(p.valueKeys, nil))
@@ -193,41 +247,6 @@ func (s *Store) readRound(calls []*readCall) {
 		}
 	}
 
-	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.StatementTimeout)
-	err := s.pool.SendBatch(ctx, b).Close()
-	cancel()
-	if err != nil {
-		err = dbError(err)
-		for _, c := range calls {
-			c.Fail(err)
-		}
-		return
-	}
-
-	// A value read for several callers is handed to the first as is and
-	// copied for the others, so that no two callers share a buffer.
-	handed := map[*byte]bool{}
-	for _, c := range calls {
-		r := &c.Item
-		p := projects[r.project]
-		res := readResult{found: make([]bool, len(r.keys))}
-		if r.values {
-			res.values = make([][]byte, len(r.keys))
-		}
-		for i, k := range r.keys {
-			v, ok := p.found[k]
-			res.found[i] = ok
-			if ok && r.values {
-				if len(v) > 0 && handed[&v[0]] {
-					v = bytes.Clone(v)
-				} else if len(v) > 0 {
-					handed[&v[0]] = true
-				}
-				res.values[i] = v
-			}
-		}
-		c.Answer(res)
-	}
 }
 
 // keyBytes returns the keys of set that are not in except, as bytea
@@ -256,41 +275,45 @@ func (s *Store) List(ctx context.Context, project string, opts store.ListOptions
 	}
 	after, prefix := []byte(opts.After), []byte(opts.Prefix)
 	now := s.nowArg()
-	var rows pgx.Rows
-	var err error
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.StatementTimeout)
 	defer cancel()
-	if upper := prefixEnd(prefix); upper != nil {
-		rows, err = s.pool.Query(ctx, sqlListRange, project, after, prefix, upper, opts.Values, now, limit+1)
-	} else {
-		rows, err = s.pool.Query(ctx, sqlListFrom, project, after, prefix, opts.Values, now, limit+1)
-	}
-	if err != nil {
-		return store.Page{}, dbError(err)
-	}
-	defer rows.Close()
 	var page store.Page
-	for rows.Next() {
-		var (
-			key     []byte
-			e       store.Entry
-			expires *time.Time
-		)
-		if err := rows.Scan(&key, &e.Size, &e.Value, &expires); err != nil {
-			return store.Page{}, dbError(err)
+	err := s.twice(ctx, func(q querier) error {
+		page = store.Page{}
+		var rows pgx.Rows
+		var err error
+		if upper := prefixEnd(prefix); upper != nil {
+			rows, err = q.Query(ctx, sqlListRange, project, after, prefix, upper, opts.Values, now, limit+1)
+		} else {
+			rows, err = q.Query(ctx, sqlListFrom, project, after, prefix, opts.Values, now, limit+1)
 		}
-		if len(page.Entries) == limit {
-			page.More = true
-			break
+		if err != nil {
+			return err
 		}
-		e.Key = string(key)
-		if opts.Values && e.Value == nil {
-			e.Value = []byte{}
+		defer rows.Close()
+		for rows.Next() {
+			var (
+				key     []byte
+				e       store.Entry
+				expires *time.Time
+			)
+			if err := rows.Scan(&key, &e.Size, &e.Value, &expires); err != nil {
+				return err
+			}
+			if len(page.Entries) == limit {
+				page.More = true
+				break
+			}
+			e.Key = string(key)
+			if opts.Values && e.Value == nil {
+				e.Value = []byte{}
+			}
+			e.Expires = entryExpiry(expires)
+			page.Entries = append(page.Entries, e)
 		}
-		e.Expires = entryExpiry(expires)
-		page.Entries = append(page.Entries, e)
-	}
-	if err := rows.Err(); err != nil {
+		return rows.Err()
+	})
+	if err != nil {
 		return store.Page{}, dbError(err)
 	}
 	return page, nil
@@ -323,7 +346,9 @@ func (s *Store) Usage(ctx context.Context, project string) (store.Usage, error) 
 	defer cancel()
 	var u store.Usage
 	var expiredBytes, expiredEntries int64
-	err := s.pool.QueryRow(ctx, sqlUsage, project, s.nowArg()).Scan(&u.Bytes, &u.Entries, &u.Quota, &expiredBytes, &expiredEntries)
+	err := s.twice(ctx, func(q querier) error {
+		return q.QueryRow(ctx, sqlUsage, project, s.nowArg()).Scan(&u.Bytes, &u.Entries, &u.Quota, &expiredBytes, &expiredEntries)
+	})
 	if err != nil {
 		return store.Usage{}, dbError(err)
 	}

@@ -89,10 +89,34 @@ SELECT count(*) FILTER (WHERE expires_at IS NULL OR expires_at > coalesce($2::ti
 	sqlForgetExpiry = `
 UPDATE kv_usage SET next_expiry = NULL WHERE project = $1`
 
-	// sqlPurgeExpired deletes every expired entry of a project and returns
-	// what they used. A write that would exceed the quota runs it first,
-	// under the usage row's lock, since expired entries never count.
+	// sqlPurgeExpired deletes a slice of a project's expired entries and
+	// returns what they used: the expired rows among keys $4 (those the
+	// transaction touches, so that it knows they are gone) and up to $3
+	// others, oldest expiry first. A write that would exceed the quota runs
+	// it, under the usage row's lock, since expired entries never count; the
+	// bound keeps the transaction short, and the write waits for the next
+	// slice in the next transaction when it needs more.
 	sqlPurgeExpired = `
+WITH doomed AS (
+    (SELECT key FROM kv_entries
+     WHERE project = $1 AND key = ANY($4::bytea[])
+       AND expires_at <= coalesce($2::timestamptz, now()))
+    UNION
+    (SELECT key FROM kv_entries
+     WHERE project = $1 AND expires_at <= coalesce($2::timestamptz, now())
+     ORDER BY expires_at
+     LIMIT $3)
+), d AS (
+    DELETE FROM kv_entries e USING doomed
+    WHERE e.project = $1 AND e.key = doomed.key
+    RETURNING octet_length(e.key) + octet_length(e.value) AS size
+)
+SELECT coalesce(sum(size), 0)::int8, count(*) FROM d`
+
+	// sqlPurgeAllExpired deletes every expired entry of a project and
+	// returns what they used: the admin's Import runs it in its own
+	// transaction before it refuses for quota.
+	sqlPurgeAllExpired = `
 WITH d AS (
     DELETE FROM kv_entries
     WHERE project = $1 AND expires_at <= coalesce($2::timestamptz, now())

@@ -44,6 +44,13 @@ type txn struct {
 	projects map[string]*projectState
 	order    []*projectState // by name: the order usage rows are locked in
 	conn     *pgx.Conn
+	// sweepBatch bounds the expired rows one purge deletes besides the
+	// touched keys' (Config.SweepBatch).
+	sweepBatch int64
+	// committing is set when the round trip holding the commit is sent,
+	// commitAnswered once the server answered its first statement: a
+	// failure before either means nothing was committed.
+	committing, commitAnswered bool
 }
 
 // projectState is one project's part of a transaction.
@@ -57,6 +64,10 @@ type projectState struct {
 	dBytes, dEntries int64
 	changed          bool // usage or next expiry must be written back
 	purged           bool // no expired row is left (purged or cleared)
+	sliced           bool // a slice of expired rows was purged in this transaction
+	// waiting is set once a call of the project waits for the next slice
+	// of its purge: it and the project's later calls are requeued.
+	waiting bool
 
 	// The keys the current segment touches, in first-touch order.
 	keys     map[string]*keyState
@@ -149,8 +160,16 @@ func (t *txn) run(ctx context.Context) error {
 			}
 			b = &pgx.Batch{}
 			for k := i; k < j; k++ {
+				p := t.projects[t.reqs[k].project]
+				if p.waiting {
+					t.results[k].err = errPurgeMore
+					continue
+				}
 				if err := t.decide(ctx, k); err != nil {
 					return err
+				}
+				if t.results[k].err == errPurgeMore {
+					p.waiting = true
 				}
 			}
 			t.queueWrites(b)
@@ -158,7 +177,11 @@ func (t *txn) run(ctx context.Context) error {
 		if j == len(t.reqs) {
 			break
 		}
-		t.queueClear(b, j)
+		if t.projects[t.reqs[j].project].waiting {
+			t.results[j].err = errPurgeMore
+		} else {
+			t.queueClear(b, j)
+		}
 		i = j + 1
 	}
 	t.queueUsage(b)
@@ -167,6 +190,8 @@ func (t *txn) run(ctx context.Context) error {
 		tag = ct
 		return nil
 	})
+	watchFirst(b, &t.commitAnswered)
+	t.committing = true
 	if err := t.send(ctx, b); err != nil {
 		return err
 	}
@@ -357,37 +382,60 @@ func lastPerKey(items []store.Item) []store.Item {
 // growth() fits. If it does not, it first deletes p's expired entries, which
 // never count against the quota, and asks growth() again, since an
 // overwritten entry may have been among them.
+//
+// One slice of Config.SweepBatch expired entries is deleted per project and
+// transaction: when the write still does not fit and more may remain, the
+// refusal is errPurgeMore, and the committer requeues the call (with the
+// project's later calls), so that the purge goes on in the next
+// transaction instead of holding the committer for all of it.
 func (t *txn) checkQuota(ctx context.Context, p *projectState, growth func() int64) (refusal, err error) {
 	need := growth()
 	if need <= 0 || p.used()+need <= p.quota {
 		return nil, nil
 	}
 	if !p.purged {
-		if err := t.purge(ctx, p); err != nil {
+		if p.sliced {
+			return errPurgeMore, nil
+		}
+		more, err := t.purge(ctx, p)
+		if err != nil {
 			return nil, err
 		}
 		need = growth()
 		if need <= 0 || p.used()+need <= p.quota {
 			return nil, nil
 		}
+		if more {
+			return errPurgeMore, nil
+		}
 	}
 	return store.QuotaError(p.name, p.used(), need, p.quota), nil
 }
 
-// purge deletes p's expired rows now, in the middle of a segment, and
-// brings the segment's state in line: a touched key whose stored row was
-// expired no longer has one.
-func (t *txn) purge(ctx context.Context, p *projectState) error {
+// purge deletes a slice of p's expired rows now, in the middle of a
+// segment — the expired rows of the keys the segment touches, and up to
+// t.sweepBatch others — and brings the segment's state in line: a touched
+// key whose stored row was expired no longer has one. more reports that
+// expired rows may remain.
+func (t *txn) purge(ctx context.Context, p *projectState) (more bool, err error) {
 	var bytes, n int64
+	touched := make([][]byte, 0, len(p.keyOrder))
+	for _, k := range p.keyOrder {
+		if ks := p.keys[k]; ks.orig.exists && !ks.orig.live {
+			touched = append(touched, []byte(k))
+		}
+	}
 	b := &pgx.Batch{}
-	b.Queue(sqlPurgeExpired, p.name, t.now).QueryRow(func(row pgx.Row) error {
+	b.Queue(sqlPurgeExpired, p.name, t.now, t.sweepBatch, touched).QueryRow(func(row pgx.Row) error {
 		return row.Scan(&bytes, &n)
 	})
 	b.Queue(sqlResetNextExpiry, p.name)
 	if err := t.send(ctx, b); err != nil {
-		return err
+		return false, err
 	}
-	p.purged = true
+	more = n >= t.sweepBatch
+	p.sliced = true
+	p.purged = !more
 	p.changed = true
 	p.bytes -= bytes
 	p.entries -= n
@@ -405,7 +453,7 @@ func (t *txn) purge(ctx context.Context, p *projectState) error {
 		}
 		ks.orig = entry{}
 	}
-	return nil
+	return more, nil
 }
 
 // queueWrites queues the statements that store the segment's decided state

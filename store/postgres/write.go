@@ -65,6 +65,8 @@ func (s *Store) newWriteQueue(capacity int) *batch.Queue[writeReq, writeResult] 
 	return batch.New(batch.Config[writeReq, writeResult]{
 		Name:             "write",
 		Capacity:         capacity,
+		Key:              func(r writeReq) string { return r.project },
+		MaxPerKey:        max(int(s.cfg.ProjectQueueShare*float64(capacity)), 1),
 		MaxWeight:        s.cfg.MaxBatch,
 		Weight:           writeReq.weight,
 		MaxBytes:         maxBatchBytes,
@@ -210,7 +212,11 @@ func (s *Store) SetQuota(ctx context.Context, project string, quota int64) error
 	}
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.StatementTimeout)
 	defer cancel()
-	if _, err := s.pool.Exec(ctx, sqlSetQuota, project, arg); err != nil {
+	err := s.twice(ctx, func(q querier) error {
+		_, err := q.Exec(ctx, sqlSetQuota, project, arg)
+		return err
+	})
+	if err != nil {
 		return dbError(err)
 	}
 	s.known.Store(project, true)
@@ -228,7 +234,11 @@ func (s *Store) SetDefaultQuota(ctx context.Context, quota int64) error {
 	}
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.StatementTimeout)
 	defer cancel()
-	if _, err := s.pool.Exec(ctx, sqlSetDefaultQuota, quota); err != nil {
+	err := s.twice(ctx, func(q querier) error {
+		_, err := q.Exec(ctx, sqlSetDefaultQuota, quota)
+		return err
+	})
+	if err != nil {
 		return dbError(err)
 	}
 	return nil
