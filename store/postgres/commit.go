@@ -189,7 +189,7 @@ func (s *Store) applyBatch(reqs []*writeReq, retry bool) ([]writeResult, error) 
 				s.known.Delete(n)
 			}
 		}
-		if !t.committing || !t.commitAnswered {
+		if t.uncommitted(err) {
 			err = notCommitted(err)
 		}
 		return nil, err

@@ -107,10 +107,12 @@ func (s *Store) commitFast(reqs []*writeReq, retry bool) (applied map[string]boo
 			return nil
 		})
 	}
-	var answered bool
-	watchFirst(b, &answered)
+	// The implicit transaction commits after the last statement: if the
+	// server ended the connection in answer to any of them, or nothing was
+	// sent, nothing was committed.
+	w := watch(b)
 	if err := conn.Conn().SendBatch(ctx, b).Close(); err != nil {
-		if !answered {
+		if pgconn.SafeToRetry(err) || w.endedBefore(len(b.QueuedQueries), err) {
 			err = notCommitted(err)
 		}
 		return nil, err

@@ -24,10 +24,13 @@ import (
 //   - SetQuota and SetDefaultQuota, which set a value, always;
 //   - a write batch (Set, SetMany, Delete, DeleteMany, Clear) only when it
 //     is known that nothing of it was committed: the connection failed
-//     before the round trip that holds the commit was sent, or before the
-//     server answered the first statement of that round trip (the server
-//     answers statements in order and commits only at the end, so a commit
-//     that happened always has its answers ahead of the failure);
+//     before the round trip that holds the commit was sent (or nothing of
+//     it was written), or the server's answer to a statement before the
+//     commit was the frame that says it is ending the connection (57P01
+//     and the like). The server runs a round trip's statements in order, so
+//     it never reached the commit. A connection that just breaks (EOF, a
+//     reset) before the commit's answer leaves the outcome unknown: a
+//     server that crashes right after committing sends nothing more;
 //   - never Incr, whose retry would add twice if the first attempt did
 //     commit, nor a write whose outcome is unknown: they fail with
 //     store.ErrUnavailable as before.
@@ -73,27 +76,53 @@ func retryableWrite(err error) bool {
 	return errors.As(err, &u) && connLost(err)
 }
 
-// watchFirst makes *answered true once the server has answered the first
-// statement of b (with a result or an error of its own), whatever callback
-// that statement has.
-func watchFirst(b *pgx.Batch, answered *bool) {
-	if len(b.QueuedQueries) == 0 {
-		return
-	}
-	qq := b.QueuedQueries[0]
-	fn := qq.Fn
-	qq.Fn = func(br pgx.BatchResults) error {
-		var err error
-		if fn != nil {
-			err = fn(br)
-		} else {
-			_, err = br.Exec()
+// terminated reports whether err is the server's frame saying it ends the
+// connection, as the answer to a statement.
+func terminated(err error) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && connLost(pgErr)
+}
+
+// roundWatch records which statement of a round trip failed, and how.
+type roundWatch struct {
+	reached  int // statements whose answer was read
+	failedAt int // index of the statement whose answer was an error; -1 if none
+	err      error
+}
+
+// watch wraps the callbacks of b's statements (pgx calls them in order,
+// and stops at the first error) to record where the round trip failed.
+func watch(b *pgx.Batch) *roundWatch {
+	w := &roundWatch{failedAt: -1}
+	for i, qq := range b.QueuedQueries {
+		fn := qq.Fn
+		qq.Fn = func(br pgx.BatchResults) error {
+			w.reached++
+			var err error
+			if fn != nil {
+				err = fn(br)
+			} else {
+				_, err = br.Exec()
+			}
+			if err != nil && w.failedAt < 0 {
+				w.failedAt, w.err = i, err
+			}
+			return err
 		}
-		if !connLost(err) {
-			*answered = true
-		}
-		return err
 	}
+	return w
+}
+
+// endedBefore reports whether the round trip, failed with err, ended with
+// the server ending the connection before it answered anything (pgx may
+// meet the frame while it prepares the statements, or sends them), or in
+// its answer to one of the first n statements: it ran none from that one
+// on.
+func (w *roundWatch) endedBefore(n int, err error) bool {
+	if w.reached == 0 {
+		return terminated(err)
+	}
+	return w.failedAt >= 0 && w.failedAt < n && terminated(w.err)
 }
 
 // liveConn acquires a connection for a retry, checking each it is handed

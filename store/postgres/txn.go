@@ -47,10 +47,12 @@ type txn struct {
 	// sweepBatch bounds the expired rows one purge deletes besides the
 	// touched keys' (Config.SweepBatch).
 	sweepBatch int64
-	// committing is set when the round trip holding the commit is sent,
-	// commitAnswered once the server answered its first statement: a
-	// failure before either means nothing was committed.
-	committing, commitAnswered bool
+	// committing is set when the round trip holding the commit is sent;
+	// commitRound watches it. A failure before it is sent, or one that
+	// ended the connection before the commit statement, committed nothing.
+	committing  bool
+	commitRound *roundWatch
+	commitIndex int // of the commit statement in that round trip
 }
 
 // projectState is one project's part of a transaction.
@@ -190,15 +192,27 @@ func (t *txn) run(ctx context.Context) error {
 		tag = ct
 		return nil
 	})
-	watchFirst(b, &t.commitAnswered)
+	t.commitIndex = len(b.QueuedQueries) - 1
+	t.commitRound = watch(b)
 	t.committing = true
 	if err := t.send(ctx, b); err != nil {
+		if tag.String() == "COMMIT" {
+			// The server answered the commit, so it is durable; the
+			// connection failed after that (the pool drops it).
+			return nil
+		}
 		return err
 	}
 	if tag.String() != "COMMIT" {
 		return fmt.Errorf("commit: the server answered %q", tag.String())
 	}
 	return nil
+}
+
+// uncommitted reports whether the transaction, failed with err, is known
+// to have committed nothing.
+func (t *txn) uncommitted(err error) bool {
+	return !t.committing || pgconn.SafeToRetry(err) || t.commitRound.endedBefore(t.commitIndex, err)
 }
 
 func (t *txn) send(ctx context.Context, b *pgx.Batch) error {
