@@ -65,6 +65,17 @@ type Config struct {
 	// PostgresStatementTimeout bounds each SQL statement; 0 takes the
 	// backend's default.
 	PostgresStatementTimeout time.Duration
+	// DiskReserve is the space in bytes the embedded store keeps allocated
+	// next to its file so that deletes work on a full disk
+	// (bolt.Config.DiskReserve): 0 means bolt.DefaultDiskReserve, < 0 keeps
+	// none.
+	DiskReserve int64
+	// ProjectQueueShare is the share, in (0, 1], of the store's write
+	// queue (and of PostgreSQL's read queue) that one project's waiting
+	// calls may take (bolt.Config.ProjectQueueShare,
+	// postgres.Config.ProjectQueueShare). 0 means the backend's default, a
+	// quarter, or 1 with the static identity (WithDefaults).
+	ProjectQueueShare float64
 	// DefaultQuota, when > 0, sets the storage quota of projects without an
 	// override, in bytes, and is stored so that every daemon sharing the
 	// store agrees. 0 keeps the stored value (store.DefaultQuota, 1 GiB,
@@ -102,11 +113,15 @@ type Config struct {
 
 // WithDefaults returns c with zero fields set to their defaults. With the
 // static identity every caller is one project, so that project's shares of
-// the connections and of the in-flight budget default to the whole.
+// the connections, of the in-flight budget and of the store's queues
+// default to the whole.
 func (c Config) WithDefaults() Config {
 	if id, err := c.identity(); err == nil && id == IdentityStatic {
 		if c.Server.ProjectInflightShare == 0 {
 			c.Server.ProjectInflightShare = 1
+		}
+		if c.ProjectQueueShare == 0 {
+			c.ProjectQueueShare = 1
 		}
 		if c.Server.MaxConnsPerProject == 0 {
 			c.Server.MaxConnsPerProject = c.Server.WithDefaults().MaxConns
@@ -151,6 +166,8 @@ func (c Config) Validate() error {
 		return errors.New("--default-quota must not be negative")
 	case c.PostgresMaxConns < 0:
 		return errors.New("--postgres-max-conns must not be negative")
+	case c.ProjectQueueShare < 0 || c.ProjectQueueShare > 1:
+		return fmt.Errorf("--project-queue-share %g: want more than 0%% and at most 100%%", c.ProjectQueueShare*100)
 	case c.LogFormat != "json" && c.LogFormat != "console":
 		return fmt.Errorf("--log-format %q: want json or console", c.LogFormat)
 	}

@@ -15,6 +15,7 @@ import (
 	"github.com/kvsidecar/kvsidecar/protocol"
 	"github.com/kvsidecar/kvsidecar/sidecar"
 	"github.com/kvsidecar/kvsidecar/store"
+	"github.com/kvsidecar/kvsidecar/store/bolt"
 	"github.com/kvsidecar/kvsidecar/store/postgres"
 )
 
@@ -59,6 +60,13 @@ func settings() []setting {
 			defDoc: fmt.Sprintf("the backend's, `%s`", postgres.DefaultStatementTimeout),
 			help:   "limit on each SQL statement; 0 takes the backend's default",
 			set:    duration(func(c *Config) *time.Duration { return &c.PostgresStatementTimeout })},
+		{flag: "disk-reserve", env: "KV_DISK_RESERVE", def: formatSize(bolt.DefaultDiskReserve), arg: "SIZE",
+			help: "embedded store: space kept allocated next to its file (kv.db.reserve) so that deletes work on a full disk; 0 keeps none",
+			set:  reserveSize(func(c *Config) *int64 { return &c.DiskReserve })},
+		{flag: "project-queue-share", env: "KV_PROJECT_QUEUE_SHARE", arg: "SHARE",
+			defDoc: "`" + strconv.FormatFloat(bolt.DefaultProjectQueueShare, 'g', -1, 64) + "`; `1` with `--identity static`",
+			help:   "share of the store's write queue (and of PostgreSQL's read queue) one project's waiting calls may take, above 0 and at most 1 (or a percentage such as 25%); its calls beyond it wait, then fail busy, while other projects' still enter. Unset, it is " + strconv.FormatFloat(bolt.DefaultProjectQueueShare, 'g', -1, 64) + ", or 1 with --identity static (one project is every caller)",
+			set:    share(func(c *Config) *float64 { return &c.ProjectQueueShare })},
 		{flag: "identity", env: "KV_IDENTITY", arg: "SOURCE",
 			defDoc: "`static` with `--project`, `uidmap` with `--uid-map`",
 			help:   "how callers are mapped to projects: static (--project), uidmap (--uid-map) or k8s (not built yet)",
@@ -310,16 +318,38 @@ func sizeInt(field func(*Config) *int) func(*Config, string) error {
 	}
 }
 
-// share parses a fraction above 0 and at most 1.
+// reserveSize parses a size of which 0 means none, held as a negative
+// number in Config (whose zero value means the default).
+func reserveSize(field func(*Config) *int64) func(*Config, string) error {
+	return func(c *Config, v string) error {
+		var n int64
+		if err := size(func(*Config) *int64 { return &n })(c, v); err != nil {
+			return err
+		}
+		if n == 0 && strings.TrimSpace(v) != "" {
+			n = -1
+		}
+		*field(c) = n
+		return nil
+	}
+}
+
+// share parses a share of something: a fraction above 0 and at most 1,
+// such as 0.25, or a percentage such as 25%.
 func share(field func(*Config) *float64) func(*Config, string) error {
 	return func(c *Config, v string) error {
-		if v == "" {
+		t := strings.TrimSpace(v)
+		if t == "" {
 			*field(c) = 0
 			return nil
 		}
-		f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
+		pct := strings.HasSuffix(t, "%")
+		f, err := strconv.ParseFloat(strings.TrimSpace(strings.TrimSuffix(t, "%")), 64)
+		if pct {
+			f /= 100
+		}
 		if err != nil || !(f > 0 && f <= 1) {
-			return fmt.Errorf("bad share %q: want a number above 0 and at most 1, such as 0.25", v)
+			return fmt.Errorf("bad share %q: want a number above 0 and at most 1, such as 0.25, or a percentage such as 25%%", v)
 		}
 		*field(c) = f
 		return nil

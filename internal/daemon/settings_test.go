@@ -289,3 +289,42 @@ func TestProjectSharesWithOneProject(t *testing.T) {
 		}
 	}
 }
+
+// TestStoreFairnessSettings: --project-queue-share takes a percentage or a
+// fraction and refuses what is no share; --disk-reserve defaults to the
+// embedded store's reserve, and 0 turns it off.
+func TestStoreFairnessSettings(t *testing.T) {
+	base := env{"KV_PROJECT": "shop"}
+	cfg, err := load(t, base)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// One project is every caller: the whole queue is its share.
+	if cfg.ProjectQueueShare != 1 || cfg.DiskReserve != 16<<20 {
+		t.Fatalf("defaults: share %g, reserve %d; want 1 and 16 MiB", cfg.ProjectQueueShare, cfg.DiskReserve)
+	}
+	uids := filepath.Join(t.TempDir(), "uids")
+	if err := os.WriteFile(uids, []byte("100 a\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if cfg, err := load(t, env{"KV_UID_MAP": uids}); err != nil || cfg.ProjectQueueShare != 0 {
+		t.Fatalf("uid map: share %g, %v; want 0, the backend's default (a quarter)", cfg.ProjectQueueShare, err)
+	}
+	for in, want := range map[string]float64{"50%": 0.5, "100%": 1, "0.1": 0.1, " 12.5 % ": 0.125} {
+		cfg, err := load(t, base, "--project-queue-share", in)
+		if err != nil || cfg.ProjectQueueShare != want {
+			t.Errorf("--project-queue-share %q = %g, %v; want %g", in, cfg.ProjectQueueShare, err, want)
+		}
+	}
+	for _, in := range []string{"0", "0%", "150%", "2", "-10%", "a quarter"} {
+		if _, err := load(t, base, "--project-queue-share", in); err == nil || !strings.Contains(err.Error(), "share") {
+			t.Errorf("--project-queue-share %q: err = %v, want a refusal naming the share", in, err)
+		}
+	}
+	if cfg, err := load(t, base, "--disk-reserve", "0"); err != nil || cfg.DiskReserve != -1 {
+		t.Errorf("--disk-reserve 0 = %d, %v; want -1 (none)", cfg.DiskReserve, err)
+	}
+	if cfg, err := load(t, base, "--disk-reserve", "64MiB"); err != nil || cfg.DiskReserve != 64<<20 {
+		t.Errorf("--disk-reserve 64MiB = %d, %v", cfg.DiskReserve, err)
+	}
+}

@@ -26,13 +26,14 @@ func openStore(ctx context.Context, cfg Config, m *sidecar.Metrics, log *zap.Log
 	if cfg.Postgres != "" {
 		maxConns, from := postgresMaxConns(cfg)
 		st, err := postgres.Open(ctx, postgres.Config{
-			DSN:              cfg.Postgres,
-			Limits:           cfg.Server.Limits,
-			DefaultQuota:     cfg.DefaultQuota,
-			MaxConns:         int32(maxConns),
-			StatementTimeout: cfg.PostgresStatementTimeout,
-			ObserveBatch:     m.ObserveBatch,
-			Logger:           log.Named("store"),
+			DSN:               cfg.Postgres,
+			Limits:            cfg.Server.Limits,
+			DefaultQuota:      cfg.DefaultQuota,
+			MaxConns:          int32(maxConns),
+			StatementTimeout:  cfg.PostgresStatementTimeout,
+			ProjectQueueShare: cfg.ProjectQueueShare,
+			ObserveBatch:      m.ObserveBatch,
+			Logger:            log.Named("store"),
 		})
 		if err != nil {
 			// The DSN may hold a password: name the backend, not the DSN.
@@ -50,11 +51,13 @@ func openStore(ctx context.Context, cfg Config, m *sidecar.Metrics, log *zap.Log
 	}
 	path := filepath.Join(cfg.DataDir, boltFile)
 	st, err := bolt.Open(ctx, bolt.Config{
-		Path:         path,
-		Limits:       cfg.Server.Limits,
-		DefaultQuota: cfg.DefaultQuota,
-		ObserveBatch: m.ObserveBatch,
-		Logger:       log.Named("store"),
+		Path:              path,
+		Limits:            cfg.Server.Limits,
+		DefaultQuota:      cfg.DefaultQuota,
+		ProjectQueueShare: cfg.ProjectQueueShare,
+		DiskReserve:       cfg.DiskReserve,
+		ObserveBatch:      m.ObserveBatch,
+		Logger:            log.Named("store"),
 	})
 	if err != nil {
 		return nil, "", fmt.Errorf("open embedded store: %w", err)
