@@ -14,6 +14,21 @@
 // bbolt's DB.Batch without its linger timer. Durability is bbolt's default: a
 // transaction is fsynced before any of its writes is answered.
 //
+// The queue has one lane per project, and the committer takes one request
+// of each waiting project in turn (store/internal/batch), so a project that
+// floods it delays another's lone write by about one batch; one project may
+// hold at most Config.ProjectQueueShare of the queue.
+//
+// A write that fits its quota only once its project's expired entries are
+// deleted deletes at most Config.SweepBatch of them per transaction; when it
+// needs more it is requeued, with its project's later writes, and the purge
+// goes on in the next transaction, between other projects' writes.
+//
+// bbolt writes new pages even to delete, so on a full disk every write
+// fails. Config.DiskReserve keeps space allocated in a file next to the
+// store's; a write that only removes data and fails for want of space gets
+// it (reserve.go).
+//
 // A write's context applies while it waits to enter the queue (which is
 // bounded, so a slow disk pushes back on callers). Once queued, the write is
 // applied and the call waits for its real outcome, so a write whose context

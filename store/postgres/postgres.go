@@ -27,6 +27,17 @@
 // goes on. The transaction of the general path is modelled in txn.go, the
 // one-round-trip path below in fast.go, and commit.go chooses between them.
 //
+// Each queue has one lane per project and its goroutine takes one call of
+// each waiting project in turn (store/internal/batch), so a project that
+// floods a committer delays another's lone write by about one batch; one
+// project may hold at most Config.ProjectQueueShare of a queue. A write
+// that fits its quota only once its project's expired rows are deleted
+// deletes at most Config.SweepBatch of them per transaction, and is
+// requeued (with its project's later calls) while it needs more.
+//
+// A call that meets a connection PostgreSQL has ended runs once more, on a
+// checked connection, when that cannot apply anything twice (retry.go).
+//
 // The common case takes a shorter path. When a batch holds only Sets and
 // SetManys, and a project's usage leaves room for all of its items even if
 // none replaced an existing entry, no call can be refused and nothing needs
