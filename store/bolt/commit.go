@@ -109,10 +109,13 @@ func (s *Store) submit(ctx context.Context, r request) result {
 // requeues it. It is the queue's Apply.
 func (s *Store) commit(calls []*writeCall) {
 	now := time.Now()
-	if !s.reserve.held && !now.Before(s.reserve.next) {
-		if err := s.reserve.take(now); err == nil {
+	if !s.reserve.held && s.reserve.size > 0 && !now.Before(s.reserve.next) {
+		switch err := s.reserve.take(now); {
+		case err == nil:
 			s.cfg.Logger.Info("bolt: the disk reserve is back; writes that add data are accepted again",
 				zap.String("reserve", s.reserve.path))
+		case s.reserve.size == 0: // given up: not for want of space
+			s.cfg.Logger.Warn("bolt: no disk reserve", zap.Error(err))
 		}
 	}
 	s.commitBatch(s.admit(calls), map[string]bool{})

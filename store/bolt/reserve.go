@@ -49,6 +49,9 @@ func (r *reserve) take(now time.Time) error {
 		return fmt.Errorf("create the disk reserve: %w", err)
 	}
 	err = unix.Fallocate(int(f.Fd()), 0, 0, r.size)
+	if errors.Is(err, unix.EOPNOTSUPP) {
+		err = writeZeros(f, r.size) // a filesystem without fallocate
+	}
 	if err == nil {
 		err = f.Sync()
 	}
@@ -60,9 +63,27 @@ func (r *reserve) take(now time.Time) error {
 	}
 	if err != nil {
 		_ = os.Remove(tmp)
-		return fmt.Errorf("allocate the disk reserve of %d bytes: %w", r.size, err)
+		err = fmt.Errorf("allocate the disk reserve of %d bytes: %w", r.size, err)
+		if !noSpace(err) {
+			// Not a full disk but a reserve this filesystem cannot keep:
+			// go without one rather than refuse writes for want of it.
+			r.size = 0
+			return fmt.Errorf("%w; going on without a disk reserve", err)
+		}
+		return err
 	}
 	r.held = true
+	return nil
+}
+
+// writeZeros allocates size bytes of f by writing them.
+func writeZeros(f *os.File, size int64) error {
+	buf := make([]byte, 1<<20)
+	for n := int64(0); n < size; n += int64(len(buf)) {
+		if _, err := f.Write(buf[:min(int64(len(buf)), size-n)]); err != nil {
+			return err
+		}
+	}
 	return nil
 }
 
