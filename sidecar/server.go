@@ -316,6 +316,7 @@ func (s *Server) admit(nc *net.UnixConn) {
 	ctx, cancel := context.WithTimeout(s.stopReading, resolveTimeout)
 	project, err := s.ident.Resolve(ctx, peer)
 	cancel()
+	peer.Release()
 	why := refusedUnmapped
 	if err == nil {
 		why = refusedForbidden

@@ -32,6 +32,20 @@ type Peer struct {
 	PID int32
 	UID uint32
 	GID uint32
+
+	// PIDFD is a pidfd of the peer process (SO_PEERPIDFD), held so that a
+	// resolver reading /proc/<PID> can tell whether the pid still names the
+	// peer; nil where the kernel has none (before Linux 6.5). PeerOf opens
+	// it; Release closes it once the connection is resolved.
+	PIDFD *os.File
+}
+
+// Release closes the peer's pidfd, if it has one. Call it once the peer is
+// resolved.
+func (p Peer) Release() {
+	if p.PIDFD != nil {
+		p.PIDFD.Close()
+	}
 }
 
 // String formats the peer for logs and error messages.
@@ -66,7 +80,8 @@ var (
 )
 
 // PeerOf reads the kernel's credentials of the peer of a Unix socket
-// connection.
+// connection, and a pidfd of the peer where the kernel has SO_PEERPIDFD;
+// the caller calls Release on the result once it is resolved.
 func PeerOf(c *net.UnixConn) (Peer, error) {
 	raw, err := c.SyscallConn()
 	if err != nil {
@@ -82,7 +97,7 @@ func PeerOf(c *net.UnixConn) (Peer, error) {
 	if credErr != nil {
 		return Peer{}, fmt.Errorf("read peer credentials: %w", credErr)
 	}
-	return Peer{PID: cred.Pid, UID: cred.Uid, GID: cred.Gid}, nil
+	return Peer{PID: cred.Pid, UID: cred.Uid, GID: cred.Gid, PIDFD: peerPIDFD(c)}, nil
 }
 
 // Static maps every peer to one project: the pod-sidecar shape, where the
