@@ -8,8 +8,10 @@ METRICS   ?= 127.0.0.1:9477
 GOFLAGS_TEST ?= -race -count=1 -timeout 20m
 # VERSION is what `kvsidecar --version` prints; without git it stays "dev".
 VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+DOCKER    ?= docker
+IMAGE     ?= kvsidecar/kvsidecar:$(VERSION)
 
-.PHONY: help build run test test-go test-node vet bench bench-embedded bench-go node-deps clean
+.PHONY: help build run test test-go test-node vet bench bench-embedded bench-go node-deps image clean
 
 help:
 	@echo "make build   build bin/kvsidecar, bin/kvbench, bin/kvctl"
@@ -18,6 +20,7 @@ help:
 	@echo "make bench   load test: the daemon on a fresh PostgreSQL database vs the naive baseline and Redis (kvbench; BENCH_DSN, BENCH_ARGS)"
 	@echo "make bench-embedded  load test: the daemon on the embedded store vs Redis (kvbench; BENCH_ARGS)"
 	@echo "make bench-go  Go micro-benchmarks of the protocol and stores"
+	@echo "make image   build the container image $(IMAGE) (deploy/docker/Dockerfile; VERSION, IMAGE)"
 	@echo "make clean   remove bin/ and var/"
 
 build:
@@ -62,6 +65,11 @@ bench-embedded:
 
 bench-go:
 	$(GO) test -run '^$$' -bench . -benchmem ./protocol/ ./store/...
+
+# image builds the container image with the Dockerfile's static build; the
+# version is stamped into the binaries (kvsidecar --version).
+image:
+	$(DOCKER) build -f deploy/docker/Dockerfile --build-arg VERSION=$(VERSION) -t $(IMAGE) .
 
 clean:
 	rm -rf bin var
