@@ -124,14 +124,15 @@ func TestVersion(t *testing.T) {
 // what is wrong, in both log formats, with no stack trace, and exit code 1.
 func TestStartErrorIsPlain(t *testing.T) {
 	for _, format := range []string{"json", "console"} {
-		cmd := daemonCmd("--socket", filepath.Join(t.TempDir(), "kv.sock"), "--identity", "k8s", "--metrics-addr", "", "--log-format", format)
+		cmd := daemonCmd("--socket", filepath.Join(t.TempDir(), "kv.sock"), "--identity", "k8s", "--k8s-node-name", "node-a",
+			"--kubeconfig", filepath.Join(t.TempDir(), "missing-kubeconfig"), "--metrics-addr", "", "--log-format", format)
 		out, err := cmd.CombinedOutput()
 		var ee *exec.ExitError
 		if !errors.As(err, &ee) || ee.ExitCode() != 1 {
 			t.Fatalf("%s: exit %v, want code 1\n%s", format, err, out)
 		}
-		if !strings.Contains(string(out), "not built yet") {
-			t.Errorf("%s: the error does not say k8s is not built yet:\n%s", format, out)
+		if !strings.Contains(string(out), "k8s identity: configure the API client") || !strings.Contains(string(out), "missing-kubeconfig") {
+			t.Errorf("%s: the error does not say the kubeconfig cannot be read:\n%s", format, out)
 		}
 		if strings.Contains(string(out), "stacktrace") || strings.Contains(string(out), "main.run") || strings.Count(string(out), "\n") != 1 {
 			t.Errorf("%s: want one line without a stack trace, got:\n%s", format, out)

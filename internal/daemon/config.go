@@ -9,6 +9,7 @@ import (
 
 	"github.com/kvsidecar/kvsidecar/admin"
 	"github.com/kvsidecar/kvsidecar/sidecar"
+	"github.com/kvsidecar/kvsidecar/sidecar/identity"
 	"github.com/kvsidecar/kvsidecar/store"
 )
 
@@ -29,8 +30,9 @@ const (
 	// IdentityUIDMap maps callers' uids to projects through the file
 	// Config.UIDMap, re-read on SIGHUP: one daemon per node.
 	IdentityUIDMap = "uidmap"
-	// IdentityK8s maps a caller's pid to its Kubernetes pod and the pod's
-	// project label. Reserved: not built yet.
+	// IdentityK8s maps a caller's pid to its Kubernetes pod, found in a
+	// watch of this node's pods, and the pod to its project label or
+	// namespace: one daemon per node, serving every pod on it.
 	IdentityK8s = "k8s"
 )
 
@@ -51,6 +53,18 @@ type Config struct {
 	Project string
 	// UIDMap is the file mapping caller uids to projects (uidmap identity).
 	UIDMap string
+	// K8sNodeName is the node whose pods the k8s identity serves: NODE_NAME,
+	// which the Downward API sets from spec.nodeName.
+	K8sNodeName string
+	// K8sProjectFrom is where the k8s identity takes a pod's project from:
+	// identity.ProjectFromLabel (the default) or ProjectFromNamespace.
+	K8sProjectFrom string
+	// K8sProjectLabel is the pod label naming the project, with
+	// ProjectFromLabel. Default identity.DefaultK8sProjectLabel.
+	K8sProjectLabel string
+	// Kubeconfig is a kubeconfig file for reaching the API server; "" uses
+	// the pod's service account (in-cluster).
+	Kubeconfig string
 
 	// DataDir is the directory of the embedded store (kv.db), used when
 	// Postgres is empty. Default DefaultDataDir.
@@ -213,6 +227,12 @@ func (c Config) identity() (string, error) {
 	case IdentityK8s:
 		if c.Project != "" || c.UIDMap != "" {
 			return "", errors.New("--identity k8s reads neither --project nor --uid-map: give one identity source")
+		}
+		if c.K8sNodeName == "" {
+			return "", errors.New("--identity k8s needs the node's name: set NODE_NAME (in a pod, from the Downward API: fieldRef spec.nodeName) or --k8s-node-name")
+		}
+		if f := c.K8sProjectFrom; f != "" && f != identity.ProjectFromLabel && f != identity.ProjectFromNamespace {
+			return "", fmt.Errorf("--k8s-project-from %q: want %s or %s", f, identity.ProjectFromLabel, identity.ProjectFromNamespace)
 		}
 	default:
 		return "", fmt.Errorf("--identity %q: want %s, %s or %s", c.Identity, IdentityStatic, IdentityUIDMap, IdentityK8s)

@@ -7,9 +7,11 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -187,15 +189,74 @@ func TestNewCleansUpWhenAPartCannotOpen(t *testing.T) {
 	start(t, cfg)
 }
 
-func TestK8sIdentityIsNotBuiltYet(t *testing.T) {
+// TestK8sIdentity starts the daemon with --identity k8s against an HTTP
+// server that answers the API server's pod list and watch (no API server
+// can be had here): the daemon lists this node's pods only, and refuses a
+// caller that runs in no pod of this node — the test process — saying why.
+// Resolving callers that are in pods is tested in sidecar/identity.
+func TestK8sIdentity(t *testing.T) {
+	var mu sync.Mutex
+	var selectors []string
+	api := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/api/v1/pods" {
+			http.NotFound(w, r)
+			return
+		}
+		mu.Lock()
+		selectors = append(selectors, r.URL.Query().Get("fieldSelector"))
+		mu.Unlock()
+		q := r.URL.Query()
+		w.Header().Set("Content-Type", "application/json")
+		switch {
+		case q.Get("watch") == "true" && q.Get("sendInitialEvents") == "true":
+			// Streaming lists are optional: refusing one makes the
+			// client fall back to list and watch.
+			http.Error(w, `{"kind":"Status","apiVersion":"v1","status":"Failure","code":400,"reason":"BadRequest"}`, http.StatusBadRequest)
+		case q.Get("watch") == "true":
+			w.WriteHeader(http.StatusOK)
+			w.(http.Flusher).Flush()
+			<-r.Context().Done() // no pod ever changes
+		default:
+			fmt.Fprint(w, `{"kind":"PodList","apiVersion":"v1","metadata":{"resourceVersion":"7"},"items":[`+
+				`{"metadata":{"name":"shop-1","namespace":"team-a","uid":"2c48913c-b29f-11e7-9350-020968147796","resourceVersion":"7","labels":{"kvsidecar.io/project":"shop"}},"spec":{"nodeName":"node-a"}}]}`)
+		}
+	}))
+	t.Cleanup(api.Close) // after the daemon stops (cleanups run last first), ending its watch
+	kubeconfig := filepath.Join(t.TempDir(), "kubeconfig")
+	if err := os.WriteFile(kubeconfig, []byte(`apiVersion: v1
+kind: Config
+clusters: [{name: test, cluster: {server: "`+api.URL+`"}}]
+users: [{name: test, user: {}}]
+contexts: [{name: test, context: {cluster: test, user: test}}]
+current-context: test
+`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+
 	cfg := testConfig(t)
 	cfg.Project, cfg.Identity = "", IdentityK8s
-	_, err := New(t.Context(), cfg, zap.NewNop())
-	if err == nil || !strings.Contains(err.Error(), "not built yet") {
-		t.Fatalf("New = %v; want a not-built-yet error", err)
+	cfg.K8sNodeName, cfg.Kubeconfig = "node-a", kubeconfig
+	cfg.K8sProjectFrom, cfg.K8sProjectLabel = identity.ProjectFromLabel, identity.DefaultK8sProjectLabel
+	r := start(t, cfg)
+	if got := r.logs.FilterMessage("kvsidecar serving").All(); len(got) != 1 || got[0].ContextMap()["identity"] != "k8s pods of node node-a, project from their label kvsidecar.io/project" {
+		t.Errorf("start-up line: %v", got)
 	}
-	if _, err := os.Lstat(cfg.Server.Socket); !errors.Is(err, os.ErrNotExist) {
-		t.Fatalf("socket created for a daemon that cannot start: %v", err)
+	mu.Lock()
+	for _, s := range selectors {
+		if s != "spec.nodeName=node-a" {
+			t.Errorf("pods requested with field selector %q, want spec.nodeName=node-a", s)
+		}
+	}
+	mu.Unlock()
+
+	_, err := client.Dial(t.Context(), cfg.Server.Socket)
+	if !errors.Is(err, client.ErrForbidden) {
+		t.Fatalf("Dial from a process in no pod of node-a: %v; want forbidden", err)
+	}
+	// Here the test runs in no pod; where it runs in one, that pod is not
+	// node-a's shop-1.
+	if !strings.Contains(err.Error(), "runs in no Kubernetes pod") && !strings.Contains(err.Error(), "is not a pod of node node-a") {
+		t.Errorf("the refusal does not say why: %v", err)
 	}
 }
 

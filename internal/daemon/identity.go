@@ -2,7 +2,6 @@ package daemon
 
 import (
 	"context"
-	"errors"
 	"fmt"
 
 	"github.com/kvsidecar/kvsidecar/sidecar/identity"
@@ -26,7 +25,24 @@ func newResolver(ctx context.Context, cfg Config) (identity.Resolver, string, er
 		}
 		return m, fmt.Sprintf("uid map %s (%d rules)", cfg.UIDMap, m.Len()), nil
 	case IdentityK8s:
-		return nil, "", errors.New("--identity k8s: the Kubernetes pod resolver is not built yet; use --identity static (--project) or --identity uidmap (--uid-map)")
+		client, err := identity.NewK8sClient(cfg.Kubeconfig)
+		if err != nil {
+			return nil, "", err
+		}
+		k, err := identity.NewK8s(ctx, identity.K8sConfig{
+			Client:       client,
+			NodeName:     cfg.K8sNodeName,
+			ProjectFrom:  cfg.K8sProjectFrom,
+			ProjectLabel: cfg.K8sProjectLabel,
+		})
+		if err != nil {
+			return nil, "", err
+		}
+		from := "label " + cfg.K8sProjectLabel
+		if cfg.K8sProjectFrom == identity.ProjectFromNamespace {
+			from = "namespace"
+		}
+		return k, fmt.Sprintf("k8s pods of node %s, project from their %s", cfg.K8sNodeName, from), nil
 	}
 	return nil, "", fmt.Errorf("--identity %q: no resolver", kind)
 }

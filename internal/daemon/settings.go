@@ -14,6 +14,7 @@ import (
 	"github.com/kvsidecar/kvsidecar/admin"
 	"github.com/kvsidecar/kvsidecar/protocol"
 	"github.com/kvsidecar/kvsidecar/sidecar"
+	"github.com/kvsidecar/kvsidecar/sidecar/identity"
 	"github.com/kvsidecar/kvsidecar/store"
 	"github.com/kvsidecar/kvsidecar/store/bolt"
 	"github.com/kvsidecar/kvsidecar/store/postgres"
@@ -69,7 +70,7 @@ func settings() []setting {
 			set:    share(func(c *Config) *float64 { return &c.ProjectQueueShare })},
 		{flag: "identity", env: "KV_IDENTITY", arg: "SOURCE",
 			defDoc: "`static` with `--project`, `uidmap` with `--uid-map`",
-			help:   "how callers are mapped to projects: static (--project), uidmap (--uid-map) or k8s (not built yet)",
+			help:   "how callers are mapped to projects: static (--project), uidmap (--uid-map) or k8s (the caller's Kubernetes pod)",
 			set:    text(func(c *Config) *string { return &c.Identity })},
 		{flag: "project", env: "KV_PROJECT", arg: "NAME",
 			help: "static identity: every caller belongs to this project",
@@ -77,6 +78,19 @@ func settings() []setting {
 		{flag: "uid-map", env: "KV_UID_MAP", arg: "FILE",
 			help: "uid identity: file of \"UID PROJECT\" or \"FROM-TO PROJECT\" lines, # comments; re-read on SIGHUP",
 			set:  text(func(c *Config) *string { return &c.UIDMap })},
+		{flag: "k8s-node-name", env: "NODE_NAME", arg: "NODE",
+			help: "k8s identity: the node this daemon runs on; only its pods are served (in a pod, from the Downward API: fieldRef spec.nodeName)",
+			set:  text(func(c *Config) *string { return &c.K8sNodeName })},
+		{flag: "k8s-project-from", env: "KV_K8S_PROJECT_FROM", def: identity.ProjectFromLabel, arg: "SOURCE",
+			help: "k8s identity: where a pod's project comes from: label (--k8s-project-label) or namespace",
+			set:  text(func(c *Config) *string { return &c.K8sProjectFrom })},
+		{flag: "k8s-project-label", env: "KV_K8S_PROJECT_LABEL", def: identity.DefaultK8sProjectLabel, arg: "LABEL",
+			help: "k8s identity: the pod label naming the project; a pod without it is refused",
+			set:  text(func(c *Config) *string { return &c.K8sProjectLabel })},
+		{flag: "kubeconfig", env: "KV_KUBECONFIG", arg: "FILE",
+			defDoc: "the pod's service account",
+			help:   "k8s identity: kubeconfig file for the API server; when not given, the pod's service account (in-cluster)",
+			set:    text(func(c *Config) *string { return &c.Kubeconfig })},
 		{flag: "system-project", env: "KV_SYSTEM_PROJECT", def: sidecar.DefaultSystemProject, arg: "NAME",
 			help: "project that is refused key-value access",
 			set:  text(func(c *Config) *string { return &c.Server.SystemProject })},

@@ -136,7 +136,9 @@ func TestIdentitySelection(t *testing.T) {
 		{[]string{"--uid-map", "/etc/uids"}, IdentityUIDMap, true},
 		{[]string{"--identity", "static", "--project", "p"}, IdentityStatic, true},
 		{[]string{"--identity", "uidmap", "--uid-map", "/etc/uids"}, IdentityUIDMap, true},
-		{[]string{"--identity", "k8s"}, IdentityK8s, true}, // refused at start-up, not here
+		{[]string{"--identity", "k8s", "--k8s-node-name", "node-a"}, IdentityK8s, true},
+		{[]string{"--identity", "k8s"}, "needs the node's name: set NODE_NAME", false},
+		{[]string{"--identity", "k8s", "--k8s-node-name", "n", "--k8s-project-from", "annotation"}, `--k8s-project-from "annotation": want label or namespace`, false},
 		{nil, "give --project NAME", false},
 		{[]string{"--project", "p", "--uid-map", "/x"}, "choose one identity source", false},
 		{[]string{"--identity", "static"}, "needs --project", false},
@@ -162,6 +164,10 @@ func TestIdentitySelection(t *testing.T) {
 	}
 	if _, err := load(t, env{"KV_IDENTITY": "uidmap", "KV_UID_MAP": "/etc/uids"}); err != nil {
 		t.Errorf("KV_IDENTITY: %v", err)
+	}
+	cfg, err := load(t, env{"KV_IDENTITY": "k8s", "NODE_NAME": "node-a", "KV_K8S_PROJECT_FROM": "namespace"})
+	if err != nil || cfg.K8sNodeName != "node-a" || cfg.K8sProjectFrom != "namespace" || cfg.K8sProjectLabel != "kvsidecar.io/project" {
+		t.Errorf("k8s identity from the environment: %+v, %v", cfg, err)
 	}
 }
 

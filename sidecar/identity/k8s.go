@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"strconv"
@@ -142,6 +143,11 @@ type K8s struct {
 	mu      sync.Mutex
 	changed chan struct{} // closed and replaced each time a pod is added or updated
 }
+
+var (
+	_ Resolver  = (*K8s)(nil)
+	_ io.Closer = (*K8s)(nil)
+)
 
 // podUIDIndex indexes pods by the UID their cgroups carry: metadata.uid,
 // and for the mirror pod of a static pod, the static pod's own UID (the
