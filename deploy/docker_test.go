@@ -220,6 +220,12 @@ func TestDockerfile(t *testing.T) {
 		if !bytes.Contains(raw, []byte(testVersion)) {
 			t.Errorf("%s does not hold the version %s: -X main.version did not apply", pkg, testVersion)
 		}
+		if name := filepath.Base(pkg); name == "kvsidecar" {
+			out, err := exec.Command(bin, "--version").CombinedOutput()
+			if err != nil || strings.TrimSpace(string(out)) != "kvsidecar "+testVersion {
+				t.Errorf("kvsidecar --version: %q, %v; want \"kvsidecar %s\"", out, err, testVersion)
+			}
+		}
 		info, err := exec.Command("go", "version", "-m", bin).CombinedOutput()
 		if err != nil {
 			t.Fatalf("go version -m %s: %v\n%s", bin, err, info)

@@ -360,6 +360,61 @@ func checkDaemonContainer(t *testing.T, where string, c corev1.Container) {
 	}
 }
 
+// daemonSettings reads the daemon's flags and environment variables from
+// README.md's settings table, which a test of internal/daemon keeps equal
+// to the daemon's own table.
+func daemonSettings(t *testing.T) (flags, envs map[string]bool) {
+	t.Helper()
+	data, err := os.ReadFile(filepath.Join(repoRoot(t), "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	flags, envs = map[string]bool{}, map[string]bool{}
+	row := regexp.MustCompile("(?m)^\\| `--([a-z0-9-]+)` \\| `([A-Z0-9_]+)` \\|")
+	for _, m := range row.FindAllStringSubmatch(string(data), -1) {
+		flags[m[1]], envs[m[2]] = true, true
+	}
+	if len(flags) < 10 {
+		t.Fatalf("README.md's settings table has %d rows", len(flags))
+	}
+	return flags, envs
+}
+
+// TestManifestsUseRealSettings checks every flag and environment variable
+// the manifests give a kvsidecar container against the daemon's settings:
+// a misspelt one would stop the daemon at start, or be ignored.
+func TestManifestsUseRealSettings(t *testing.T) {
+	flags, envs := daemonSettings(t)
+	n := 0
+	for dir, objs := range render(t) {
+		for name, tmpl := range podSpecs(objs) {
+			for _, c := range allContainers(&tmpl.Spec) {
+				if !isDaemon(c) {
+					continue
+				}
+				n++
+				for _, a := range c.Args {
+					if !strings.HasPrefix(a, "--") {
+						continue // the value of the flag before
+					}
+					f, _, _ := strings.Cut(strings.TrimPrefix(a, "--"), "=")
+					if !flags[f] {
+						t.Errorf("%s %s: --%s is not a kvsidecar flag", dir, name, f)
+					}
+				}
+				for _, e := range c.Env {
+					if !envs[e.Name] {
+						t.Errorf("%s %s: %s is not a kvsidecar environment variable", dir, name, e.Name)
+					}
+				}
+			}
+		}
+	}
+	if n < 3 {
+		t.Fatalf("found %d kvsidecar containers; want the sidecar, the DaemonSet's and the admin's", n)
+	}
+}
+
 // socketDir returns the directory of the socket a container is given
 // (KV_SOCKET), which must be set.
 func socketDir(t *testing.T, where string, c corev1.Container) string {
