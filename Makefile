@@ -10,8 +10,9 @@ GOFLAGS_TEST ?= -race -count=1 -timeout 20m
 VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 DOCKER    ?= docker
 IMAGE     ?= kvsidecar/kvsidecar:$(VERSION)
+EXAMPLE_IMAGE ?= kvsidecar/kv-test-function:$(VERSION)
 
-.PHONY: help build run test test-go test-node vet bench bench-embedded bench-go node-deps image clean
+.PHONY: help build run test test-go test-node vet bench bench-embedded bench-go node-deps image image-example clean
 
 help:
 	@echo "make build   build bin/kvsidecar, bin/kvbench, bin/kvctl"
@@ -21,6 +22,7 @@ help:
 	@echo "make bench-embedded  load test: the daemon on the embedded store vs Redis (kvbench; BENCH_ARGS)"
 	@echo "make bench-go  Go micro-benchmarks of the protocol and stores"
 	@echo "make image   build the container image $(IMAGE) (deploy/docker/Dockerfile; VERSION, IMAGE)"
+	@echo "make image-example  build the demo function's image $(EXAMPLE_IMAGE) (EXAMPLE_IMAGE)"
 	@echo "make clean   remove bin/ and var/"
 
 build:
@@ -70,6 +72,11 @@ bench-go:
 # version is stamped into the binaries (kvsidecar --version).
 image:
 	$(DOCKER) build -f deploy/docker/Dockerfile --build-arg VERSION=$(VERSION) -t $(IMAGE) .
+
+# image-example builds the image of examples/kv-test-function that the
+# example manifests in deploy/k8s run.
+image-example:
+	$(DOCKER) build -f deploy/docker/kv-test-function.Dockerfile -t $(EXAMPLE_IMAGE) .
 
 clean:
 	rm -rf bin var

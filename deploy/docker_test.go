@@ -293,3 +293,74 @@ func contains(list []string, s string) bool {
 	}
 	return false
 }
+
+// TestExampleFunctionDockerfile checks the demo function's image recipe
+// against the repository: what it copies exists, it installs from the
+// lock file with the client copied in, and it runs as a non-root uid on
+// the port the example manifests give it.
+func TestExampleFunctionDockerfile(t *testing.T) {
+	root := repoRoot(t)
+	ins := parseDockerfile(t, filepath.Join(root, "deploy/docker/kv-test-function.Dockerfile"))
+	var froms, users, workdirs []string
+	var entrypoint []string
+	env := map[string]string{}
+	for _, in := range ins {
+		switch in.cmd {
+		case "ARG":
+			if name, def, ok := strings.Cut(in.args, "="); ok && name == "NODE_VERSION" && !regexp.MustCompile(`^20\.[0-9]+\.[0-9]+$`).MatchString(def) {
+				t.Errorf("ARG NODE_VERSION=%s: want a pinned Node 20 release (the client's engines and CI run 20)", def)
+			}
+		case "FROM":
+			froms = append(froms, in.args)
+		case "WORKDIR":
+			workdirs = append(workdirs, in.args)
+		case "USER":
+			users = append(users, in.args)
+		case "ENV":
+			for _, kv := range strings.Fields(in.args) {
+				k, v, _ := strings.Cut(kv, "=")
+				env[k] = v
+			}
+		case "COPY":
+			f := strings.Fields(in.args)
+			if len(f) == 2 {
+				if _, err := os.Stat(filepath.Join(root, f[0])); err != nil {
+					t.Errorf("COPY %s: %v", f[0], err)
+				}
+			}
+		case "RUN":
+			dir, _, ok := strings.Cut(strings.TrimPrefix(in.args, "cd "), " && npm ci")
+			if !ok {
+				t.Errorf("RUN %q: want cd DIR && npm ci …", in.args)
+				continue
+			}
+			for _, f := range []string{"package-lock.json", ".npmrc"} {
+				if _, err := os.Stat(filepath.Join(root, dir, f)); err != nil {
+					t.Errorf("npm ci in %s needs %s: %v", dir, f, err)
+				}
+			}
+			if npmrc, _ := os.ReadFile(filepath.Join(root, dir, ".npmrc")); !bytes.Contains(npmrc, []byte("install-links=true")) {
+				t.Errorf("%s/.npmrc does not set install-links=true: the client would be a symlink out of the image's app directory", dir)
+			}
+		case "ENTRYPOINT":
+			if err := json.Unmarshal([]byte(in.args), &entrypoint); err != nil {
+				t.Errorf("ENTRYPOINT %s: %v", in.args, err)
+			}
+		}
+	}
+	if len(froms) != 2 || froms[0] != "node:${NODE_VERSION}-bookworm-slim AS build" || froms[1] != "node:${NODE_VERSION}-bookworm-slim" {
+		t.Errorf("stages %q", froms)
+	}
+	if len(users) != 1 || !regexp.MustCompile(`^[1-9][0-9]*:[1-9][0-9]*$`).MatchString(users[0]) {
+		t.Errorf("USER %q: want one numeric non-root uid:gid", users)
+	}
+	if len(entrypoint) != 2 || entrypoint[0] != "node" {
+		t.Fatalf("ENTRYPOINT %q: want node SCRIPT", entrypoint)
+	}
+	if _, err := os.Stat(filepath.Join(root, "examples/kv-test-function", entrypoint[1])); err != nil || workdirs[len(workdirs)-1] != "/app" {
+		t.Errorf("ENTRYPOINT runs %s in %s: %v", entrypoint[1], workdirs, err)
+	}
+	if env["PORT"] != "3000" {
+		t.Errorf("ENV PORT=%q, the example manifests expose 3000", env["PORT"])
+	}
+}

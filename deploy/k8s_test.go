@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"errors"
+	"fmt"
 	"io"
 	"io/fs"
 	"os"
@@ -15,6 +16,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 
 	monitoringv1 "github.com/prometheus-operator/prometheus-operator/pkg/apis/monitoring/v1"
@@ -116,22 +118,38 @@ func overlays(t *testing.T) []string {
 	return dirs
 }
 
-// render runs kubectl kustomize on every overlay and decodes what it
-// prints, strictly.
+var (
+	renderOnce sync.Once
+	renderOut  map[string][]byte // overlay -> kubectl kustomize output
+	renderErr  error
+)
+
+// render runs kubectl kustomize on every overlay (once per test binary)
+// and decodes what it prints, strictly.
 func render(t *testing.T) map[string][]runtime.Object {
 	t.Helper()
 	kubectl := requireTool(t, "kubectl", "kubectl, whose kustomize renders the overlays")
+	renderOnce.Do(func() {
+		renderOut = map[string][]byte{}
+		for _, dir := range overlays(t) {
+			cmd := exec.Command(kubectl, "kustomize", dir)
+			cmd.Dir = repoRoot(t)
+			var stderr bytes.Buffer
+			cmd.Stderr = &stderr
+			yml, err := cmd.Output()
+			if err != nil {
+				renderErr = fmt.Errorf("kubectl kustomize %s: %v\n%s", dir, err, stderr.String())
+				return
+			}
+			renderOut[dir] = yml
+		}
+	})
+	if renderErr != nil {
+		t.Fatal(renderErr)
+	}
 	dec := strictDecoder(t)
 	out := map[string][]runtime.Object{}
-	for _, dir := range overlays(t) {
-		cmd := exec.Command(kubectl, "kustomize", dir)
-		cmd.Dir = repoRoot(t)
-		var stderr bytes.Buffer
-		cmd.Stderr = &stderr
-		yml, err := cmd.Output()
-		if err != nil {
-			t.Fatalf("kubectl kustomize %s: %v\n%s", dir, err, stderr.String())
-		}
+	for dir, yml := range renderOut {
 		out[dir] = decodeAll(t, dec, "kubectl kustomize "+dir, yml)
 	}
 	return out
