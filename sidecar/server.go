@@ -317,6 +317,7 @@ func (s *Server) admit(nc *net.UnixConn) {
 	project, err := s.ident.Resolve(ctx, peer)
 	cancel()
 	peer.Release()
+	peer.PIDFD = nil // closed; the connection keeps the credentials for its logs
 	why := refusedUnmapped
 	if err == nil {
 		why = refusedForbidden
