@@ -215,11 +215,8 @@ func TestDockerfile(t *testing.T) {
 		if bytes.Contains(raw, []byte(root)) {
 			t.Errorf("%s holds the build directory %s: -trimpath did not apply", pkg, root)
 		}
-		// -X stores the version as a string the binary holds (with
-		// -trimpath, go version -m does not record -ldflags).
-		if !bytes.Contains(raw, []byte(testVersion)) {
-			t.Errorf("%s does not hold the version %s: -X main.version did not apply", pkg, testVersion)
-		}
+		// The daemon reports the stamped version (kvctl has no version of
+		// its own; -X leaves a binary without main.version as it is).
 		if name := filepath.Base(pkg); name == "kvsidecar" {
 			out, err := exec.Command(bin, "--version").CombinedOutput()
 			if err != nil || strings.TrimSpace(string(out)) != "kvsidecar "+testVersion {

@@ -3,6 +3,8 @@ package deploy
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -284,12 +286,22 @@ func TestPrometheusEvaluatesEveryExpression(t *testing.T) {
 	}
 	t.Cleanup(func() { os.RemoveAll(sockDir) })
 	d := &testDaemon{socket: filepath.Join(sockDir, "kv.sock"), metrics: freeAddr(t)}
+	// The admin API makes the daemon export the per-project gauges; the
+	// test sends it no request, so any token's hash will do.
+	tokens := filepath.Join(dir, "admin-tokens")
+	hash := sha256.Sum256([]byte("deploy-test-token"))
+	if err := os.WriteFile(tokens, []byte("sha256:"+hex.EncodeToString(hash[:])+" admin\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	startProcess(t, "kvsidecar", bin,
 		"--socket", d.socket,
 		"--postgres", cluster.DSN(),
 		"--project", "shop",
 		"--default-quota", strconv.Itoa(testQuota),
 		"--metrics-addr", d.metrics,
+		"--admin-addr", freeAddr(t),
+		"--admin-tokens", tokens,
+		"--admin-usage-interval", "1s",
 		"--log-level", "error")
 	waitHTTP(t, "http://"+d.metrics+"/readyz")
 
