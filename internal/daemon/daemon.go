@@ -69,7 +69,7 @@ func New(ctx context.Context, cfg Config, log *zap.Logger) (_ *Daemon, err error
 
 	identityName := "none: no function socket"
 	if !cfg.NoSocket {
-		resolver, name, err := newResolver(ctx, cfg)
+		resolver, name, err := newResolver(ctx, cfg, log)
 		if err != nil {
 			return nil, err
 		}

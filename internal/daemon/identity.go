@@ -4,13 +4,15 @@ import (
 	"context"
 	"fmt"
 
+	"go.uber.org/zap"
+
 	"github.com/kvsidecar/kvsidecar/sidecar/identity"
 )
 
 // newResolver builds the resolver of the identity source in force, and
 // describes it for the start-up log. A new source is one case here (and its
 // name in config.go); the daemon discovers Reload and Close by interface.
-func newResolver(ctx context.Context, cfg Config) (identity.Resolver, string, error) {
+func newResolver(ctx context.Context, cfg Config, log *zap.Logger) (identity.Resolver, string, error) {
 	kind, err := cfg.identity()
 	if err != nil {
 		return nil, "", err
@@ -34,6 +36,7 @@ func newResolver(ctx context.Context, cfg Config) (identity.Resolver, string, er
 			NodeName:     cfg.K8sNodeName,
 			ProjectFrom:  cfg.K8sProjectFrom,
 			ProjectLabel: cfg.K8sProjectLabel,
+			Logger:       log.Named("identity"),
 		})
 		if err != nil {
 			return nil, "", err

@@ -11,6 +11,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/go-logr/logr"
+	"go.uber.org/zap"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
@@ -19,6 +21,7 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/clientcmd"
+	"k8s.io/klog/v2"
 )
 
 // Where the Kubernetes resolver takes a pod's project from.
@@ -66,6 +69,11 @@ type K8sConfig struct {
 	// Proc is the /proc file system the peers' cgroups and start times are
 	// read from. Default os.DirFS("/proc"); tests inject a synthetic one.
 	Proc fs.FS
+	// Logger receives the watch's errors (a lost API server, a missing
+	// permission) and client-go's own messages. client-go logs through
+	// klog, one logger for the whole process: NewK8s points klog at this
+	// one. Default: no logging.
+	Logger *zap.Logger
 }
 
 // WithDefaults returns c with every unset field at its default.
@@ -84,6 +92,9 @@ func (c K8sConfig) WithDefaults() K8sConfig {
 	}
 	if c.Proc == nil {
 		c.Proc = os.DirFS("/proc")
+	}
+	if c.Logger == nil {
+		c.Logger = zap.NewNop()
 	}
 	return c
 }
@@ -140,8 +151,9 @@ type K8s struct {
 	pods    cache.SharedIndexInformer
 	stop    chan struct{}
 
-	mu      sync.Mutex
-	changed chan struct{} // closed and replaced each time a pod is added or updated
+	mu       sync.Mutex
+	changed  chan struct{} // closed and replaced each time a pod is added or updated
+	watchErr error         // the last error of the list or watch, for NewK8s's message
 }
 
 var (
@@ -185,14 +197,34 @@ func NewK8s(ctx context.Context, cfg K8sConfig) (*K8s, error) {
 	}); err != nil {
 		return nil, fmt.Errorf("k8s identity: %w", err)
 	}
+	if err := k.pods.SetWatchErrorHandlerWithContext(k.watchFailed); err != nil {
+		return nil, fmt.Errorf("k8s identity: %w", err)
+	}
+	klog.SetLogger(logr.New(zapSink{cfg.Logger}))
 	k.factory.Start(k.stop)
 	sctx, cancel := context.WithTimeout(ctx, cfg.SyncTimeout)
 	defer cancel()
 	if !cache.WaitForCacheSync(sctx.Done(), k.pods.HasSynced) {
 		k.Close()
-		return nil, fmt.Errorf("k8s identity: list the pods of node %s: no answer within %s (may its service account list and watch pods?)", cfg.NodeName, cfg.SyncTimeout)
+		k.mu.Lock()
+		last := k.watchErr
+		k.mu.Unlock()
+		if last == nil {
+			last = fmt.Errorf("no answer within %s", cfg.SyncTimeout)
+		}
+		return nil, fmt.Errorf("k8s identity: list the pods of node %s: %w", cfg.NodeName, last)
 	}
 	return k, nil
+}
+
+// watchFailed is called each time the list or watch of pods fails; the
+// informer then retries with a backoff, and resolving goes on from the
+// pods it has.
+func (k *K8s) watchFailed(_ context.Context, _ *cache.Reflector, err error) {
+	k.mu.Lock()
+	k.watchErr = err
+	k.mu.Unlock()
+	k.cfg.Logger.Warn("k8s identity: the list or watch of this node's pods failed; retrying", zap.String("node", k.cfg.NodeName), zap.Error(err))
 }
 
 // Close stops the watch and waits for its goroutines.

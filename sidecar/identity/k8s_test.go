@@ -15,14 +15,19 @@ import (
 	"testing"
 	"time"
 
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
 	"golang.org/x/sys/unix"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/kubernetes/fake"
 	k8stesting "k8s.io/client-go/testing"
+	"k8s.io/klog/v2"
 )
 
 const (
@@ -370,5 +375,27 @@ func TestK8sConfigErrors(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), tt.want) {
 			t.Errorf("NewK8s(%+v) = %v; want an error containing %q", tt.cfg, err, tt.want)
 		}
+	}
+}
+
+// TestK8sListRefused: a service account that may not list pods makes the
+// start fail with the API server's answer, logged through the daemon's
+// logger, client-go's klog lines included.
+func TestK8sListRefused(t *testing.T) {
+	cs := fake.NewClientset()
+	cs.PrependReactor("list", "pods", func(k8stesting.Action) (bool, runtime.Object, error) {
+		return true, nil, apierrors.NewForbidden(schema.GroupResource{Resource: "pods"}, "", errors.New(`User "system:serviceaccount:kvsidecar:kvsidecar" cannot list resource "pods"`))
+	})
+	core, logs := observer.New(zap.InfoLevel)
+	_, err := NewK8s(context.Background(), K8sConfig{Client: cs, NodeName: testNode, SyncTimeout: 500 * time.Millisecond, Logger: zap.New(core)})
+	if err == nil || !strings.Contains(err.Error(), "list the pods of node node-a") || !strings.Contains(err.Error(), "cannot list resource") {
+		t.Fatalf("NewK8s = %v; want the refusal to list pods", err)
+	}
+	if got := logs.FilterMessageSnippet("list or watch of this node's pods failed").Len(); got == 0 {
+		t.Errorf("the failed list was not logged; logs: %v", logs.All())
+	}
+	klog.InfoS("from client-go", "k", "v")
+	if got := logs.FilterMessage("from client-go").All(); len(got) != 1 || got[0].ContextMap()["k"] != "v" {
+		t.Errorf("klog does not write to the resolver's logger: %v", got)
 	}
 }
