@@ -31,6 +31,9 @@ func newResolver(ctx context.Context, cfg Config, log *zap.Logger) (identity.Res
 		if err != nil {
 			return nil, "", err
 		}
+		// client-go logs through klog, process-wide: set it before the
+		// informer starts, once, as this daemon is the process's only one.
+		identity.KlogTo(log.Named("k8s"))
 		k, err := identity.NewK8s(ctx, identity.K8sConfig{
 			Client:       client,
 			NodeName:     cfg.K8sNodeName,

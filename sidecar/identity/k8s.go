@@ -11,7 +11,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/go-logr/logr"
 	"go.uber.org/zap"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -21,7 +20,6 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/clientcmd"
-	"k8s.io/klog/v2"
 )
 
 // Where the Kubernetes resolver takes a pod's project from.
@@ -70,9 +68,8 @@ type K8sConfig struct {
 	// read from. Default os.DirFS("/proc"); tests inject a synthetic one.
 	Proc fs.FS
 	// Logger receives the watch's errors (a lost API server, a missing
-	// permission) and client-go's own messages. client-go logs through
-	// klog, one logger for the whole process: NewK8s points klog at this
-	// one. Default: no logging.
+	// permission). client-go's own messages go through klog: see KlogTo.
+	// Default: no logging.
 	Logger *zap.Logger
 }
 
@@ -200,7 +197,6 @@ func NewK8s(ctx context.Context, cfg K8sConfig) (*K8s, error) {
 	if err := k.pods.SetWatchErrorHandlerWithContext(k.watchFailed); err != nil {
 		return nil, fmt.Errorf("k8s identity: %w", err)
 	}
-	klog.SetLogger(logr.New(zapSink{cfg.Logger}))
 	k.factory.Start(k.stop)
 	sctx, cancel := context.WithTimeout(ctx, cfg.SyncTimeout)
 	defer cancel()

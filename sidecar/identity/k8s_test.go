@@ -380,7 +380,7 @@ func TestK8sConfigErrors(t *testing.T) {
 
 // TestK8sListRefused: a service account that may not list pods makes the
 // start fail with the API server's answer, logged through the daemon's
-// logger, client-go's klog lines included.
+// logger.
 func TestK8sListRefused(t *testing.T) {
 	cs := fake.NewClientset()
 	cs.PrependReactor("list", "pods", func(k8stesting.Action) (bool, runtime.Object, error) {
@@ -394,8 +394,25 @@ func TestK8sListRefused(t *testing.T) {
 	if got := logs.FilterMessageSnippet("list or watch of this node's pods failed").Len(); got == 0 {
 		t.Errorf("the failed list was not logged; logs: %v", logs.All())
 	}
+}
+
+// TestKlogTo: client-go's klog messages reach the daemon's logger, with
+// their key-value pairs and errors. No informer runs here (klog's logger
+// may not change while one does).
+func TestKlogTo(t *testing.T) {
+	core, logs := observer.New(zap.InfoLevel)
+	KlogTo(zap.New(core))
+	defer klog.ClearLogger()
 	klog.InfoS("from client-go", "k", "v")
+	klog.ErrorS(errors.New("boom"), "failed", "resource", "pods")
+	klog.V(4).InfoS("debugging chatter")
 	if got := logs.FilterMessage("from client-go").All(); len(got) != 1 || got[0].ContextMap()["k"] != "v" {
-		t.Errorf("klog does not write to the resolver's logger: %v", got)
+		t.Errorf("klog info: %v", got)
+	}
+	if got := logs.FilterMessage("failed").All(); len(got) != 1 || got[0].Level != zap.ErrorLevel || got[0].ContextMap()["error"] != "boom" {
+		t.Errorf("klog error: %v", got)
+	}
+	if logs.Len() != 2 {
+		t.Errorf("want klog's level 0 only, got %v", logs.All())
 	}
 }

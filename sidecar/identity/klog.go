@@ -5,11 +5,18 @@ import (
 
 	"github.com/go-logr/logr"
 	"go.uber.org/zap"
+	"k8s.io/klog/v2"
 )
 
-// zapSink is a logr.LogSink writing to a zap logger. client-go logs through
-// klog, which otherwise prints text lines on stderr among the daemon's JSON
-// lines; NewK8s points klog at the daemon's logger through it.
+// KlogTo sends klog's messages — client-go logs through klog — to log,
+// instead of text lines on stderr among the daemon's JSON lines. klog has
+// one logger for the whole process, which may not change while client-go
+// runs: call KlogTo once at start, before NewK8s.
+func KlogTo(log *zap.Logger) {
+	klog.SetLogger(logr.New(zapSink{log}))
+}
+
+// zapSink is a logr.LogSink writing to a zap logger.
 type zapSink struct{ log *zap.Logger }
 
 var _ logr.LogSink = zapSink{}
