@@ -27,8 +27,6 @@ func TestMain(m *testing.M) {
 	case "":
 	case "flood":
 		os.Exit(floodMain())
-	case "daemon":
-		os.Exit(daemonMain())
 	default:
 		os.Exit(peerMain())
 	}

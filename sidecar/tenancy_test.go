@@ -12,7 +12,6 @@ import (
 	"net"
 	"os"
 	"os/exec"
-	"os/signal"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -22,7 +21,6 @@ import (
 	"time"
 
 	"github.com/kvsidecar/kvsidecar/client"
-	"github.com/kvsidecar/kvsidecar/internal/daemon"
 	"github.com/kvsidecar/kvsidecar/protocol"
 	"github.com/kvsidecar/kvsidecar/sidecar/sidecartest"
 	"github.com/kvsidecar/kvsidecar/store"
@@ -395,8 +393,15 @@ func TestResponseMemoryBounded(t *testing.T) {
 	t.Cleanup(func() { os.RemoveAll(dir) })
 	socket := filepath.Join(dir, "kv.sock")
 	const budget = 64 << 20
-	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), "KV_TEST_PEER=daemon", "GOCOVERDIR=",
+	// The real daemon binary, built without the race detector: under
+	// -race the test binary's heap costs several times its size in
+	// shadow memory, which is not what an operator runs.
+	bin := filepath.Join(dir, "kvsidecar")
+	if out, err := exec.Command("go", "build", "-o", bin, "github.com/kvsidecar/kvsidecar/cmd/kvsidecar").CombinedOutput(); err != nil {
+		t.Fatalf("build kvsidecar: %v\n%s", err, out)
+	}
+	cmd := exec.Command(bin)
+	cmd.Env = append(os.Environ(), "GOCOVERDIR=",
 		"KV_SOCKET="+socket, "KV_DATA_DIR="+filepath.Join(dir, "data"), "KV_PROJECT=amp",
 		"KV_MAX_INFLIGHT_BYTES="+strconv.Itoa(budget), "KV_METRICS_ADDR=", "KV_LOG_LEVEL=error")
 	var stderr bytes.Buffer
@@ -540,32 +545,6 @@ func rssOf(t *testing.T, pid int) int64 {
 		}
 	}
 	t.Error("no VmRSS in /proc status")
-	return 0
-}
-
-// daemonMain runs a daemon configured from the environment, as the
-// command does, until SIGTERM.
-func daemonMain() int {
-	cfg, err := daemon.LoadConfig(nil, os.LookupEnv, os.Stderr)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 2
-	}
-	log, err := daemon.NewLogger(cfg.LogLevel, cfg.LogFormat)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 2
-	}
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM)
-	defer stop()
-	d, err := daemon.New(ctx, cfg, log)
-	if err == nil {
-		err = d.Run(ctx, nil)
-	}
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
 	return 0
 }
 
