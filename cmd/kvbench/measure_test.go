@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -292,8 +293,11 @@ func startRedis(t *testing.T) (socket string, pid int) {
 		cmd.Process.Signal(os.Interrupt)
 		cmd.Wait()
 	})
+	// The socket file appears at bind, before redis-server listens and
+	// loads its append-only file: wait until a dial is answered.
 	for range 100 {
-		if fi, err := os.Stat(socket); err == nil && fi.Mode()&os.ModeSocket != 0 {
+		if c, err := net.Dial("unix", socket); err == nil {
+			c.Close()
 			return socket, cmd.Process.Pid
 		}
 		time.Sleep(50 * time.Millisecond)
