@@ -43,10 +43,16 @@ const (
 	// some, short enough that callers barely notice.
 	acceptRetryPause = 100 * time.Millisecond
 	// resolveTimeout bounds resolving a caller's project at accept. The
-	// resolvers read memory or local files, in the accept loop; a resolver
-	// that must ask another service gets this long before the caller is
-	// refused (and should then resolve off the accept loop).
+	// static and uid-map resolvers answer from memory; the k8s resolver
+	// may wait a little for its watch to see a new pod. Past this the
+	// caller is refused.
 	resolveTimeout = 5 * time.Second
+	// maxResolving bounds the callers being resolved at once, each on a
+	// goroutine of its own, off the accept loop. Resolving from memory
+	// takes microseconds, so only resolvers that wait fill it; past it,
+	// callers are refused busy instead of queueing without bound. 64
+	// matches maxRefusing: a few dozen goroutines at most under a flood.
+	maxResolving = 64
 
 	// maxRefusing bounds the refused connections that are being told why
 	// at once. A refusal writes one frame and waits up to refuseLinger for
@@ -72,9 +78,10 @@ const (
 	refusedUnmapped     refusal = "unmapped"      // the peer's credentials map to no project
 	refusedForbidden    refusal = "forbidden"     // the project may not use KV, or credentials were unreadable
 	refusedHelloTimeout refusal = "hello_timeout" // accepted, but no hello within HelloTimeout
+	refusedResolving    refusal = "resolving"     // maxResolving callers are already being resolved
 )
 
-var refusals = []refusal{refusedMaxConns, refusedProjectConns, refusedUnmapped, refusedForbidden, refusedHelloTimeout}
+var refusals = []refusal{refusedMaxConns, refusedProjectConns, refusedUnmapped, refusedForbidden, refusedHelloTimeout, refusedResolving}
 
 // Server serves one Unix socket. Create it with NewServer, then Listen and
 // Serve.
@@ -86,8 +93,9 @@ type Server struct {
 	log     *zap.Logger
 	limited *logLimiter // refusals, bad frames, slow readers: lines a peer can cause
 
-	bytes    *semaphore.Weighted // bytes held across connections (MaxInflightBytes)
-	refusing chan struct{}       // refusals being written (maxRefusing)
+	bytes     *semaphore.Weighted // bytes held across connections (MaxInflightBytes)
+	refusing  chan struct{}       // refusals being written (maxRefusing)
+	resolving chan struct{}       // callers being resolved (maxResolving)
 
 	ln       *net.UnixListener
 	lnFile   os.FileInfo // the socket file Listen created, so RemoveSocket removes only that one
@@ -118,16 +126,17 @@ type projectState struct {
 // (Config.WithDefaults) and be valid (Config.Validate).
 func NewServer(cfg Config, st store.Store, ident identity.Resolver, m *Metrics, log *zap.Logger) *Server {
 	s := &Server{
-		cfg:      cfg,
-		store:    st,
-		ident:    ident,
-		metrics:  m,
-		log:      log,
-		limited:  newLogLimiter(log, time.Now),
-		bytes:    semaphore.NewWeighted(cfg.MaxInflightBytes),
-		refusing: make(chan struct{}, maxRefusing),
-		conns:    make(map[*conn]struct{}),
-		projects: make(map[string]*projectState),
+		cfg:       cfg,
+		store:     st,
+		ident:     ident,
+		metrics:   m,
+		log:       log,
+		limited:   newLogLimiter(log, time.Now),
+		bytes:     semaphore.NewWeighted(cfg.MaxInflightBytes),
+		refusing:  make(chan struct{}, maxRefusing),
+		resolving: make(chan struct{}, maxResolving),
+		conns:     make(map[*conn]struct{}),
+		projects:  make(map[string]*projectState),
 	}
 	s.stopReading, s.stopCancel = context.WithCancel(context.Background())
 	s.kill, s.killCancel = context.WithCancel(context.Background())
@@ -277,10 +286,12 @@ func (s *Server) Serve(ctx context.Context) error {
 // Ready reports whether the server accepts connections.
 func (s *Server) Ready() bool { return s.ln != nil && !s.draining.Load() }
 
-// acceptLoop accepts connections and admits or refuses each at once: who
-// the peer is, whether the daemon and the peer's project have room. That
-// work is a system call and a map lookup, so a flood of refused peers
-// delays a mapped caller's accept by microseconds each.
+// acceptLoop accepts connections and hands each to admit on a goroutine of
+// its own (at most maxResolving at once): who the peer is, whether the
+// daemon and the peer's project have room. For the static and uid-map
+// resolvers that is a system call and a map lookup, so a flood of refused
+// peers delays a mapped caller's accept by microseconds each; a resolver
+// that waits delays only its own caller.
 func (s *Server) acceptLoop() error {
 	for {
 		nc, err := s.ln.AcceptUnix()
@@ -299,7 +310,23 @@ func (s *Server) acceptLoop() error {
 			}
 			return err
 		}
-		s.admit(nc)
+		// Resolve off the accept loop: a resolver may wait (the k8s
+		// resolver waits for a pod its watch has not seen yet), and that
+		// wait must delay only its own caller, never the accept of others.
+		select {
+		case s.resolving <- struct{}{}:
+		default:
+			s.refuse(nc, refusedResolving, protocol.CodeBusy, func() (string, []zap.Field) {
+				return fmt.Sprintf("busy: %d callers are waiting for their identity to be resolved; try again later", maxResolving), nil
+			})
+			continue
+		}
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			defer func() { <-s.resolving }()
+			s.admit(nc)
+		}()
 	}
 }
 
