@@ -23,6 +23,9 @@ type stallFirst struct {
 	release chan struct{}
 }
 
+// MayWait makes the server resolve its callers off the accept loop.
+func (r *stallFirst) MayWait() bool { return true }
+
 func (r *stallFirst) Resolve(ctx context.Context, _ identity.Peer) (string, error) {
 	if r.calls.Add(1) == 1 {
 		select {
@@ -36,7 +39,7 @@ func (r *stallFirst) Resolve(ctx context.Context, _ identity.Peer) (string, erro
 
 // TestSlowResolveDelaysOnlyItsCaller checks that a caller whose identity
 // takes long to resolve does not hold up the accept of the next caller:
-// resolving happens off the accept loop.
+// a resolver that may wait (identity.Waiter) is called off the accept loop.
 func TestSlowResolveDelaysOnlyItsCaller(t *testing.T) {
 	dir := t.TempDir()
 	ctx := context.Background()

@@ -47,11 +47,11 @@ const (
 	// may wait a little for its watch to see a new pod. Past this the
 	// caller is refused.
 	resolveTimeout = 5 * time.Second
-	// maxResolving bounds the callers being resolved at once, each on a
-	// goroutine of its own, off the accept loop. Resolving from memory
-	// takes microseconds, so only resolvers that wait fill it; past it,
-	// callers are refused busy instead of queueing without bound. 64
-	// matches maxRefusing: a few dozen goroutines at most under a flood.
+	// maxResolving bounds the callers of a resolver that may wait
+	// (identity.Waiter) being resolved at once, each on a goroutine of its
+	// own, off the accept loop; past it, callers are refused busy instead
+	// of queueing without bound. 64 matches maxRefusing: a few dozen
+	// goroutines at most under a flood.
 	maxResolving = 64
 
 	// maxRefusing bounds the refused connections that are being told why
@@ -96,6 +96,7 @@ type Server struct {
 	bytes     *semaphore.Weighted // bytes held across connections (MaxInflightBytes)
 	refusing  chan struct{}       // refusals being written (maxRefusing)
 	resolving chan struct{}       // callers being resolved (maxResolving)
+	mayWait   bool                // ident may wait (identity.Waiter): resolve off the accept loop
 
 	ln       *net.UnixListener
 	lnFile   os.FileInfo // the socket file Listen created, so RemoveSocket removes only that one
@@ -140,6 +141,9 @@ func NewServer(cfg Config, st store.Store, ident identity.Resolver, m *Metrics, 
 	}
 	s.stopReading, s.stopCancel = context.WithCancel(context.Background())
 	s.kill, s.killCancel = context.WithCancel(context.Background())
+	if w, ok := ident.(identity.Waiter); ok {
+		s.mayWait = w.MayWait()
+	}
 	m.watchServer(s)
 	return s
 }
@@ -286,12 +290,13 @@ func (s *Server) Serve(ctx context.Context) error {
 // Ready reports whether the server accepts connections.
 func (s *Server) Ready() bool { return s.ln != nil && !s.draining.Load() }
 
-// acceptLoop accepts connections and hands each to admit on a goroutine of
-// its own (at most maxResolving at once): who the peer is, whether the
-// daemon and the peer's project have room. For the static and uid-map
-// resolvers that is a system call and a map lookup, so a flood of refused
-// peers delays a mapped caller's accept by microseconds each; a resolver
-// that waits delays only its own caller.
+// acceptLoop accepts connections and admits or refuses each: who the peer
+// is, whether the daemon and the peer's project have room. For the static
+// and uid-map resolvers that is a system call and a map lookup, done in
+// the loop, so a flood of refused peers delays a mapped caller's accept by
+// microseconds each. A resolver that may wait (identity.Waiter) is called
+// on a goroutine per caller, at most maxResolving at once, so that its wait
+// delays only its own caller.
 func (s *Server) acceptLoop() error {
 	for {
 		nc, err := s.ln.AcceptUnix()
@@ -310,7 +315,11 @@ func (s *Server) acceptLoop() error {
 			}
 			return err
 		}
-		// Resolve off the accept loop: a resolver may wait (the k8s
+		if !s.mayWait {
+			s.admit(nc)
+			continue
+		}
+		// Resolve off the accept loop: this resolver may wait (the k8s
 		// resolver waits for a pod its watch has not seen yet), and that
 		// wait must delay only its own caller, never the accept of others.
 		select {

@@ -72,6 +72,15 @@ type Reloader interface {
 	Reload(ctx context.Context) error
 }
 
+// Waiter is implemented by resolvers whose Resolve may wait before it can
+// answer (the k8s resolver waits a little for its watch to see a new pod).
+// The server resolves their callers off its accept loop, so that a wait
+// delays only its own caller; other resolvers answer from memory, in the
+// accept loop, which keeps a flood of refused peers cheap.
+type Waiter interface {
+	MayWait() bool
+}
+
 // The resolvers of this package, and what they implement.
 var (
 	_ Resolver = Static{}

@@ -241,6 +241,9 @@ func (k *K8s) notify() {
 	k.mu.Unlock()
 }
 
+// MayWait reports that Resolve may wait for the pod watch (identity.Waiter).
+func (k *K8s) MayWait() bool { return true }
+
 // Resolve returns the project of the pod the peer runs in. Every refusal
 // wraps ErrUnmapped and says which check failed.
 func (k *K8s) Resolve(ctx context.Context, p Peer) (string, error) {
