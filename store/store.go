@@ -30,6 +30,31 @@
 //     optional leading '-'); a missing or expired key counts as 0 and gets the
 //     TTL given; an existing key keeps its expiry. Incr on a value that is not
 //     a JSON integer fails with ErrNotInteger.
+//
+// # Versions and conditions
+//
+//   - Every entry has a version: a positive integer that changes on every
+//     write of its key (Set, SetMany, Incr, Expire) and is strictly greater
+//     than any version the key had before, also after a Delete, a Clear or an
+//     expiry and a re-create, across restarts and across every daemon that
+//     shares the store. Callers may compare versions for equality only.
+//     Backends draw versions from one counter per project, kept with the
+//     project's usage and advanced under the same lock (PostgreSQL) or in
+//     the same transaction (bbolt) as the write.
+//   - A write may carry a Cond. IfAbsent holds when the key does not exist
+//     or has expired; IfVersion(n) holds when the key is live with version
+//     n. A write whose condition fails writes nothing and returns a
+//     *ConflictError (errors.Is(err, ErrConflict)) that names every failing
+//     key and whether it exists. A SetMany with conditions is all or
+//     nothing: if any item's condition fails, no item is written, and the
+//     error lists every failing item. A condition on a key given twice in
+//     one SetMany is checked against the stored entry, not the earlier item.
+//   - Conditions are decided before the quota: a write that fails its
+//     condition reports the conflict even if it would not fit either.
+//   - TTL reads a key's remaining time to live; Expire replaces it without
+//     rewriting the value (0 removes the expiry). Neither changes the
+//     project's usage: the entry's size is unchanged, so Expire is never
+//     refused for quota.
 package store
 
 import (
@@ -73,6 +98,29 @@ type Store interface {
 	// value. See the package doc for its rules.
 	Incr(ctx context.Context, project, key string, delta int64, ttl time.Duration) (int64, error)
 
+	// GetVersioned is Get with the entry's version.
+	GetVersioned(ctx context.Context, project, key string) (v Versioned, found bool, err error)
+	// GetManyVersioned is GetMany with each entry's version; a missing key
+	// has a nil Value and version 0.
+	GetManyVersioned(ctx context.Context, project string, keys []string) ([]Versioned, error)
+	// SetIf stores value under key if cond holds and returns the entry's new
+	// version. A failed condition is a *ConflictError and writes nothing.
+	SetIf(ctx context.Context, project, key string, value []byte, ttl time.Duration, cond Cond) (version uint64, err error)
+	// SetManyIf is SetMany returning each item's new version, in order.
+	// Items' conditions are honoured by both: all hold, or nothing is
+	// written and the *ConflictError lists every item whose condition failed.
+	SetManyIf(ctx context.Context, project string, items []Item) (versions []uint64, err error)
+	// DeleteIf removes key if cond holds and reports whether it existed. A
+	// failed condition is a *ConflictError and deletes nothing.
+	DeleteIf(ctx context.Context, project, key string, cond Cond) (existed bool, err error)
+	// TTL returns the remaining time to live of key (0 when it does not
+	// expire) and whether it exists.
+	TTL(ctx context.Context, project, key string) (ttl time.Duration, found bool, err error)
+	// Expire replaces the expiry of key with ttl from now (0: never), keeping
+	// its value, and returns its new version and whether it existed. A
+	// missing or expired key is left alone.
+	Expire(ctx context.Context, project, key string, ttl time.Duration) (version uint64, existed bool, err error)
+
 	// List returns live entries whose key starts with opts.Prefix and sorts
 	// after opts.After, in byte order of keys, at most opts.Limit of them.
 	List(ctx context.Context, project string, opts ListOptions) (Page, error)
@@ -106,6 +154,7 @@ type Item struct {
 	Key   string
 	Value []byte
 	TTL   time.Duration // 0 means no expiry
+	Cond  Cond          // the zero Cond always holds
 }
 
 // Entry is one entry returned by List.
@@ -114,6 +163,104 @@ type Entry struct {
 	Value   []byte    // nil unless ListOptions.Values was set
 	Size    int64     // len(Key)+len(value): what the entry counts against the quota
 	Expires time.Time // zero when the entry does not expire
+	Version uint64    // the entry's version
+}
+
+// Versioned is a value with its version.
+type Versioned struct {
+	Value   []byte // nil for a missing key
+	Version uint64 // 0 for a missing key
+}
+
+// Cond is the condition of a conditional write. The zero Cond is no
+// condition: it always holds.
+type Cond struct {
+	// Check is true when the write is conditional.
+	Check bool
+	// Version is the version the key must have; 0 means the key must not
+	// exist (or must have expired).
+	Version uint64
+}
+
+// IfVersion is the condition that the key is live with version v; v == 0
+// is IfAbsent.
+func IfVersion(v uint64) Cond { return Cond{Check: true, Version: v} }
+
+// IfAbsent is the condition that the key does not exist or has expired.
+func IfAbsent() Cond { return Cond{Check: true} }
+
+// Holds reports whether c holds for a key that is live (or not) with the
+// given version.
+func (c Cond) Holds(live bool, version uint64) bool {
+	if !c.Check {
+		return true
+	}
+	if c.Version == 0 {
+		return !live
+	}
+	return live && version == c.Version
+}
+
+// Conflict is one failed condition.
+type Conflict struct {
+	Key    string
+	Exists bool // whether the key exists (live) now
+}
+
+// ConflictError is the error of a write whose conditions failed. It
+// matches ErrConflict.
+type ConflictError struct {
+	Conflicts []Conflict // every failing key, in the order of the request
+}
+
+func (e *ConflictError) Error() string {
+	var b strings.Builder
+	b.WriteString(ErrConflict.Error())
+	for i, c := range e.Conflicts {
+		if i == 0 {
+			b.WriteString(": ")
+		} else {
+			b.WriteString("; ")
+		}
+		if c.Exists {
+			fmt.Fprintf(&b, "key %q exists with another version", c.Key)
+		} else {
+			fmt.Fprintf(&b, "key %q does not exist", c.Key)
+		}
+	}
+	return b.String()
+}
+
+// Is matches ErrConflict.
+func (e *ConflictError) Is(target error) bool { return target == ErrConflict }
+
+// Keys returns the failing keys.
+func (e *ConflictError) Keys() []string {
+	keys := make([]string, len(e.Conflicts))
+	for i, c := range e.Conflicts {
+		keys[i] = c.Key
+	}
+	return keys
+}
+
+// CheckConds checks the conditions of items against the stored state of
+// their keys: state returns whether a key is live and its version. It
+// returns a *ConflictError listing every failing item, or nil.
+func CheckConds(items []Item, state func(key string) (live bool, version uint64)) error {
+	var conflicts []Conflict
+	for _, it := range items {
+		if !it.Cond.Check {
+			continue
+		}
+		live, version := state(it.Key)
+		if !it.Cond.Holds(live, version) {
+			conflicts = append(conflicts, Conflict{Key: it.Key, Exists: live})
+		}
+	}
+	if conflicts != nil {
+		return &ConflictError{Conflicts: conflicts}
+	}
+	return nil
 }
 
 // ListOptions selects a page of List.
@@ -173,6 +320,9 @@ var (
 	ErrQuotaExceeded = errors.New("quota exceeded")
 	ErrNotInteger    = errors.New("value is not an integer")
 	ErrOverflow      = errors.New("integer overflow")
+	// ErrConflict is matched by a *ConflictError: a write's condition on a
+	// version failed.
+	ErrConflict = errors.New("conflict")
 
 	// Availability: the outcome of a write that fails with one of these is
 	// unknown only for ErrUnavailable during a commit; otherwise nothing was

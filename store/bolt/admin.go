@@ -151,7 +151,7 @@ func (s *Store) SearchKeys(ctx context.Context, project string, opts store.Searc
 
 // entryOf builds the Entry of a record, copying out of the transaction.
 func entryOf(k, rec []byte, withValue bool) store.Entry {
-	e := store.Entry{Key: string(k), Size: recordSize(k, rec)}
+	e := store.Entry{Key: string(k), Size: recordSize(k, rec), Version: recordVersion(rec)}
 	if withValue {
 		e.Value = bytes.Clone(recordValue(rec))
 	}
@@ -387,8 +387,13 @@ func (s *Store) Import(ctx context.Context, project string, entries []store.Entr
 		if err := p.ensure(); err != nil {
 			return result{}, err
 		}
+		// An import is one write: its entries share the project's next version.
+		version, err := p.nextVersion()
+		if err != nil {
+			return result{}, err
+		}
 		for i, it := range items {
-			if err := p.put([]byte(it.Key), it.Value, expiries[i]); err != nil {
+			if err := p.put([]byte(it.Key), it.Value, expiries[i], version); err != nil {
 				return result{}, err
 			}
 		}

@@ -50,14 +50,16 @@
 // Everything is keyed by project first:
 //
 //	meta                       bucket
-//	  "format"                 uint64 layout version, 1
+//	  "format"                 uint64 layout version, 2 (Open upgrades a file of 1)
 //	  "default_quota"          int64 bytes; absent means store.DefaultQuota
 //	projects                   bucket, one nested bucket per project name:
 //	  <project>
 //	    "usage"                int64 bytes ++ int64 entries of every stored entry,
 //	                           expired or not, updated in the transaction of each write
 //	    "quota"                int64 bytes: the project's override; absent means the default
-//	    data                   bucket: key -> uint64 expiry (unix ms, 0 = never) ++ value
+//	    "version"              uint64: the last version given to a write of the project
+//	    data                   bucket: key -> uint64 expiry (unix ms, 0 = never) ++
+//	                           uint64 version ++ value
 //	    exp                    bucket: uint64 expiry (unix ms) ++ key -> empty;
 //	                           one row per entry that expires, in expiry order
 //
@@ -66,6 +68,11 @@
 // scans live entries. An entry is expired when its expiry is at or before
 // now; reads skip expired entries, so they are invisible at once, and the
 // sweeper deletes them later in bounded batches.
+//
+// Versions come from the project's counter, advanced once per write call in
+// that call's transaction, so they are strictly increasing per project —
+// hence per key, across deletes, Clear (which keeps the project's bucket)
+// and restarts. Every item of one SetMany shares its call's version.
 //
 // The stored usage counts expired entries until they are deleted; Usage and
 // the quota check subtract them (the quota check by deleting the project's
@@ -217,12 +224,13 @@ func (c Config) validate() error {
 	if c.Path == "" {
 		return errors.New("config: Path is empty")
 	}
-	// The expiry index key is 8 bytes of expiry followed by the key.
+	// The expiry index key is 8 bytes of expiry followed by the key; a
+	// record is recordHeader bytes followed by the value.
 	if c.Limits.MaxKeyBytes > bbolt.MaxKeySize-8 {
 		return fmt.Errorf("config: Limits.MaxKeyBytes is %d, bbolt allows at most %d", c.Limits.MaxKeyBytes, bbolt.MaxKeySize-8)
 	}
-	if c.Limits.MaxValueBytes > bbolt.MaxValueSize-8 {
-		return fmt.Errorf("config: Limits.MaxValueBytes is %d, bbolt allows at most %d", c.Limits.MaxValueBytes, bbolt.MaxValueSize-8)
+	if c.Limits.MaxValueBytes > bbolt.MaxValueSize-recordHeader {
+		return fmt.Errorf("config: Limits.MaxValueBytes is %d, bbolt allows at most %d", c.Limits.MaxValueBytes, bbolt.MaxValueSize-recordHeader)
 	}
 	if c.DefaultQuota < 0 {
 		return fmt.Errorf("config: DefaultQuota is negative (%d)", c.DefaultQuota)

@@ -52,9 +52,10 @@ type request struct {
 
 // result is the answer to one request.
 type result struct {
-	n     int64
-	flags []bool
-	err   error
+	n       int64
+	flags   []bool
+	version uint64 // the version a Set, SetMany, Incr or Expire wrote
+	err     error
 }
 
 // writeCall is a request in the write queue.

@@ -11,9 +11,10 @@ import (
 	"github.com/kvsidecar/kvsidecar/store"
 )
 
-// formatVersion is the layout described in the package doc. Open refuses a
-// file with another version rather than misread it.
-const formatVersion = 1
+// formatVersion is the layout described in the package doc. Open upgrades
+// a file of version 1 (records without versions) and refuses any other
+// version rather than misread it.
+const formatVersion = 2
 
 // Bucket and key names of the layout in the package doc.
 var (
@@ -26,10 +27,11 @@ var (
 	keyDefaultQuota = []byte("default_quota")
 	keyUsage        = []byte("usage")
 	keyQuota        = []byte("quota")
+	keyVersion      = []byte("version")
 )
 
-// recordHeader is the expiry that prefixes every stored value.
-const recordHeader = 8
+// recordHeader is the expiry and version that prefix every stored value.
+const recordHeader = 16
 
 // initFile creates the top-level buckets of a new file, checks the format of
 // an existing one, and stores the configured default quota if one is given.
@@ -41,11 +43,18 @@ func initFile(tx *bbolt.Tx, defaultQuota int64) error {
 	if _, err := tx.CreateBucketIfNotExists(bucketProjects); err != nil {
 		return err
 	}
-	if v := meta.Get(keyFormat); v != nil {
-		if len(v) != 8 || binary.BigEndian.Uint64(v) != formatVersion {
-			return fmt.Errorf("the file has layout version %x, this build reads version %d", v, formatVersion)
+	v := meta.Get(keyFormat)
+	switch {
+	case v == nil:
+	case len(v) == 8 && binary.BigEndian.Uint64(v) == formatVersion:
+	case len(v) == 8 && binary.BigEndian.Uint64(v) == 1:
+		if err := upgradeFrom1(tx); err != nil {
+			return fmt.Errorf("upgrade the file from layout version 1: %w", err)
 		}
-	} else if err := meta.Put(keyFormat, binary.BigEndian.AppendUint64(nil, formatVersion)); err != nil {
+	default:
+		return fmt.Errorf("the file has layout version %x, this build reads version %d", v, formatVersion)
+	}
+	if err := meta.Put(keyFormat, binary.BigEndian.AppendUint64(nil, formatVersion)); err != nil {
 		return err
 	}
 	if defaultQuota > 0 {
@@ -63,14 +72,62 @@ func decodeInt(b []byte) int64 {
 	return int64(binary.BigEndian.Uint64(b))
 }
 
-// encodeRecord builds the stored form of a value: its expiry, then the bytes.
-func encodeRecord(expiry int64, value []byte) []byte {
+// upgradeFrom1 rewrites every record of a version 1 file, which held only
+// the expiry before the value, with a version: each project's entries get
+// versions 1, 2, … in key order, and its counter starts after them. It runs
+// in the transaction of Open, so a file is upgraded whole or not at all.
+func upgradeFrom1(tx *bbolt.Tx) error {
+	projects := tx.Bucket(bucketProjects)
+	var names [][]byte
+	if err := projects.ForEach(func(k, v []byte) error {
+		if v == nil {
+			names = append(names, bytes.Clone(k))
+		}
+		return nil
+	}); err != nil {
+		return err
+	}
+	for _, name := range names {
+		b := projects.Bucket(name)
+		var version uint64
+		if data := b.Bucket(bucketData); data != nil {
+			type row struct{ key, rec []byte }
+			var rows []row
+			if err := data.ForEach(func(k, old []byte) error {
+				if len(old) < 8 {
+					return fmt.Errorf("project %q key %q: a record of %d bytes", name, k, len(old))
+				}
+				version++
+				rows = append(rows, row{bytes.Clone(k), encodeRecord(int64(binary.BigEndian.Uint64(old)), version, old[8:])})
+				return nil
+			}); err != nil {
+				return err
+			}
+			for _, r := range rows {
+				if err := data.Put(r.key, r.rec); err != nil {
+					return err
+				}
+			}
+		}
+		if err := b.Put(keyVersion, binary.BigEndian.AppendUint64(nil, version)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// encodeRecord builds the stored form of a value: its expiry, its version,
+// then the bytes.
+func encodeRecord(expiry int64, version uint64, value []byte) []byte {
 	rec := make([]byte, recordHeader, recordHeader+len(value))
 	binary.BigEndian.PutUint64(rec, uint64(expiry))
+	binary.BigEndian.PutUint64(rec[8:], version)
 	return append(rec, value...)
 }
 
 func recordExpiry(rec []byte) int64 { return int64(binary.BigEndian.Uint64(rec)) }
+
+func recordVersion(rec []byte) uint64 { return binary.BigEndian.Uint64(rec[8:]) }
 
 // recordValue returns the value of a record: non-nil even when empty. It
 // aliases rec.
@@ -235,13 +292,21 @@ func (p *projectTx) saveUsage() error {
 	return p.b.Put(keyUsage, u)
 }
 
-// put stores value under key, replacing any record and its index row, and
-// updates the usage (saveUsage writes it). The buckets must exist.
-func (p *projectTx) put(key, value []byte, expiry int64) error {
+// nextVersion advances the project's version counter and returns the new
+// version. The project's bucket must exist.
+func (p *projectTx) nextVersion() (uint64, error) {
+	v := uint64(decodeInt(p.b.Get(keyVersion))) + 1
+	return v, p.b.Put(keyVersion, binary.BigEndian.AppendUint64(nil, v))
+}
+
+// put stores value under key with the given version, replacing any record
+// and its index row, and updates the usage (saveUsage writes it). The
+// buckets must exist.
+func (p *projectTx) put(key, value []byte, expiry int64, version uint64) error {
 	if _, err := p.remove(key, 0); err != nil {
 		return err
 	}
-	if err := p.data.Put(key, encodeRecord(expiry, value)); err != nil {
+	if err := p.data.Put(key, encodeRecord(expiry, version, value)); err != nil {
 		return err
 	}
 	if expiry != 0 {

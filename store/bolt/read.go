@@ -36,32 +36,52 @@ func (s *Store) view(ctx context.Context, name string, full bool, fn func(p *pro
 
 // Get returns the value of key. See store.Store.
 func (s *Store) Get(ctx context.Context, project, key string) ([]byte, bool, error) {
+	v, found, err := s.GetVersioned(ctx, project, key)
+	return v.Value, found, err
+}
+
+// GetVersioned returns the value of key and its version. See store.Store.
+func (s *Store) GetVersioned(ctx context.Context, project, key string) (store.Versioned, bool, error) {
 	if err := s.limits.CheckKey(key); err != nil {
-		return nil, false, err
+		return store.Versioned{}, false, err
 	}
-	var value []byte
+	var v store.Versioned
 	err := s.view(ctx, project, false, func(p *projectTx, now int64) error {
 		if rec := p.live([]byte(key), now); rec != nil {
-			value = bytes.Clone(recordValue(rec))
+			v = store.Versioned{Value: bytes.Clone(recordValue(rec)), Version: recordVersion(rec)}
 		}
 		return nil
 	})
 	if err != nil {
-		return nil, false, err
+		return store.Versioned{}, false, err
 	}
-	return value, value != nil, nil
+	return v, v.Value != nil, nil
 }
 
 // GetMany returns the value of each key. See store.Store.
 func (s *Store) GetMany(ctx context.Context, project string, keys []string) ([][]byte, error) {
+	vs, err := s.GetManyVersioned(ctx, project, keys)
+	if err != nil {
+		return nil, err
+	}
+	values := make([][]byte, len(vs))
+	for i, v := range vs {
+		values[i] = v.Value
+	}
+	return values, nil
+}
+
+// GetManyVersioned returns the value and version of each key. See
+// store.Store.
+func (s *Store) GetManyVersioned(ctx context.Context, project string, keys []string) ([]store.Versioned, error) {
 	if err := s.limits.CheckKeys(keys); err != nil {
 		return nil, err
 	}
-	values := make([][]byte, len(keys))
+	vs := make([]store.Versioned, len(keys))
 	err := s.view(ctx, project, false, func(p *projectTx, now int64) error {
 		for i, k := range keys {
 			if rec := p.live([]byte(k), now); rec != nil {
-				values[i] = bytes.Clone(recordValue(rec))
+				vs[i] = store.Versioned{Value: bytes.Clone(recordValue(rec)), Version: recordVersion(rec)}
 			}
 		}
 		return nil
@@ -69,7 +89,28 @@ func (s *Store) GetMany(ctx context.Context, project string, keys []string) ([][
 	if err != nil {
 		return nil, err
 	}
-	return values, nil
+	return vs, nil
+}
+
+// TTL returns the remaining time to live of key. See store.Store.
+func (s *Store) TTL(ctx context.Context, project, key string) (time.Duration, bool, error) {
+	if err := s.limits.CheckKey(key); err != nil {
+		return 0, false, err
+	}
+	var (
+		ttl   time.Duration
+		found bool
+	)
+	err := s.view(ctx, project, false, func(p *projectTx, now int64) error {
+		if rec := p.live([]byte(key), now); rec != nil {
+			found = true
+			if e := recordExpiry(rec); e != 0 {
+				ttl = time.Duration(e-now) * time.Millisecond
+			}
+		}
+		return nil
+	})
+	return ttl, found, err
 }
 
 // Has reports whether key exists. See store.Store.
@@ -133,7 +174,7 @@ func (s *Store) List(ctx context.Context, project string, opts store.ListOptions
 				page.More = true
 				break
 			}
-			e := store.Entry{Key: string(k), Size: recordSize(k, rec)}
+			e := store.Entry{Key: string(k), Size: recordSize(k, rec), Version: recordVersion(rec)}
 			if opts.Values {
 				e.Value = bytes.Clone(recordValue(rec))
 			}

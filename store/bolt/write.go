@@ -1,6 +1,7 @@
 package bolt
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"time"
@@ -10,40 +11,68 @@ import (
 
 // Set stores value under key. See store.Store.
 func (s *Store) Set(ctx context.Context, project, key string, value []byte, ttl time.Duration) error {
+	_, err := s.SetIf(ctx, project, key, value, ttl, store.Cond{})
+	return err
+}
+
+// SetIf stores value under key if cond holds. See store.Store.
+func (s *Store) SetIf(ctx context.Context, project, key string, value []byte, ttl time.Duration, cond store.Cond) (uint64, error) {
 	if err := store.CheckProject(project); err != nil {
-		return err
+		return 0, err
 	}
 	if err := s.limits.CheckSet(key, value, ttl); err != nil {
-		return err
+		return 0, err
 	}
-	items := []store.Item{{Key: key, Value: value, TTL: ttl}}
-	return s.submit(ctx, request{project: project, size: len(key) + len(value), apply: func(w *writeTx) (result, error) {
+	items := []store.Item{{Key: key, Value: value, TTL: ttl, Cond: cond}}
+	res := s.submit(ctx, request{project: project, size: len(key) + len(value), apply: func(w *writeTx) (result, error) {
 		return w.set(project, items)
-	}}).err
+	}})
+	return res.version, res.err
 }
 
 // SetMany stores every item, or none. See store.Store.
 func (s *Store) SetMany(ctx context.Context, project string, items []store.Item) error {
+	_, err := s.SetManyIf(ctx, project, items)
+	return err
+}
+
+// SetManyIf stores every item, or none, and returns their versions. See
+// store.Store.
+func (s *Store) SetManyIf(ctx context.Context, project string, items []store.Item) ([]uint64, error) {
 	if err := store.CheckProject(project); err != nil {
-		return err
+		return nil, err
 	}
 	if err := s.limits.CheckItems(items); err != nil {
-		return err
+		return nil, err
 	}
 	if len(items) == 0 {
-		return s.closedOr(ctx)
+		return []uint64{}, s.closedOr(ctx)
 	}
 	size := 0
 	for _, it := range items {
 		size += len(it.Key) + len(it.Value)
 	}
-	return s.submit(ctx, request{project: project, size: size, apply: func(w *writeTx) (result, error) {
+	res := s.submit(ctx, request{project: project, size: size, apply: func(w *writeTx) (result, error) {
 		return w.set(project, items)
-	}}).err
+	}})
+	if res.err != nil {
+		return nil, res.err
+	}
+	// One write, one version: every item of the call has it.
+	versions := make([]uint64, len(items))
+	for i := range versions {
+		versions[i] = res.version
+	}
+	return versions, nil
 }
 
 // Delete removes key. See store.Store.
 func (s *Store) Delete(ctx context.Context, project, key string) (bool, error) {
+	return s.DeleteIf(ctx, project, key, store.Cond{})
+}
+
+// DeleteIf removes key if cond holds. See store.Store.
+func (s *Store) DeleteIf(ctx context.Context, project, key string, cond store.Cond) (bool, error) {
 	if err := store.CheckProject(project); err != nil {
 		return false, err
 	}
@@ -52,12 +81,35 @@ func (s *Store) Delete(ctx context.Context, project, key string) (bool, error) {
 	}
 	keys := []string{key}
 	res := s.submit(ctx, request{project: project, frees: true, size: len(key), apply: func(w *writeTx) (result, error) {
+		if cond.Check {
+			p := openProjectData(w.tx, project)
+			if err := store.CheckConds([]store.Item{{Key: key, Cond: cond}}, p.state(w.now)); err != nil {
+				return result{err: err}, nil
+			}
+		}
 		return w.delete(project, keys)
 	}})
 	if res.err != nil {
 		return false, res.err
 	}
 	return res.flags[0], nil
+}
+
+// Expire replaces the expiry of key. See store.Store.
+func (s *Store) Expire(ctx context.Context, project, key string, ttl time.Duration) (uint64, bool, error) {
+	if err := store.CheckProject(project); err != nil {
+		return 0, false, err
+	}
+	if err := s.limits.CheckKey(key); err != nil {
+		return 0, false, err
+	}
+	if err := store.CheckTTL(ttl); err != nil {
+		return 0, false, err
+	}
+	res := s.submit(ctx, request{project: project, size: len(key), apply: func(w *writeTx) (result, error) {
+		return w.expire(project, key, ttl)
+	}})
+	return res.version, res.version != 0, res.err
 }
 
 // DeleteMany removes keys. See store.Store.
@@ -163,18 +215,36 @@ func (s *Store) closedOr(ctx context.Context) error {
 // then writes them in order, so a later duplicate key wins.
 func (w *writeTx) set(name string, items []store.Item) (result, error) {
 	p := openProject(w.tx, name)
+	if conflict := store.CheckConds(items, p.state(w.now)); conflict != nil {
+		return result{err: conflict}, nil
+	}
 	if refusal, err := w.checkQuota(p, func() int64 { return setGrowth(p, items) }); refusal != nil || err != nil {
 		return result{err: refusal}, err
 	}
 	if err := p.ensure(); err != nil {
 		return result{}, err
 	}
+	version, err := p.nextVersion()
+	if err != nil {
+		return result{}, err
+	}
 	for _, it := range items {
-		if err := p.put([]byte(it.Key), it.Value, expiryAt(w.now, it.TTL)); err != nil {
+		if err := p.put([]byte(it.Key), it.Value, expiryAt(w.now, it.TTL), version); err != nil {
 			return result{}, err
 		}
 	}
-	return result{}, p.saveUsage()
+	return result{version: version}, p.saveUsage()
+}
+
+// state returns, for store.CheckConds, whether a key of p is live and its
+// version.
+func (p *projectTx) state(now int64) func(key string) (bool, uint64) {
+	return func(key string) (bool, uint64) {
+		if rec := p.live([]byte(key), now); rec != nil {
+			return true, recordVersion(rec)
+		}
+		return false, 0
+	}
 }
 
 // setGrowth is how much the stored usage of p grows if items are written.
@@ -306,10 +376,34 @@ func (w *writeTx) incr(name, key string, delta int64, ttl time.Duration) (result
 	if err := p.ensure(); err != nil {
 		return result{}, err
 	}
-	if err := p.put(k, value, expiry); err != nil {
+	version, err := p.nextVersion()
+	if err != nil {
 		return result{}, err
 	}
-	return result{n: n}, p.saveUsage()
+	if err := p.put(k, value, expiry, version); err != nil {
+		return result{}, err
+	}
+	return result{n: n, version: version}, p.saveUsage()
+}
+
+// expire rewrites the record of a live key with a new expiry and version.
+// The entry's size is unchanged, so the usage and the quota are too.
+func (w *writeTx) expire(name, key string, ttl time.Duration) (result, error) {
+	p := openProject(w.tx, name)
+	k := []byte(key)
+	rec := p.live(k, w.now)
+	if rec == nil {
+		return result{}, nil
+	}
+	value := bytes.Clone(recordValue(rec)) // bbolt's memory may move as the bucket changes
+	version, err := p.nextVersion()
+	if err != nil {
+		return result{}, err
+	}
+	if err := p.put(k, value, expiryAt(w.now, ttl), version); err != nil {
+		return result{}, err
+	}
+	return result{version: version}, p.saveUsage()
 }
 
 func (w *writeTx) setQuota(name string, quota int64) error {

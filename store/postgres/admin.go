@@ -119,9 +119,9 @@ FROM (
 ORDER BY key DESC
 LIMIT 1`
 
-	// sqlEntry reads one live entry with its expiry.
+	// sqlEntry reads one live entry with its expiry and version.
 	sqlEntry = `
-SELECT value, expires_at FROM kv_entries
+SELECT value, expires_at, version FROM kv_entries
 WHERE project = $1 AND key = $2::bytea
   AND (expires_at IS NULL OR expires_at > coalesce($3::timestamptz, now()))`
 
@@ -317,7 +317,7 @@ func (s *Store) Entry(ctx context.Context, project, key string) (store.Entry, bo
 	defer cancel()
 	e := store.Entry{Key: key}
 	var expires *time.Time
-	err := s.pool.QueryRow(ctx, sqlEntry, project, []byte(key), s.nowArg()).Scan(&e.Value, &expires)
+	err := s.pool.QueryRow(ctx, sqlEntry, project, []byte(key), s.nowArg()).Scan(&e.Value, &expires, &e.Version)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return store.Entry{}, false, nil
 	}
@@ -495,7 +495,8 @@ func (s *Store) Import(ctx context.Context, project string, entries []store.Entr
 // quota error, not wrapped in dbError.
 func (s *Store) importTx(ctx context.Context, tx pgx.Tx, project string, entries []store.Entry) (int, error) {
 	var bytes, count, quota int64
-	if err := tx.QueryRow(ctx, sqlLockUsage, project).Scan(&bytes, &count, &quota); err != nil {
+	var version uint64
+	if err := tx.QueryRow(ctx, sqlLockUsage, project).Scan(&bytes, &count, &quota, &version); err != nil {
 		return 0, dbError(err)
 	}
 	var now time.Time
@@ -566,12 +567,18 @@ func (s *Store) importTx(ctx context.Context, tx pgx.Tx, project string, entries
 			return 0, store.QuotaError(project, bytes, need, quota)
 		}
 	}
-	if _, err := tx.Exec(ctx, sqlUpsertEntries, project, keys, values, abs, ttls, s.nowArg()); err != nil {
+	// An import is one write: its entries share the project's next version.
+	version++
+	versions := make([]int64, len(keys))
+	for i := range versions {
+		versions[i] = int64(version)
+	}
+	if _, err := tx.Exec(ctx, sqlUpsertEntries, project, keys, values, abs, ttls, s.nowArg(), versions); err != nil {
 		return 0, dbError(err)
 	}
 	bytes += newBytes - oldBytes
 	count += int64(len(keys)) - oldCount
-	if _, err := tx.Exec(ctx, sqlUpdateUsage, project, bytes, count, minAbs, nil, s.nowArg()); err != nil {
+	if _, err := tx.Exec(ctx, sqlUpdateUsage, project, bytes, count, minAbs, nil, s.nowArg(), int64(version)); err != nil {
 		return 0, dbError(err)
 	}
 	return len(keys), nil
@@ -592,8 +599,9 @@ func storedSizes(ctx context.Context, tx pgx.Tx, project string, keys [][]byte, 
 			value []byte
 			abs   *time.Time
 			live  bool
+			ver   uint64
 		)
-		if err := rows.Scan(&key, &vlen, &value, &abs, &live); err != nil {
+		if err := rows.Scan(&key, &vlen, &value, &abs, &live, &ver); err != nil {
 			return 0, 0, dbError(err)
 		}
 		size += int64(len(key)) + vlen

@@ -56,7 +56,7 @@ func (s *Store) commit(calls []*writeCall) {
 func (s *Store) commitCalls(calls []*writeCall, waiting map[string]bool, retry bool) (failed []*writeCall, err error) {
 	// Batches of Sets far from their quota take one round trip.
 	if reqs := requests(calls); onlySets(reqs) {
-		applied, err := s.commitFast(reqs, retry)
+		applied, versions, err := s.commitFast(reqs, retry)
 		if err != nil && classify(err) == classUnavailable {
 			if retryableWrite(err) && !retry {
 				return calls, err
@@ -67,17 +67,19 @@ func (s *Store) commitCalls(calls []*writeCall, waiting map[string]bool, retry b
 		// On a conflict or a refused statement nothing was applied, and the
 		// general path sorts it out.
 		var done, rest []*writeCall
-		for _, c := range calls {
+		var doneVersions []uint64
+		for i, c := range calls {
 			if applied[c.Item.project] {
 				done = append(done, c)
+				doneVersions = append(doneVersions, versions[i])
 			} else {
 				rest = append(rest, c)
 			}
 		}
 		if len(done) > 0 {
 			s.cfg.ObserveBatch(len(done))
-			for _, c := range done {
-				c.Answer(writeResult{})
+			for i, c := range done {
+				c.Answer(writeResult{version: doneVersions[i]})
 			}
 		}
 		calls = rest

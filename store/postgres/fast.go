@@ -17,16 +17,25 @@ type fastSets struct {
 	keys, values [][]byte
 	ttls         []int64 // microseconds, 0 for none
 	minTTL       *int64
-	finalBytes   int64 // sizes of keys with their last values
-	boundBytes   int64 // sizes of every item of every call
+	ords         []int64 // per key: the position (1, 2, …) of the last call that set it
+	calls        int64   // calls of the project in the batch
+	finalBytes   int64   // sizes of keys with their last values
+	boundBytes   int64   // sizes of every item of every call
+	base         uint64  // the project's version counter before the batch
 	applied      bool
 }
 
-// onlySets reports whether every call of a batch is a Set or a SetMany.
+// onlySets reports whether every call of a batch is an unconditional Set or
+// SetMany.
 func onlySets(reqs []*writeReq) bool {
 	for _, r := range reqs {
 		if r.op != opSet && r.op != opSetMany {
 			return false
+		}
+		for _, it := range r.items {
+			if it.Cond.Check {
+				return false
+			}
 		}
 	}
 	return true
@@ -36,36 +45,41 @@ func onlySets(reqs []*writeReq) bool {
 // locks the usage rows and, for every project with room for all of its
 // items, writes them with one statement. It returns the projects it
 // applied; the calls of the others (close to their quota) must go through
-// the general path, which decides them one by one. An error means nothing
-// was committed, or, during the commit, that the outcome is unknown; it is
-// wrapped by notCommitted when nothing was. retry takes a checked
-// connection.
-func (s *Store) commitFast(reqs []*writeReq, retry bool) (applied map[string]bool, err error) {
+// the general path, which decides them one by one. versions[i] is the
+// version reqs[i] wrote, when its project was applied. An error means
+// nothing was committed, or, during the commit, that the outcome is
+// unknown; it is wrapped by notCommitted when nothing was. retry takes a
+// checked connection.
+func (s *Store) commitFast(reqs []*writeReq, retry bool) (applied map[string]bool, versions []uint64, err error) {
 	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.StatementTimeout)
 	defer cancel()
 
 	// One statement per project, with each key once and its last value.
 	projects := map[string]*fastSets{}
 	var names []string
-	for _, r := range reqs {
+	ords := make([]int64, len(reqs)) // each call's position among its project's
+	for ri, r := range reqs {
 		p := projects[r.project]
 		if p == nil {
 			p = &fastSets{index: map[string]int{}}
 			projects[r.project] = p
 			names = append(names, r.project)
 		}
+		p.calls++
+		ords[ri] = p.calls
 		for _, it := range r.items {
 			size := store.EntrySize(it.Key, it.Value)
 			p.boundBytes += size
 			if i, ok := p.index[it.Key]; ok {
 				p.finalBytes += size - store.EntrySize(it.Key, p.values[i])
-				p.values[i], p.ttls[i] = it.Value, ttlMicros(it.TTL)
+				p.values[i], p.ttls[i], p.ords[i] = it.Value, ttlMicros(it.TTL), p.calls
 				continue
 			}
 			p.index[it.Key] = len(p.keys)
 			p.keys = append(p.keys, []byte(it.Key))
 			p.values = append(p.values, it.Value)
 			p.ttls = append(p.ttls, ttlMicros(it.TTL))
+			p.ords = append(p.ords, p.calls)
 			p.finalBytes += size
 		}
 	}
@@ -78,12 +92,12 @@ func (s *Store) commitFast(reqs []*writeReq, retry bool) (applied map[string]boo
 	}
 	slices.Sort(names) // the order usage rows are locked in
 	if err := s.ensureUsageRows(ctx, names); err != nil {
-		return nil, notCommitted(err)
+		return nil, nil, notCommitted(err)
 	}
 
 	conn, err := s.acquire(ctx, retry)
 	if err != nil {
-		return nil, notCommitted(err)
+		return nil, nil, notCommitted(err)
 	}
 	defer conn.Release()
 	now := s.nowArg()
@@ -92,15 +106,19 @@ func (s *Store) commitFast(reqs []*writeReq, retry bool) (applied map[string]boo
 	// statement fails.
 	b := &pgx.Batch{}
 	for _, name := range names {
-		b.Queue(sqlLockUsage, name)
+		p := projects[name]
+		b.Queue(sqlLockUsage, name).QueryRow(func(row pgx.Row) error {
+			var bytes, entries, quota int64
+			return row.Scan(&bytes, &entries, &quota, &p.base)
+		})
 	}
 	for _, name := range names {
 		p := projects[name]
 		var qq *pgx.QueuedQuery
 		if len(p.keys) == 1 {
-			qq = b.Queue(sqlFastSetOne, name, p.keys[0], p.values[0], p.ttls[0], now, p.finalBytes, p.boundBytes)
+			qq = b.Queue(sqlFastSetOne, name, p.keys[0], p.values[0], p.ttls[0], now, p.finalBytes, p.boundBytes, p.calls)
 		} else {
-			qq = b.Queue(sqlFastSet, name, p.keys, p.values, p.ttls, now, p.finalBytes, p.boundBytes, p.minTTL)
+			qq = b.Queue(sqlFastSet, name, p.keys, p.values, p.ttls, now, p.finalBytes, p.boundBytes, p.minTTL, p.ords, p.calls)
 		}
 		qq.Exec(func(ct pgconn.CommandTag) error {
 			p.applied = ct.RowsAffected() == 1
@@ -115,7 +133,7 @@ func (s *Store) commitFast(reqs []*writeReq, retry bool) (applied map[string]boo
 		if pgconn.SafeToRetry(err) || w.endedBefore(len(b.QueuedQueries), err) {
 			err = notCommitted(err)
 		}
-		return nil, err
+		return nil, nil, err
 	}
 	applied = map[string]bool{}
 	for name, p := range projects {
@@ -123,5 +141,9 @@ func (s *Store) commitFast(reqs []*writeReq, retry bool) (applied map[string]boo
 			applied[name] = true
 		}
 	}
-	return applied, nil
+	versions = make([]uint64, len(reqs))
+	for i, r := range reqs {
+		versions[i] = projects[r.project].base + uint64(ords[i])
+	}
+	return applied, versions, nil
 }

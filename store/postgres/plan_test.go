@@ -32,14 +32,14 @@ func TestKeyLookupsUseTheWholeKey(t *testing.T) {
 
 	statements := []struct{ name, sql, args string }{
 		{"load", sqlLoadEntries, `'p', '{k1,k2}', '{k1}', NULL`},
-		{"upsert", sqlUpsertEntries, `'p', '{k1}', '{v}', '{NULL}', '{0}', NULL`},
+		{"upsert", sqlUpsertEntries, `'p', '{k1}', '{v}', '{NULL}', '{0}', NULL, '{1}'`},
 		{"delete", sqlDeleteEntries, `'p', '{k1,k2}'`},
 		{"get values", sqlGetValues, `'p', '{k1,k2}', NULL`},
 		{"get value", sqlGetValue, `'p', 'k1', NULL`},
 		{"has keys", sqlHasKeys, `'p', '{k1,k2}', NULL`},
 		{"has key", sqlHasKey, `'p', 'k1', NULL`},
-		{"fast set", sqlFastSet, `'p', '{k1,k2}', '{v,w}', '{0,0}', NULL, 6, 6, NULL`},
-		{"fast set one", sqlFastSetOne, `'p', 'k1', 'v', 0, NULL, 3, 3`},
+		{"fast set", sqlFastSet, `'p', '{k1,k2}', '{v,w}', '{0,0}', NULL, 6, 6, NULL, '{1,2}', 2`},
+		{"fast set one", sqlFastSetOne, `'p', 'k1', 'v', 0, NULL, 3, 3, 1`},
 	}
 	// A scan of kv_entries that is not driven by the whole key.
 	bad := regexp.MustCompile(`Seq Scan on kv_entries|Bitmap Heap Scan on kv_entries|Hash Join|Merge Join|Filter: .*key = ANY`)
@@ -67,9 +67,9 @@ func TestKeyLookupsUseTheWholeKey(t *testing.T) {
 		}
 	}
 
-	exec(`INSERT INTO kv_entries SELECT 'p', convert_to('k' || i, 'UTF8'), '\x00', NULL FROM generate_series(1, 200) i`)
+	exec(`INSERT INTO kv_entries SELECT 'p', convert_to('k' || i, 'UTF8'), '\x00', NULL, i FROM generate_series(1, 200) i`)
 	check("young table")
-	exec(`INSERT INTO kv_entries SELECT 'p', convert_to('m' || i, 'UTF8'), '\x00', NULL FROM generate_series(1, 20000) i`)
+	exec(`INSERT INTO kv_entries SELECT 'p', convert_to('m' || i, 'UTF8'), '\x00', NULL, i FROM generate_series(1, 20000) i`)
 	exec(`ANALYZE kv_entries`)
 	check("one large project")
 }

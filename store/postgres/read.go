@@ -3,6 +3,7 @@ package postgres
 import (
 	"bytes"
 	"context"
+	"errors"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -22,9 +23,10 @@ type readReq struct {
 // readResult is the answer to one read: per key, whether it is live and,
 // if values were asked for, its value.
 type readResult struct {
-	found  []bool
-	values [][]byte
-	err    error
+	found    []bool
+	values   [][]byte
+	versions []uint64 // with values
+	err      error
 }
 
 // readCall is a read in the reader's queue.
@@ -63,17 +65,23 @@ func (s *Store) read(ctx context.Context, r readReq) readResult {
 
 // Get returns the value of key. See store.Store.
 func (s *Store) Get(ctx context.Context, project, key string) ([]byte, bool, error) {
+	v, found, err := s.GetVersioned(ctx, project, key)
+	return v.Value, found, err
+}
+
+// GetVersioned returns the value of key and its version. See store.Store.
+func (s *Store) GetVersioned(ctx context.Context, project, key string) (store.Versioned, bool, error) {
 	if err := checkProject(project); err != nil {
-		return nil, false, err
+		return store.Versioned{}, false, err
 	}
 	if err := s.cfg.Limits.CheckKey(key); err != nil {
-		return nil, false, err
+		return store.Versioned{}, false, err
 	}
 	res := s.read(ctx, readReq{project: project, keys: []string{key}, values: true})
 	if res.err != nil {
-		return nil, false, res.err
+		return store.Versioned{}, false, res.err
 	}
-	return res.values[0], res.found[0], nil
+	return store.Versioned{Value: res.values[0], Version: res.versions[0]}, res.found[0], nil
 }
 
 // GetMany returns one value per key, nil for a missing key. See store.Store.
@@ -92,6 +100,55 @@ func (s *Store) GetMany(ctx context.Context, project string, keys []string) ([][
 	}
 	res := s.read(ctx, readReq{project: project, keys: keys, values: true})
 	return res.values, res.err
+}
+
+// GetManyVersioned returns one value and version per key. See store.Store.
+func (s *Store) GetManyVersioned(ctx context.Context, project string, keys []string) ([]store.Versioned, error) {
+	if err := checkProject(project); err != nil {
+		return nil, err
+	}
+	if err := s.cfg.Limits.CheckKeys(keys); err != nil {
+		return nil, err
+	}
+	if len(keys) == 0 {
+		if err := s.ready(ctx); err != nil {
+			return nil, err
+		}
+		return []store.Versioned{}, nil
+	}
+	res := s.read(ctx, readReq{project: project, keys: keys, values: true})
+	if res.err != nil {
+		return nil, res.err
+	}
+	vs := make([]store.Versioned, len(keys))
+	for i := range vs {
+		vs[i] = store.Versioned{Value: res.values[i], Version: res.versions[i]}
+	}
+	return vs, nil
+}
+
+// TTL returns the remaining time to live of key. See store.Store.
+func (s *Store) TTL(ctx context.Context, project, key string) (time.Duration, bool, error) {
+	if err := checkProject(project); err != nil {
+		return 0, false, err
+	}
+	if err := s.cfg.Limits.CheckKey(key); err != nil {
+		return 0, false, err
+	}
+	if err := s.ready(ctx); err != nil {
+		return 0, false, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.StatementTimeout)
+	defer cancel()
+	var us int64
+	err := s.pool.QueryRow(ctx, sqlTTL, project, []byte(key), s.nowArg()).Scan(&us)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return 0, false, nil
+	}
+	if err != nil {
+		return 0, false, dbError(err)
+	}
+	return time.Duration(us) * time.Microsecond, true, nil
 }
 
 // Has reports whether key exists. See store.Store.
@@ -131,7 +188,13 @@ func (s *Store) HasMany(ctx context.Context, project string, keys []string) ([]b
 type readProject struct {
 	valueKeys map[string]bool // keys to read with their values
 	hasKeys   map[string]bool // keys to test only (none of valueKeys)
-	found     map[string][]byte
+	found     map[string]readEntry
+}
+
+// readEntry is a live key found by a read round.
+type readEntry struct {
+	value   []byte // nil when only tested
+	version uint64
 }
 
 // readRound answers a round of reads with one pipelined round trip: per
@@ -143,7 +206,7 @@ func (s *Store) readRound(calls []*readCall) {
 		r := &c.Item
 		p := projects[r.project]
 		if p == nil {
-			p = &readProject{valueKeys: map[string]bool{}, hasKeys: map[string]bool{}, found: map[string][]byte{}}
+			p = &readProject{valueKeys: map[string]bool{}, hasKeys: map[string]bool{}, found: map[string]readEntry{}}
 			projects[r.project] = p
 		}
 		for _, k := range r.keys {
@@ -188,17 +251,20 @@ func (s *Store) readRound(calls []*readCall) {
 		res := readResult{found: make([]bool, len(r.keys))}
 		if r.values {
 			res.values = make([][]byte, len(r.keys))
+			res.versions = make([]uint64, len(r.keys))
 		}
 		for i, k := range r.keys {
-			v, ok := p.found[k]
+			e, ok := p.found[k]
 			res.found[i] = ok
 			if ok && r.values {
+				v := e.value
 				if len(v) > 0 && handed[&v[0]] {
 					v = bytes.Clone(v)
 				} else if len(v) > 0 {
 					handed[&v[0]] = true
 				}
 				res.values[i] = v
+				res.versions[i] = e.version
 			}
 		}
 		c.Answer(res)
@@ -218,13 +284,14 @@ func (s *Store) queueReads(b *pgx.Batch, projects map[string]*readProject, now a
 			b.Queue(q, name, keys, now).Query(func(rows pgx.Rows) error {
 				for rows.Next() {
 					var key, value []byte
-					if err := rows.Scan(&key, &value); err != nil {
+					var version uint64
+					if err := rows.Scan(&key, &value, &version); err != nil {
 						return err
 					}
 					if value == nil {
 						value = []byte{} // a present empty value is not nil
 					}
-					p.found[string(key)] = value
+					p.found[string(key)] = readEntry{value: value, version: version}
 				}
 				return rows.Err()
 			})
@@ -240,7 +307,7 @@ func (s *Store) queueReads(b *pgx.Batch, projects map[string]*readProject, now a
 					if err := rows.Scan(&key); err != nil {
 						return err
 					}
-					p.found[string(key)] = nil
+					p.found[string(key)] = readEntry{}
 				}
 				return rows.Err()
 			})
@@ -297,7 +364,7 @@ func (s *Store) List(ctx context.Context, project string, opts store.ListOptions
 				e       store.Entry
 				expires *time.Time
 			)
-			if err := rows.Scan(&key, &e.Size, &e.Value, &expires); err != nil {
+			if err := rows.Scan(&key, &e.Size, &e.Value, &expires, &e.Version); err != nil {
 				return err
 			}
 			if len(page.Entries) == limit {

@@ -21,11 +21,13 @@ package postgres
 
 const (
 	// sqlLockUsage locks a project's usage row for the rest of the write
-	// transaction and reads its usage and quota in force. Transactions lock
-	// the rows of their projects in sorted order, so they never deadlock.
+	// transaction and reads its usage, quota in force and version counter.
+	// Transactions lock the rows of their projects in sorted order, so they
+	// never deadlock.
 	sqlLockUsage = `
 SELECT u.bytes, u.entries,
-       coalesce(u.quota, (SELECT s.value FROM kv_settings s WHERE s.name = 'default_quota'))
+       coalesce(u.quota, (SELECT s.value FROM kv_settings s WHERE s.name = 'default_quota')),
+       u.version
 FROM kv_usage u
 WHERE u.project = $1
 FOR UPDATE`
@@ -36,27 +38,31 @@ FOR UPDATE`
 INSERT INTO kv_usage (project) SELECT unnest($1::text[]) ON CONFLICT DO NOTHING`
 
 	// sqlLoadEntries reads, for the keys a write batch touches, what each
-	// stored row counts against the quota, its expiry and whether it is
-	// live; values only for the keys in $3 (those an Incr reads).
+	// stored row counts against the quota, its expiry, whether it is live
+	// and its version; values only for the keys in $3 (those an Incr or an
+	// Expire reads).
 	sqlLoadEntries = `
 SELECT e.key, octet_length(e.value),
        CASE WHEN e.key = ANY($3::bytea[]) THEN e.value END,
        e.expires_at,
-       e.expires_at IS NULL OR e.expires_at > coalesce($4::timestamptz, now())
+       e.expires_at IS NULL OR e.expires_at > coalesce($4::timestamptz, now()),
+       e.version
 FROM unnest($2::bytea[]) AS q(k)
 CROSS JOIN LATERAL (
-    SELECT key, value, expires_at FROM kv_entries WHERE project = $1 AND key = q.k OFFSET 0
+    SELECT key, value, expires_at, version FROM kv_entries WHERE project = $1 AND key = q.k OFFSET 0
 ) e`
 
 	// sqlUpsertEntries writes a batch's final state of its keys. An expiry
 	// is either kept as stored ($4) or computed from a TTL in microseconds
-	// ($5, 0 for none) on the transaction's clock.
+	// ($5, 0 for none) on the transaction's clock; $7 are the versions.
 	sqlUpsertEntries = `
-INSERT INTO kv_entries (project, key, value, expires_at)
+INSERT INTO kv_entries (project, key, value, expires_at, version)
 SELECT $1::text, u.k, u.v,
-       coalesce(u.a, CASE WHEN u.t > 0 THEN coalesce($6::timestamptz, now()) + u.t * interval '1 microsecond' END)
-FROM unnest($2::bytea[], $3::bytea[], $4::timestamptz[], $5::int8[]) AS u(k, v, a, t)
-ON CONFLICT (project, key) DO UPDATE SET value = excluded.value, expires_at = excluded.expires_at`
+       coalesce(u.a, CASE WHEN u.t > 0 THEN coalesce($6::timestamptz, now()) + u.t * interval '1 microsecond' END),
+       u.n
+FROM unnest($2::bytea[], $3::bytea[], $4::timestamptz[], $5::int8[], $7::int8[]) AS u(k, v, a, t, n)
+ON CONFLICT (project, key) DO UPDATE
+SET value = excluded.value, expires_at = excluded.expires_at, version = excluded.version`
 
 	// sqlDeleteEntries deletes keys a batch removed: it finds their rows one
 	// key at a time, and deletes them by row address.
@@ -68,13 +74,13 @@ CROSS JOIN LATERAL (
 ) e
 WHERE d.ctid = e.ctid`
 
-	// sqlUpdateUsage stores a batch's resulting usage (computed under the
-	// lock, so absolute) and lowers the project's next expiry to the
-	// earliest the batch wrote: a stored one ($4) or one computed from a TTL
-	// ($5). least ignores NULLs.
+	// sqlUpdateUsage stores a batch's resulting usage and version counter
+	// ($7) (computed under the lock, so absolute) and lowers the project's
+	// next expiry to the earliest the batch wrote: a stored one ($4) or one
+	// computed from a TTL ($5). least ignores NULLs.
 	sqlUpdateUsage = `
 UPDATE kv_usage
-SET bytes = $2, entries = $3,
+SET bytes = $2, entries = $3, version = $7,
     next_expiry = least(next_expiry, $4::timestamptz,
                         coalesce($6::timestamptz, now()) + $5::int8 * interval '1 microsecond')
 WHERE project = $1`
@@ -132,12 +138,12 @@ SET next_expiry = (SELECT min(e.expires_at) FROM kv_entries e
                    WHERE e.project = $1 AND e.expires_at IS NOT NULL)
 WHERE project = $1`
 
-	// sqlGetValues reads the live values of keys.
+	// sqlGetValues reads the live values of keys and their versions.
 	sqlGetValues = `
-SELECT e.key, e.value
+SELECT e.key, e.value, e.version
 FROM unnest($2::bytea[]) AS q(k)
 CROSS JOIN LATERAL (
-    SELECT key, value FROM kv_entries
+    SELECT key, value, version FROM kv_entries
     WHERE project = $1 AND key = q.k
       AND (expires_at IS NULL OR expires_at > coalesce($3::timestamptz, now()))
     OFFSET 0
@@ -147,7 +153,15 @@ CROSS JOIN LATERAL (
 	// PostgreSQL the unnest and the subquery, which matters for the latency
 	// of a lone Get.
 	sqlGetValue = `
-SELECT key, value FROM kv_entries
+SELECT key, value, version FROM kv_entries
+WHERE project = $1 AND key = $2::bytea
+  AND (expires_at IS NULL OR expires_at > coalesce($3::timestamptz, now()))`
+
+	// sqlTTL reads the remaining time to live of a live key in whole
+	// microseconds, rounded up (0: it does not expire).
+	sqlTTL = `
+SELECT coalesce(ceil(extract(epoch FROM expires_at - coalesce($3::timestamptz, now())) * 1000000)::int8, 0)
+FROM kv_entries
 WHERE project = $1 AND key = $2::bytea
   AND (expires_at IS NULL OR expires_at > coalesce($3::timestamptz, now()))`
 
@@ -174,14 +188,14 @@ WHERE project = $1 AND key = $2::bytea
 	// prefixes that have no such bound (empty, or all 0xff bytes). Both
 	// fetch one more row than asked to tell whether more follow.
 	sqlListRange = `
-SELECT key, octet_length(key) + octet_length(value), CASE WHEN $5::bool THEN value END, expires_at
+SELECT key, octet_length(key) + octet_length(value), CASE WHEN $5::bool THEN value END, expires_at, version
 FROM kv_entries
 WHERE project = $1 AND key > $2::bytea AND key >= $3::bytea AND key < $4::bytea
   AND (expires_at IS NULL OR expires_at > coalesce($6::timestamptz, now()))
 ORDER BY key
 LIMIT $7`
 	sqlListFrom = `
-SELECT key, octet_length(key) + octet_length(value), CASE WHEN $4::bool THEN value END, expires_at
+SELECT key, octet_length(key) + octet_length(value), CASE WHEN $4::bool THEN value END, expires_at, version
 FROM kv_entries
 WHERE project = $1 AND key > $2::bytea AND key >= $3::bytea
   AND (expires_at IS NULL OR expires_at > coalesce($5::timestamptz, now()))
@@ -262,11 +276,14 @@ RETURNING (SELECT count(*) FROM d)`
 // batch could add. Then no call can be refused, the Go-side decisions are
 // unnecessary, and the batch commits in one round trip. $2..$4 hold each key
 // once, with its last value; $6 is the sum of their sizes and $8 the
-// shortest TTL (NULL for none). The command tag says whether it applied
-// (UPDATE 1) or left everything to the general path (UPDATE 0).
+// shortest TTL (NULL for none). Each key's version is the project's counter
+// plus $9, the position among the batch's calls of the project of the last
+// call that set the key; $10 is the number of those calls, by which the
+// counter advances. The command tag says whether it applied (UPDATE 1) or
+// left everything to the general path (UPDATE 0).
 const sqlFastSet = `
 WITH room AS (
-    SELECT 1 FROM kv_usage u
+    SELECT u.version AS base FROM kv_usage u
     WHERE u.project = $1
       AND u.bytes + $7 <= coalesce(u.quota, (SELECT s.value FROM kv_settings s WHERE s.name = 'default_quota'))
 ), old AS (
@@ -277,25 +294,28 @@ WITH room AS (
     ) e
     WHERE EXISTS (SELECT FROM room)
 ), up AS (
-    INSERT INTO kv_entries (project, key, value, expires_at)
+    INSERT INTO kv_entries (project, key, value, expires_at, version)
     SELECT $1::text, u.k, u.v,
-           CASE WHEN u.t > 0 THEN coalesce($5::timestamptz, now()) + u.t * interval '1 microsecond' END
-    FROM unnest($2::bytea[], $3::bytea[], $4::int8[]) AS u(k, v, t)
-    WHERE EXISTS (SELECT FROM room)
-    ON CONFLICT (project, key) DO UPDATE SET value = excluded.value, expires_at = excluded.expires_at
+           CASE WHEN u.t > 0 THEN coalesce($5::timestamptz, now()) + u.t * interval '1 microsecond' END,
+           room.base + u.o
+    FROM unnest($2::bytea[], $3::bytea[], $4::int8[], $9::int8[]) AS u(k, v, t, o), room
+    ON CONFLICT (project, key) DO UPDATE
+    SET value = excluded.value, expires_at = excluded.expires_at, version = excluded.version
 )
 UPDATE kv_usage
 SET bytes = bytes + $6 - (SELECT coalesce(sum(size), 0) FROM old),
     entries = entries + cardinality($2::bytea[]) - (SELECT count(*) FROM old),
+    version = version + $10,
     next_expiry = least(next_expiry, coalesce($5::timestamptz, now()) + $8::int8 * interval '1 microsecond')
 WHERE project = $1 AND EXISTS (SELECT FROM room)`
 
 // sqlFastSetOne is sqlFastSet for a batch that sets one key of the project
 // (see sqlGetValue): $2 the key, $3 its value, $4 its TTL in microseconds
-// (0 for none), $6 its size, $7 the sum of the sizes of every item.
+// (0 for none), $6 its size, $7 the sum of the sizes of every item, $8 the
+// number of calls (the key's version is the counter plus $8).
 const sqlFastSetOne = `
 WITH room AS (
-    SELECT 1 FROM kv_usage u
+    SELECT u.version AS base FROM kv_usage u
     WHERE u.project = $1
       AND u.bytes + $7 <= coalesce(u.quota, (SELECT s.value FROM kv_settings s WHERE s.name = 'default_quota'))
 ), old AS (
@@ -303,14 +323,17 @@ WITH room AS (
     FROM kv_entries e
     WHERE e.project = $1 AND e.key = $2::bytea AND EXISTS (SELECT FROM room)
 ), up AS (
-    INSERT INTO kv_entries (project, key, value, expires_at)
+    INSERT INTO kv_entries (project, key, value, expires_at, version)
     SELECT $1::text, $2::bytea, $3::bytea,
-           CASE WHEN $4::int8 > 0 THEN coalesce($5::timestamptz, now()) + $4::int8 * interval '1 microsecond' END
-    WHERE EXISTS (SELECT FROM room)
-    ON CONFLICT (project, key) DO UPDATE SET value = excluded.value, expires_at = excluded.expires_at
+           CASE WHEN $4::int8 > 0 THEN coalesce($5::timestamptz, now()) + $4::int8 * interval '1 microsecond' END,
+           room.base + $8::int8
+    FROM room
+    ON CONFLICT (project, key) DO UPDATE
+    SET value = excluded.value, expires_at = excluded.expires_at, version = excluded.version
 )
 UPDATE kv_usage
 SET bytes = bytes + $6 - (SELECT coalesce(sum(size), 0) FROM old),
     entries = entries + 1 - (SELECT count(*) FROM old),
+    version = version + $8,
     next_expiry = least(next_expiry, coalesce($5::timestamptz, now()) + nullif($4::int8, 0) * interval '1 microsecond')
 WHERE project = $1 AND EXISTS (SELECT FROM room)`

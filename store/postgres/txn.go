@@ -57,8 +57,9 @@ type txn struct {
 
 // projectState is one project's part of a transaction.
 type projectState struct {
-	name  string
-	quota int64
+	name    string
+	quota   int64
+	version uint64 // the project's version counter, as the decided calls leave it
 	// bytes and entries are the stored usage as the statements sent so far
 	// leave it; dBytes and dEntries are what the current segment's decided
 	// but unsent changes add.
@@ -99,7 +100,8 @@ type entry struct {
 	// writes, ttl from the transaction's clock (0 for none). At most one is
 	// set.
 	abs *time.Time
-	ttl time.Duration
+	ttl     time.Duration
+	version uint64
 }
 
 func (e entry) stored() int64 {
@@ -143,7 +145,7 @@ func (t *txn) run(ctx context.Context) error {
 	b.Queue("begin")
 	for _, p := range t.order {
 		b.Queue(sqlLockUsage, p.name).QueryRow(func(row pgx.Row) error {
-			err := row.Scan(&p.bytes, &p.entries, &p.quota)
+			err := row.Scan(&p.bytes, &p.entries, &p.quota, &p.version)
 			if errors.Is(err, pgx.ErrNoRows) {
 				return fmt.Errorf("project %q: %w", p.name, errUsageRowMissing)
 			}
@@ -228,7 +230,7 @@ func (t *txn) queueLoads(b *pgx.Batch, seg []*writeReq) {
 			p.touch(it.Key, false)
 		}
 		for _, k := range r.keys {
-			p.touch(k, r.op == opIncr)
+			p.touch(k, r.op == opIncr || r.op == opExpire)
 		}
 	}
 	for _, p := range t.order {
@@ -249,17 +251,18 @@ func (t *txn) queueLoads(b *pgx.Batch, seg []*writeReq) {
 					key   []byte
 					size  int64
 					value []byte
-					abs   *time.Time
-					live  bool
+					abs     *time.Time
+					live    bool
+					version uint64
 				)
-				if err := rows.Scan(&key, &size, &value, &abs, &live); err != nil {
+				if err := rows.Scan(&key, &size, &value, &abs, &live, &version); err != nil {
 					return err
 				}
 				ks := p.keys[string(key)]
 				if ks == nil {
 					return fmt.Errorf("load: the database returned key %q, which was not asked for", key)
 				}
-				ks.orig = entry{exists: true, live: live, size: int64(len(key)) + size, value: value, abs: abs}
+				ks.orig = entry{exists: true, live: live, size: int64(len(key)) + size, value: value, abs: abs, version: version}
 				ks.cur = ks.orig
 			}
 			return rows.Err()
@@ -298,8 +301,18 @@ func (t *txn) decide(ctx context.Context, k int) error {
 	r := t.reqs[k]
 	p := t.projects[r.project]
 	res := &t.results[k]
+	// state is what a condition is checked against: the key as the calls
+	// before this one leave it.
+	state := func(key string) (bool, uint64) {
+		cur := p.keys[key].cur
+		return cur.live, cur.version
+	}
 	switch r.op {
 	case opSet, opSetMany:
+		if conflict := store.CheckConds(r.items, state); conflict != nil {
+			res.err = conflict
+			return nil
+		}
 		items := lastPerKey(r.items)
 		growth := func() int64 {
 			var g int64
@@ -316,17 +329,26 @@ func (t *txn) decide(ctx context.Context, k int) error {
 			res.err = refusal
 			return nil
 		}
+		p.version++
+		res.version = p.version
 		for _, it := range items {
 			p.put(p.keys[it.Key], entry{
-				exists: true,
-				live:   true,
-				size:   store.EntrySize(it.Key, it.Value),
-				value:  it.Value,
-				ttl:    it.TTL,
+				exists:  true,
+				live:    true,
+				size:    store.EntrySize(it.Key, it.Value),
+				value:   it.Value,
+				ttl:     it.TTL,
+				version: p.version,
 			})
 		}
 
 	case opDelete, opDeleteMany:
+		if r.cond.Check {
+			if conflict := store.CheckConds([]store.Item{{Key: r.keys[0], Cond: r.cond}}, state); conflict != nil {
+				res.err = conflict
+				return nil
+			}
+		}
 		res.existed = make([]bool, len(r.keys))
 		for i, key := range r.keys {
 			ks := p.keys[key]
@@ -361,8 +383,28 @@ func (t *txn) decide(ctx context.Context, k int) error {
 			res.err = refusal
 			return nil
 		}
+		p.version++
+		next.version = p.version
 		p.put(ks, next)
 		res.n = n
+		res.version = p.version
+
+	case opExpire:
+		ks := p.keys[r.keys[0]]
+		if !ks.cur.live {
+			return nil
+		}
+		// The value and size stay; only the expiry and the version change,
+		// so the usage does too little to need a quota check: not at all.
+		next := ks.cur
+		if next.value == nil {
+			next.value = []byte{} // an empty value; nil would be NULL
+		}
+		next.abs, next.ttl = nil, r.ttl
+		p.version++
+		next.version = p.version
+		p.put(ks, next)
+		res.version = p.version
 
 	default:
 		return fmt.Errorf("decide: unexpected operation %d", r.op)
@@ -478,6 +520,7 @@ func (t *txn) queueWrites(b *pgx.Batch) {
 			keys, values [][]byte
 			abs          []*time.Time
 			ttls         []int64
+			versions     []int64
 			deleted      [][]byte
 		)
 		for _, k := range p.keyOrder {
@@ -490,13 +533,14 @@ func (t *txn) queueWrites(b *pgx.Batch) {
 				abs = append(abs, ks.cur.abs)
 				us := ttlMicros(ks.cur.ttl)
 				ttls = append(ttls, us)
+				versions = append(versions, int64(ks.cur.version))
 				p.noteExpiry(ks.cur.abs, us)
 			case ks.orig.exists:
 				deleted = append(deleted, []byte(k))
 			}
 		}
 		if len(keys) > 0 {
-			b.Queue(sqlUpsertEntries, p.name, keys, values, abs, ttls, t.now)
+			b.Queue(sqlUpsertEntries, p.name, keys, values, abs, ttls, t.now, versions)
 		}
 		if len(deleted) > 0 {
 			b.Queue(sqlDeleteEntries, p.name, deleted)
@@ -559,7 +603,7 @@ func (t *txn) queueClear(b *pgx.Batch, k int) {
 func (t *txn) queueUsage(b *pgx.Batch) {
 	for _, p := range t.order {
 		if p.changed {
-			b.Queue(sqlUpdateUsage, p.name, p.bytes, p.entries, p.minAbs, p.minTTL, t.now)
+			b.Queue(sqlUpdateUsage, p.name, p.bytes, p.entries, p.minAbs, p.minTTL, t.now, int64(p.version))
 		}
 	}
 }

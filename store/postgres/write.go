@@ -19,6 +19,7 @@ const (
 	opDeleteMany
 	opClear
 	opIncr
+	opExpire
 )
 
 // writeReq is one write call waiting for its committer.
@@ -26,15 +27,17 @@ type writeReq struct {
 	op      writeOp
 	project string
 	items   []store.Item // opSet (one item), opSetMany
-	keys    []string     // opDelete (one key), opDeleteMany, opIncr (one key)
+	keys    []string     // opDelete (one key), opDeleteMany, opIncr and opExpire (one key)
 	delta   int64        // opIncr
 	ttl     time.Duration
+	cond    store.Cond // opDelete
 }
 
 // writeResult is the answer to one write call.
 type writeResult struct {
 	n       int64  // opClear: entries removed; opIncr: the new value
 	existed []bool // opDelete, opDeleteMany
+	version uint64 // opSet, opSetMany, opIncr, opExpire: the version written (0: none)
 	err     error
 }
 
@@ -105,50 +108,93 @@ func copyValues(items []store.Item) []store.Item {
 	for i, it := range items {
 		start := len(buf)
 		buf = append(buf, it.Value...)
-		out[i] = store.Item{Key: it.Key, Value: buf[start:len(buf):len(buf)], TTL: it.TTL}
+		out[i] = store.Item{Key: it.Key, Value: buf[start:len(buf):len(buf)], TTL: it.TTL, Cond: it.Cond}
 	}
 	return out
 }
 
 // Set stores value under key. See store.Store.
 func (s *Store) Set(ctx context.Context, project, key string, value []byte, ttl time.Duration) error {
+	_, err := s.SetIf(ctx, project, key, value, ttl, store.Cond{})
+	return err
+}
+
+// SetIf stores value under key if cond holds. See store.Store.
+func (s *Store) SetIf(ctx context.Context, project, key string, value []byte, ttl time.Duration, cond store.Cond) (uint64, error) {
 	if err := checkProject(project); err != nil {
-		return err
+		return 0, err
 	}
 	if err := s.cfg.Limits.CheckSet(key, value, ttl); err != nil {
-		return err
+		return 0, err
 	}
-	items := []store.Item{{Key: key, Value: value, TTL: ttl}}
-	return s.write(ctx, writeReq{op: opSet, project: project, items: copyValues(items)}).err
+	items := []store.Item{{Key: key, Value: value, TTL: ttl, Cond: cond}}
+	res := s.write(ctx, writeReq{op: opSet, project: project, items: copyValues(items)})
+	return res.version, res.err
 }
 
 // SetMany stores every item atomically. See store.Store.
 func (s *Store) SetMany(ctx context.Context, project string, items []store.Item) error {
+	_, err := s.SetManyIf(ctx, project, items)
+	return err
+}
+
+// SetManyIf stores every item atomically and returns their versions. See
+// store.Store.
+func (s *Store) SetManyIf(ctx context.Context, project string, items []store.Item) ([]uint64, error) {
 	if err := checkProject(project); err != nil {
-		return err
+		return nil, err
 	}
 	if err := s.cfg.Limits.CheckItems(items); err != nil {
-		return err
+		return nil, err
 	}
 	if len(items) == 0 {
-		return s.ready(ctx)
+		return []uint64{}, s.ready(ctx)
 	}
-	return s.write(ctx, writeReq{op: opSetMany, project: project, items: copyValues(items)}).err
+	res := s.write(ctx, writeReq{op: opSetMany, project: project, items: copyValues(items)})
+	if res.err != nil {
+		return nil, res.err
+	}
+	// One call, one version: every item of it has the call's.
+	versions := make([]uint64, len(items))
+	for i := range versions {
+		versions[i] = res.version
+	}
+	return versions, nil
 }
 
 // Delete removes key and reports whether it existed. See store.Store.
 func (s *Store) Delete(ctx context.Context, project, key string) (bool, error) {
+	return s.DeleteIf(ctx, project, key, store.Cond{})
+}
+
+// DeleteIf removes key if cond holds. See store.Store.
+func (s *Store) DeleteIf(ctx context.Context, project, key string, cond store.Cond) (bool, error) {
 	if err := checkProject(project); err != nil {
 		return false, err
 	}
 	if err := s.cfg.Limits.CheckKey(key); err != nil {
 		return false, err
 	}
-	res := s.write(ctx, writeReq{op: opDelete, project: project, keys: []string{key}})
+	res := s.write(ctx, writeReq{op: opDelete, project: project, keys: []string{key}, cond: cond})
 	if res.err != nil {
 		return false, res.err
 	}
 	return res.existed[0], nil
+}
+
+// Expire replaces the expiry of key. See store.Store.
+func (s *Store) Expire(ctx context.Context, project, key string, ttl time.Duration) (uint64, bool, error) {
+	if err := checkProject(project); err != nil {
+		return 0, false, err
+	}
+	if err := s.cfg.Limits.CheckKey(key); err != nil {
+		return 0, false, err
+	}
+	if err := store.CheckTTL(ttl); err != nil {
+		return 0, false, err
+	}
+	res := s.write(ctx, writeReq{op: opExpire, project: project, keys: []string{key}, ttl: ttl})
+	return res.version, res.version != 0, res.err
 }
 
 // DeleteMany removes keys and reports, per key, whether it existed. See
