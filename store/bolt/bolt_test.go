@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -37,10 +38,12 @@ func open(t testing.TB, cfg bolt.Config) *bolt.Store {
 
 // harness opens each conformance test's store on its own file.
 func harness(sweepInterval time.Duration, realClock bool) storetest.Harness {
+	var configs sync.Map // *bolt.Store → the bolt.Config it was opened with
 	return storetest.Harness{
 		RealClock: realClock,
 		Open: func(t *testing.T, opts storetest.Options) store.Store {
 			cfg := bolt.Config{
+				Path:          filepath.Join(t.TempDir(), "kv.db"),
 				Limits:        opts.Limits,
 				DefaultQuota:  opts.DefaultQuota,
 				Now:           opts.Now,
@@ -49,7 +52,21 @@ func harness(sweepInterval time.Duration, realClock bool) storetest.Harness {
 			if realClock {
 				cfg.Now = nil
 			}
-			return open(t, cfg)
+			s := open(t, cfg)
+			configs.Store(s, cfg)
+			return s
+		},
+		Reopen: func(t *testing.T, old store.Store) store.Store {
+			cfg, ok := configs.Load(old)
+			if !ok {
+				t.Fatal("Reopen: a store this harness did not open")
+			}
+			if err := old.Close(); err != nil {
+				t.Fatalf("Close: %v", err)
+			}
+			s := open(t, cfg.(bolt.Config))
+			configs.Store(s, cfg)
+			return s
 		},
 	}
 }

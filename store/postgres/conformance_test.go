@@ -1,6 +1,7 @@
 package postgres
 
 import (
+	"sync"
 	"testing"
 
 	"github.com/kvsidecar/kvsidecar/store"
@@ -13,13 +14,28 @@ import (
 // than a database each; the clock is injected through Config.Now.
 func TestConformance(t *testing.T) {
 	dsn := pgtest.Database(t)
+	var configs sync.Map // *Store → the Config it was opened with
 	storetest.Run(t, storetest.Harness{
 		Open: func(t *testing.T, opts storetest.Options) store.Store {
 			cfg := testConfig(testSchema(t, dsn))
 			cfg.Limits = opts.Limits
 			cfg.DefaultQuota = opts.DefaultQuota
 			cfg.Now = opts.Now
-			return openStore(t, cfg)
+			s := openStore(t, cfg)
+			configs.Store(s, cfg)
+			return s
+		},
+		Reopen: func(t *testing.T, old store.Store) store.Store {
+			cfg, ok := configs.Load(old)
+			if !ok {
+				t.Fatal("Reopen: a store this harness did not open")
+			}
+			if err := old.Close(); err != nil {
+				t.Fatalf("Close: %v", err)
+			}
+			s := openStore(t, cfg.(Config))
+			configs.Store(s, cfg)
+			return s
 		},
 	})
 }

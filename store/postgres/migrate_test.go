@@ -86,3 +86,46 @@ func TestDefaultQuotaLivesInTheDatabase(t *testing.T) {
 		t.Fatalf("Set after a per-project override through the other daemon: %v", err)
 	}
 }
+
+// TestMigrateGivesExistingEntriesVersions checks migration 0002 on a
+// database written before versions: every entry gets a distinct version,
+// and new writes get greater ones.
+func TestMigrateGivesExistingEntriesVersions(t *testing.T) {
+	dsn := testSchema(t, pgtest.Database(t))
+	ctx := context.Background()
+	ms, err := loadMigrations()
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn := dbConn(t, dsn)
+	for _, sql := range []string{
+		ms[0].sql,
+		`CREATE TABLE kv_schema_migrations (version integer PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())`,
+		`INSERT INTO kv_schema_migrations (version, name) VALUES (1, '0001_init')`,
+		`INSERT INTO kv_settings VALUES ('default_quota', 1000000)`,
+		`INSERT INTO kv_usage (project, bytes, entries) VALUES ('p', 5, 2), ('q', 2, 1)`,
+		`INSERT INTO kv_entries (project, key, value) VALUES ('p', 'a', '1'), ('p', 'b', '22'), ('q', 'a', '3')`,
+	} {
+		if _, err := conn.Exec(ctx, sql); err != nil {
+			t.Fatalf("%.60s: %v", sql, err)
+		}
+	}
+	s := openStore(t, testConfig(dsn))
+	vs, err := s.GetManyVersioned(ctx, "p", []string{"a", "b"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if vs[0].Version == 0 || vs[1].Version == 0 || vs[0].Version == vs[1].Version || string(vs[1].Value) != "22" {
+		t.Fatalf("after the migration: %+v, want distinct positive versions", vs)
+	}
+	v, err := s.SetIf(ctx, "p", "c", []byte("x"), 0, store.IfAbsent())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v <= max(vs[0].Version, vs[1].Version) {
+		t.Fatalf("a new write got version %d, not above the migrated %d and %d", v, vs[0].Version, vs[1].Version)
+	}
+	if u, err := s.Usage(ctx, "q"); err != nil || u.Bytes != 2 {
+		t.Fatalf("Usage(q) after the migration = %+v, %v", u, err)
+	}
+}

@@ -77,10 +77,12 @@ WHERE d.ctid = e.ctid`
 	// sqlUpdateUsage stores a batch's resulting usage and version counter
 	// ($7) (computed under the lock, so absolute) and lowers the project's
 	// next expiry to the earliest the batch wrote: a stored one ($4) or one
-	// computed from a TTL ($5). least ignores NULLs.
+	// computed from a TTL ($5). least ignores NULLs. The counter never goes
+	// back: a batch that is only a Clear queues this statement before the
+	// lock has read the counter, with $7 still 0.
 	sqlUpdateUsage = `
 UPDATE kv_usage
-SET bytes = $2, entries = $3, version = $7,
+SET bytes = $2, entries = $3, version = greatest(version, $7),
     next_expiry = least(next_expiry, $4::timestamptz,
                         coalesce($6::timestamptz, now()) + $5::int8 * interval '1 microsecond')
 WHERE project = $1`

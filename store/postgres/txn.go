@@ -99,7 +99,7 @@ type entry struct {
 	// The expiry: abs as stored (nil for none), or, for a row this batch
 	// writes, ttl from the transaction's clock (0 for none). At most one is
 	// set.
-	abs *time.Time
+	abs     *time.Time
 	ttl     time.Duration
 	version uint64
 }
@@ -248,9 +248,9 @@ func (t *txn) queueLoads(b *pgx.Batch, seg []*writeReq) {
 		b.Queue(sqlLoadEntries, p.name, keys, readKeys, t.now).Query(func(rows pgx.Rows) error {
 			for rows.Next() {
 				var (
-					key   []byte
-					size  int64
-					value []byte
+					key     []byte
+					size    int64
+					value   []byte
 					abs     *time.Time
 					live    bool
 					version uint64

@@ -29,6 +29,10 @@ type Harness struct {
 	// RealClock is set when the backend ignores Options.Now: the suite then
 	// waits out TTLs in real time instead of advancing the fake clock.
 	RealClock bool
+	// Reopen, if set, closes s (a store this harness opened) and opens its
+	// data again with the same options, as a restarted daemon would. Tests
+	// of what survives a restart are skipped without it.
+	Reopen func(t *testing.T, s store.Store) store.Store
 }
 
 // Run runs the conformance suite against the backend h opens. Every subtest
@@ -47,6 +51,9 @@ func Run(t *testing.T, h Harness) {
 		{"Sweep", testSweep},
 		{"Quota", testQuota},
 		{"Incr", testIncr},
+		{"Versions", testVersions},
+		{"Conditions", testConditions},
+		{"Expire", testExpire},
 		{"List", testList},
 		{"UsageModel", testUsageModel},
 		{"Admin", testAdmin},
