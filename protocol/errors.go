@@ -26,6 +26,7 @@ const (
 	CodeQuotaExceeded    Code = "quota_exceeded"     // the write would push the project above its quota
 	CodeNotInteger       Code = "not_integer"        // incr on a value that is not a JSON integer
 	CodeOverflow         Code = "overflow"           // incr would leave the 64-bit signed range
+	CodeConflict         Code = "conflict"           // a write's if_version condition failed; nothing was written
 	CodeUnavailable      Code = "unavailable"        // the store cannot be reached, or the daemon is stopping
 	CodeBusy             Code = "busy"               // the daemon's write queue stayed full until the deadline, or (at connect) it has no room for another connection
 	CodeResponseTooLarge Code = "response_too_large" // the response would exceed the announced max_response
@@ -36,7 +37,7 @@ const (
 var Codes = []Code{
 	CodeBadFrame, CodeFrameTooLarge, CodeUnsupportedVersion, CodeForbidden,
 	CodeBadRequest, CodeUnknownOp, CodeKeyTooLarge, CodeValueTooLarge,
-	CodeQuotaExceeded, CodeNotInteger, CodeOverflow, CodeUnavailable, CodeBusy, CodeResponseTooLarge, CodeInternal,
+	CodeQuotaExceeded, CodeNotInteger, CodeOverflow, CodeConflict, CodeUnavailable, CodeBusy, CodeResponseTooLarge, CodeInternal,
 }
 
 // Known reports whether c is one of the documented codes.
@@ -55,6 +56,9 @@ func (c Code) Known() bool {
 type Error struct {
 	Code    Code
 	Message string
+	// Keys lists, for CodeConflict, every key whose condition failed, in
+	// the order of the request; nil otherwise.
+	Keys []string
 }
 
 func (e *Error) Error() string {

@@ -1,7 +1,9 @@
 package protocol
 
-// Version is the protocol version this package speaks.
-const Version = 1
+// Version is the protocol version this package speaks. Version 2 added
+// entry versions, conditional writes (if_version), the ttl and expire ops
+// and the conflict error; PROTOCOL.md §8 lists the changes.
+const Version = 2
 
 // Op names an operation. On the wire it is a string, its String.
 type Op uint8
@@ -23,6 +25,8 @@ const (
 	OpList
 	OpIncr
 	OpUsage
+	OpTTL
+	OpExpire
 	opCount
 )
 
@@ -50,6 +54,8 @@ var opSpecs = [opCount]opSpec{
 	OpList:       {"list", resultList},
 	OpIncr:       {"incr", resultInt},
 	OpUsage:      {"usage", resultUsage},
+	OpTTL:        {"ttl", resultTTL},
+	OpExpire:     {"expire", resultBool},
 }
 
 // String returns the op's wire name.
@@ -92,10 +98,15 @@ func Ops() []Op {
 type Request struct {
 	ID  uint64 // chosen by the client, echoed in the response
 	Op  Op
-	Key string // get, set, delete, has, incr
+	Key string // get, set, delete, has, incr, ttl, expire
 
 	Value []byte // set
-	TTL   int64  // set, incr: milliseconds; 0 = no expiry, negative = error
+	TTL   int64  // set, incr, expire: milliseconds; 0 = no expiry, negative = error
+
+	// IfVersion is the condition of a set or delete, when HasIfVersion:
+	// 0 = only if the key does not exist, N = only if its version is N.
+	IfVersion    uint64
+	HasIfVersion bool
 
 	Keys  []string // getMany, deleteMany, hasMany
 	Items []Item   // setMany
@@ -126,6 +137,9 @@ type Item struct {
 	Key   string
 	Value []byte
 	TTL   int64 // milliseconds; 0 = no expiry
+
+	IfVersion    uint64 // the item's condition, when HasIfVersion (see Request)
+	HasIfVersion bool
 }
 
 // Response is one response frame: ID and either Err or the result of Op.
@@ -136,12 +150,19 @@ type Response struct {
 	Op  Op
 	Err *Error
 
-	Found  bool     // get: whether Value is present; has
+	Found  bool     // get: whether Value is present; has; ttl: whether the key exists
 	Value  []byte   // get
-	Bool   bool     // delete: whether the key existed
-	Int    int64    // clear: entries removed; incr: the new value
+	Bool   bool     // delete: whether the key existed; expire: the same
+	Int    int64    // clear: entries removed; incr: the new value; ttl: ms left (0 = none)
 	Values [][]byte // getMany: nil for a missing key
 	Bools  []bool   // hasMany: found; deleteMany: existed
+
+	// Version is the entry's version: of the value a get returns, or the
+	// one a set or expire wrote (0 = none, not sent).
+	Version uint64
+	// Versions holds one version per key of a getMany (0 for a missing
+	// key) or item of a setMany; nil = not sent.
+	Versions []uint64
 	List   ListResult
 	Usage  UsageResult
 	Hello  HelloResult
@@ -149,9 +170,10 @@ type Response struct {
 
 // ListResult is the result of a list.
 type ListResult struct {
-	Keys   []string
-	Values [][]byte // present only when the request asked for values
-	Cursor string   // "" when there are no more pages
+	Keys     []string
+	Values   [][]byte // present only when the request asked for values
+	Versions []uint64 // one per key; nil = not sent (servers of version 1)
+	Cursor   string   // "" when there are no more pages
 }
 
 // UsageResult is the result of usage.

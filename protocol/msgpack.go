@@ -157,6 +157,13 @@ func (w *writer) bytes(b []byte) {
 }
 
 func (w *writer) uint(n uint64) { w.do(w.e.EncodeUint(n)) }
+
+func (w *writer) uints(ns []uint64) {
+	w.arrayLen(len(ns))
+	for _, n := range ns {
+		w.uint(n)
+	}
+}
 func (w *writer) int(n int64)   { w.do(w.e.EncodeInt(n)) }
 func (w *writer) bool(b bool)   { w.do(w.e.EncodeBool(b)) }
 func (w *writer) nil()          { w.do(w.e.EncodeNil()) }
@@ -343,6 +350,19 @@ func (rd *reader) uint(field string) uint64 {
 		rd.fail(field, err)
 	}
 	return n
+}
+
+// uints reads an array of unsigned integers (nil for a nil array).
+func (rd *reader) uints(field string) []uint64 {
+	m := rd.arrayLen(field)
+	if m < 0 {
+		return nil
+	}
+	ns := make([]uint64, m)
+	for j := range ns {
+		ns[j] = rd.uint(field + "[]")
+	}
+	return ns
 }
 
 func (rd *reader) int(field string) int64 {

@@ -20,6 +20,13 @@ var requestFields = [...]mapField[Request]{
 	{name: "ttl", sent: func(r *Request) bool { return r.TTL != 0 },
 		encode: func(w *writer, r *Request) { w.int(r.TTL) },
 		decode: func(rd *reader, r *Request) { r.TTL = rd.int("ttl") }},
+	{name: "if_version", sent: func(r *Request) bool { return r.HasIfVersion },
+		encode: func(w *writer, r *Request) { w.uint(r.IfVersion) },
+		decode: func(rd *reader, r *Request) {
+			if !rd.isNil() {
+				r.IfVersion, r.HasIfVersion = rd.uint("if_version"), true
+			}
+		}},
 	{name: "keys", sent: func(r *Request) bool {
 		return r.Keys != nil || r.Op == OpGetMany || r.Op == OpHasMany || r.Op == OpDeleteMany
 	},
@@ -90,4 +97,11 @@ var itemFields = [...]mapField[Item]{
 	{name: "ttl", sent: func(it *Item) bool { return it.TTL != 0 },
 		encode: func(w *writer, it *Item) { w.int(it.TTL) },
 		decode: func(rd *reader, it *Item) { it.TTL = rd.int("items[].ttl") }},
+	{name: "if_version", sent: func(it *Item) bool { return it.HasIfVersion },
+		encode: func(w *writer, it *Item) { w.uint(it.IfVersion) },
+		decode: func(rd *reader, it *Item) {
+			if !rd.isNil() {
+				it.IfVersion, it.HasIfVersion = rd.uint("items[].if_version"), true
+			}
+		}},
 }

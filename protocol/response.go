@@ -16,17 +16,33 @@ const (
 	resultList                 // map: List
 	resultUsage                // map: Usage
 	resultHello                // map: Hello
+	resultTTL                  // int or nil: Found, Int
 )
 
 // encode writes the response: id, then error or result.
 func (r *Response) encode(w *writer) {
-	w.mapLen(2)
+	n := 2
+	if r.Err == nil && r.Version != 0 {
+		n++
+	}
+	if r.Err == nil && r.Versions != nil {
+		n++
+	}
+	w.mapLen(n)
 	w.str("id")
 	w.uint(r.ID)
 	if r.Err != nil {
 		w.str("error")
 		encodeFields(w, errorFields[:], r.Err)
 		return
+	}
+	if r.Version != 0 {
+		w.str("version")
+		w.uint(r.Version)
+	}
+	if r.Versions != nil {
+		w.str("versions")
+		w.uints(r.Versions)
 	}
 	w.str("result")
 	switch r.Op.result() {
@@ -60,6 +76,12 @@ func (r *Response) encode(w *writer) {
 		encodeFields(w, usageFields[:], &r.Usage)
 	case resultHello:
 		encodeFields(w, helloFields[:], &r.Hello)
+	case resultTTL:
+		if r.Found {
+			w.int(r.Int)
+		} else {
+			w.nil()
+		}
 	default:
 		w.nil()
 	}
@@ -80,6 +102,10 @@ func (r *Response) decode(rd *reader) {
 			}
 		case "result":
 			r.decodeResult(rd)
+		case "version":
+			r.Version = rd.uint("version")
+		case "versions":
+			r.Versions = rd.uints("versions")
 		default:
 			rd.skip()
 		}
@@ -121,6 +147,11 @@ func (r *Response) decodeResult(rd *reader) {
 		decodeFields(rd, usageFields[:], &r.Usage)
 	case resultHello:
 		decodeFields(rd, helloFields[:], &r.Hello)
+	case resultTTL:
+		if !rd.isNil() {
+			r.Int = rd.int("result")
+			r.Found = rd.err == nil
+		}
 	default:
 		rd.skip()
 	}
@@ -133,6 +164,21 @@ var errorFields = [...]mapField[Error]{
 	{name: "message",
 		encode: func(w *writer, e *Error) { w.str(e.Message) },
 		decode: func(rd *reader, e *Error) { e.Message = rd.str("error.message") }},
+	{name: "keys", sent: func(e *Error) bool { return e.Keys != nil },
+		encode: func(w *writer, e *Error) {
+			w.arrayLen(len(e.Keys))
+			for _, k := range e.Keys {
+				w.str(k)
+			}
+		},
+		decode: func(rd *reader, e *Error) {
+			if m := rd.arrayLen("error.keys"); m >= 0 {
+				e.Keys = make([]string, m)
+				for j := range e.Keys {
+					e.Keys[j] = rd.str("error.keys[]")
+				}
+			}
+		}},
 }
 
 var listFields = [...]mapField[ListResult]{
@@ -166,6 +212,9 @@ var listFields = [...]mapField[ListResult]{
 				}
 			}
 		}},
+	{name: "versions", sent: func(l *ListResult) bool { return l.Versions != nil },
+		encode: func(w *writer, l *ListResult) { w.uints(l.Versions) },
+		decode: func(rd *reader, l *ListResult) { l.Versions = rd.uints("result.versions") }},
 	{name: "cursor",
 		encode: func(w *writer, l *ListResult) {
 			if l.Cursor == "" {

@@ -21,11 +21,30 @@ func ttlOf(field string, ms int64) (time.Duration, error) {
 	return time.Duration(ms) * time.Millisecond, nil
 }
 
+// condOf is the store condition of a request's if_version.
+func condOf(has bool, version uint64) store.Cond {
+	if !has {
+		return store.Cond{}
+	}
+	return store.IfVersion(version)
+}
+
+// ceilMillis is a remaining TTL in whole milliseconds, rounded up so that a
+// live key never reports 0 ("no expiry").
+func ceilMillis(d time.Duration) int64 {
+	ms := int64(d / time.Millisecond)
+	if d%time.Millisecond != 0 {
+		ms++
+	}
+	return ms
+}
+
 // orderKeys returns the keys a request must be ordered on, and whether it is
 // a barrier.
 func orderKeys(req *protocol.Request) ([]string, bool) {
 	switch req.Op {
-	case protocol.OpGet, protocol.OpSet, protocol.OpDelete, protocol.OpHas, protocol.OpIncr:
+	case protocol.OpGet, protocol.OpSet, protocol.OpDelete, protocol.OpHas, protocol.OpIncr,
+		protocol.OpTTL, protocol.OpExpire:
 		return []string{req.Key}, false
 	case protocol.OpGetMany, protocol.OpDeleteMany, protocol.OpHasMany:
 		return req.Keys, false
@@ -48,20 +67,39 @@ func (s *Server) execute(ctx context.Context, project string, req *protocol.Requ
 	switch req.Op {
 	case protocol.OpPing:
 	case protocol.OpGet:
-		resp.Value, resp.Found, err = st.Get(ctx, project, req.Key)
+		var v store.Versioned
+		v, resp.Found, err = st.GetVersioned(ctx, project, req.Key)
+		resp.Value, resp.Version = v.Value, v.Version
 	case protocol.OpHas:
 		resp.Found, err = st.Has(ctx, project, req.Key)
 	case protocol.OpSet:
 		var ttl time.Duration
 		if ttl, err = ttlOf("ttl", req.TTL); err == nil {
-			err = st.Set(ctx, project, req.Key, req.Value, ttl)
+			resp.Version, err = st.SetIf(ctx, project, req.Key, req.Value, ttl, condOf(req.HasIfVersion, req.IfVersion))
 		}
 	case protocol.OpDelete:
-		resp.Bool, err = st.Delete(ctx, project, req.Key)
+		resp.Bool, err = st.DeleteIf(ctx, project, req.Key, condOf(req.HasIfVersion, req.IfVersion))
+	case protocol.OpTTL:
+		var ttl time.Duration
+		if ttl, resp.Found, err = st.TTL(ctx, project, req.Key); err == nil && resp.Found {
+			resp.Int = ceilMillis(ttl)
+		}
+	case protocol.OpExpire:
+		var ttl time.Duration
+		if ttl, err = ttlOf("ttl", req.TTL); err == nil {
+			resp.Version, resp.Bool, err = st.Expire(ctx, project, req.Key, ttl)
+		}
 	case protocol.OpClear:
 		resp.Int, err = st.Clear(ctx, project)
 	case protocol.OpGetMany:
-		resp.Values, err = s.getMany(ctx, project, req.Keys)
+		var vs []store.Versioned
+		if vs, err = s.getMany(ctx, project, req.Keys); err == nil {
+			resp.Values = make([][]byte, len(vs))
+			resp.Versions = make([]uint64, len(vs))
+			for i, v := range vs {
+				resp.Values[i], resp.Versions[i] = v.Value, v.Version
+			}
+		}
 	case protocol.OpHasMany:
 		resp.Bools, err = st.HasMany(ctx, project, req.Keys)
 	case protocol.OpDeleteMany:
@@ -69,12 +107,12 @@ func (s *Server) execute(ctx context.Context, project string, req *protocol.Requ
 	case protocol.OpSetMany:
 		items := make([]store.Item, len(req.Items))
 		for i, it := range req.Items {
-			items[i] = store.Item{Key: it.Key, Value: it.Value}
+			items[i] = store.Item{Key: it.Key, Value: it.Value, Cond: condOf(it.HasIfVersion, it.IfVersion)}
 			if items[i].TTL, err = ttlOf(fmt.Sprintf("items[%d].ttl", i), it.TTL); err != nil {
 				return err
 			}
 		}
-		err = st.SetMany(ctx, project, items)
+		resp.Versions, err = st.SetManyIf(ctx, project, items)
 	case protocol.OpIncr:
 		var ttl time.Duration
 		if ttl, err = ttlOf("ttl", req.TTL); err == nil {
@@ -170,7 +208,7 @@ func (s *Server) responseBudget() int64 {
 // response and one slice for it, whatever the keys' values are. When the
 // project's whole data fits in one response (smallProject), one slice is
 // the whole request.
-func (s *Server) getMany(ctx context.Context, project string, keys []string) ([][]byte, error) {
+func (s *Server) getMany(ctx context.Context, project string, keys []string) ([]store.Versioned, error) {
 	// Checked here so that an error names the key's index in the request,
 	// not in its slice.
 	if err := s.cfg.Limits.CheckKeys(keys); err != nil {
@@ -182,16 +220,16 @@ func (s *Server) getMany(ctx context.Context, project string, keys []string) ([]
 		slice = len(keys)
 	}
 	if len(keys) <= slice {
-		values, err := s.store.GetMany(ctx, project, keys)
+		values, err := s.store.GetManyVersioned(ctx, project, keys)
 		if err == nil && s.valuesSize(values) > budget {
 			return nil, s.tooLarge(len(keys))
 		}
 		return values, err
 	}
-	values := make([][]byte, 0, len(keys))
+	values := make([]store.Versioned, 0, len(keys))
 	var size int64
 	for i := 0; i < len(keys); i += slice {
-		part, err := s.store.GetMany(ctx, project, keys[i:min(i+slice, len(keys))])
+		part, err := s.store.GetManyVersioned(ctx, project, keys[i:min(i+slice, len(keys))])
 		if err != nil {
 			return nil, err
 		}
@@ -214,10 +252,12 @@ func (s *Server) smallProject(ctx context.Context, project string, n int) bool {
 	return err == nil && u.Bytes+int64(n)*2*entryOverhead <= s.responseBudget()
 }
 
-func (s *Server) valuesSize(values [][]byte) int64 {
+// valuesSize is what values count in a response; a version (8 bytes in
+// memory, at most 9 encoded) fits in its entry's entryOverhead.
+func (s *Server) valuesSize(values []store.Versioned) int64 {
 	var n int64
 	for _, v := range values {
-		n += int64(len(v)) + entryOverhead
+		n += int64(len(v.Value)) + entryOverhead
 	}
 	return n
 }
@@ -261,6 +301,7 @@ func (s *Server) list(ctx context.Context, project string, req *protocol.Request
 	perEntry := s.listEntryMax(req.Values)
 	l := &resp.List
 	l.Keys = []string{}
+	l.Versions = []uint64{}
 	if req.Values {
 		l.Values = [][]byte{}
 	}
@@ -293,6 +334,7 @@ func (s *Server) list(ctx context.Context, project string, req *protocol.Request
 			}
 			size += es
 			l.Keys = append(l.Keys, e.Key)
+			l.Versions = append(l.Versions, e.Version)
 			if req.Values {
 				l.Values = append(l.Values, e.Value)
 			}
@@ -315,6 +357,10 @@ func (s *Server) list(ctx context.Context, project string, req *protocol.Request
 func errorFor(err error) (perr *protocol.Error, unexpected bool) {
 	if errors.As(err, &perr) {
 		return perr, false
+	}
+	var conflict *store.ConflictError
+	if errors.As(err, &conflict) {
+		return &protocol.Error{Code: protocol.CodeConflict, Message: err.Error(), Keys: conflict.Keys()}, false
 	}
 	code := protocol.CodeInternal
 	switch {
