@@ -33,6 +33,10 @@ var (
 	ErrNotInteger = &protocol.Error{Code: protocol.CodeNotInteger, Message: "not an integer"}
 	// ErrOverflow: Incr would leave the signed 64-bit range.
 	ErrOverflow = &protocol.Error{Code: protocol.CodeOverflow, Message: "integer overflow"}
+	// ErrConflict: a conditional write (SetIf, DeleteIf, a SetMany item
+	// with a condition, Update after its last attempt) found the key
+	// changed; nothing was written. ConflictKeys(err) lists the keys.
+	ErrConflict = &protocol.Error{Code: protocol.CodeConflict, Message: "conflict"}
 	// ErrBusy: the daemon's write queue stayed full; nothing was written.
 	// Retry later. At Dial: the daemon, or the caller's project, has as
 	// many connections open as it allows.

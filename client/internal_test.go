@@ -67,7 +67,7 @@ func (p *peer) serve(nc net.Conn) {
 		}
 		if first {
 			p.respond(nc, &protocol.Response{ID: req.ID, Op: protocol.OpHello, Hello: protocol.HelloResult{
-				Version: 1, Server: "peer", Project: "p",
+				Version: protocol.Version, Server: "peer", Project: "p",
 				Limits: protocol.Limits{MaxKey: 1024, MaxValue: 1 << 20, MaxFrame: 2 << 20, MaxInflight: 128, MaxBatch: 1000},
 			}})
 			continue
@@ -185,7 +185,7 @@ func TestErrorSentinelsMatchResponses(t *testing.T) {
 		protocol.CodeQuotaExceeded: ErrQuotaExceeded, protocol.CodeNotInteger: ErrNotInteger,
 		protocol.CodeOverflow: ErrOverflow, protocol.CodeUnavailable: ErrUnavailable,
 		protocol.CodeBusy: ErrBusy, protocol.CodeInternal: ErrInternal,
-		protocol.CodeResponseTooLarge: ErrResponseTooLarge,
+		protocol.CodeResponseTooLarge: ErrResponseTooLarge, protocol.CodeConflict: ErrConflict,
 	}
 	for _, code := range protocol.Codes {
 		if _, ok := sentinels[code]; !ok {

@@ -147,6 +147,9 @@ type Item struct {
 	Key   string
 	Value any
 	TTL   time.Duration // 0: no expiry
+	// If is the item's condition (IfVersion, IfAbsent); the zero Cond is
+	// none. One failing condition fails the whole SetMany with ErrConflict.
+	If Cond
 }
 
 // BytesItem is one entry of SetManyBytes: Value is stored as it is.
@@ -154,6 +157,7 @@ type BytesItem struct {
 	Key   string
 	Value []byte
 	TTL   time.Duration // 0: no expiry
+	If    Cond          // as Item.If
 }
 
 // GetMany decodes the JSON values of keys into dst, which must point to a
@@ -253,7 +257,9 @@ func parallel(n, size int, fn func(from, to int) error) error {
 }
 
 // SetMany stores every item, its value encoded as JSON, atomically: all are
-// written or, on any error, none. A key given twice takes the later item.
+// written or, on any error, none — a failed item condition (Item.If)
+// included, which fails with ErrConflict naming every failing key. A key
+// given twice takes the later item.
 // At most Limits().MaxBatch items.
 func (c *Client) SetMany(ctx context.Context, items []Item) error {
 	jb := getJSONBuffer()
@@ -270,7 +276,7 @@ func (c *Client) SetMany(ctx context.Context, items []Item) error {
 	raw := make([]BytesItem, len(items))
 	start := 0
 	for i, it := range items {
-		raw[i] = BytesItem{Key: it.Key, Value: all[start:ends[i]:ends[i]], TTL: it.TTL}
+		raw[i] = BytesItem{Key: it.Key, Value: all[start:ends[i]:ends[i]], TTL: it.TTL, If: it.If}
 		start = ends[i]
 	}
 	return c.SetManyBytes(ctx, raw)
@@ -289,6 +295,7 @@ func (c *Client) SetManyBytes(ctx context.Context, items []BytesItem) error {
 			return opError(op, it.Key, err)
 		}
 		pitems[i] = protocol.Item{Key: it.Key, Value: it.Value, TTL: ms}
+		it.If.apply(&pitems[i].HasIfVersion, &pitems[i].IfVersion)
 	}
 	cl := newCall(op)
 	defer putCall(cl)

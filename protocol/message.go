@@ -163,9 +163,9 @@ type Response struct {
 	// Versions holds one version per key of a getMany (0 for a missing
 	// key) or item of a setMany; nil = not sent.
 	Versions []uint64
-	List   ListResult
-	Usage  UsageResult
-	Hello  HelloResult
+	List     ListResult
+	Usage    UsageResult
+	Hello    HelloResult
 }
 
 // ListResult is the result of a list.

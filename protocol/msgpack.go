@@ -164,9 +164,9 @@ func (w *writer) uints(ns []uint64) {
 		w.uint(n)
 	}
 }
-func (w *writer) int(n int64)   { w.do(w.e.EncodeInt(n)) }
-func (w *writer) bool(b bool)   { w.do(w.e.EncodeBool(b)) }
-func (w *writer) nil()          { w.do(w.e.EncodeNil()) }
+func (w *writer) int(n int64) { w.do(w.e.EncodeInt(n)) }
+func (w *writer) bool(b bool) { w.do(w.e.EncodeBool(b)) }
+func (w *writer) nil()        { w.do(w.e.EncodeNil()) }
 
 // reader wraps a decoder reading one payload held in memory, keeps the
 // first error and names the field that failed.
