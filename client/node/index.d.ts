@@ -40,6 +40,19 @@ export interface Entry<V = unknown> {
   value: V;
   /** Milliseconds until the entry expires; absent or 0: never. */
   ttl?: number;
+  /** Write only if the key has this version (0: only if it does not exist); see set. */
+  ifVersion?: number;
+}
+
+export interface VersionedValue<V = unknown> {
+  value: V;
+  /** Changes on every write of the key and never repeats; compare for equality only. */
+  version: number;
+}
+
+export interface SetOptions {
+  /** Write only if the key's version is this (0: only if it does not exist); else reject with CONFLICT. */
+  ifVersion?: number;
 }
 
 export interface ListOptions {
@@ -87,6 +100,7 @@ export type ErrorCode =
   | 'QUOTA_EXCEEDED'
   | 'NOT_INTEGER'
   | 'OVERFLOW'
+  | 'CONFLICT'
   | 'UNAVAILABLE'
   | 'BUSY'
   | 'RESPONSE_TOO_LARGE'
@@ -99,12 +113,14 @@ export declare const ErrorCodes: Readonly<{ [C in ErrorCode]: C }>;
 
 /** The error every failed call rejects with. */
 export declare class KvError extends Error {
-  constructor(code: ErrorCode, message: string, options?: { cause?: unknown; op?: string });
+  constructor(code: ErrorCode, message: string, options?: { cause?: unknown; op?: string; keys?: string[] });
   name: 'KvError';
   /** Stable code to branch on. */
   code: ErrorCode;
   /** The operation that failed, when known. */
   op?: string;
+  /** CONFLICT: every key whose condition failed, in request order. */
+  keys?: string[];
 }
 
 export declare const DEFAULT_SOCKET_PATH: '/run/kvsidecar/kv.sock';
@@ -134,8 +150,20 @@ export declare class Client extends EventEmitter {
 
   /** The value stored under key, or undefined when there is none. */
   get<V = any>(key: string): Promise<V | undefined>;
+  /** The value with its version, or undefined when there is none. */
+  getWithVersion<V = any>(key: string): Promise<VersionedValue<V> | undefined>;
   /** Stores value (JSON-encoded) under key; ttl in milliseconds, absent or 0 for none. */
-  set(key: string, value: unknown, ttl?: number): Promise<true>;
+  set(key: string, value: unknown, ttl?: number, options?: SetOptions): Promise<true>;
+  /** Stores value only if key does not exist; resolves to whether it did. */
+  setIfAbsent(key: string, value: unknown, ttl?: number): Promise<boolean>;
+  /** Deletes key only if its version is version (else CONFLICT); resolves to whether it existed. */
+  deleteIf(key: string, version: number): Promise<boolean>;
+  /** Milliseconds left to live (0: no expiry), or undefined when the key does not exist. */
+  ttl(key: string): Promise<number | undefined>;
+  /** Sets a new TTL without rewriting the value (0: none); resolves to whether the key existed. */
+  expire(key: string, ttl: number): Promise<boolean>;
+  /** Read-modify-write retried on conflict; resolves to the value stored. */
+  update<V = any, R = V>(key: string, fn: (old: V | undefined) => R | Promise<R>): Promise<R>;
   has(key: string): Promise<boolean>;
   /** Resolves to whether the key existed. */
   delete(key: string): Promise<boolean>;

@@ -10,7 +10,7 @@ export const DEFAULT_TIMEOUT = 5000;
 /** This library's version; sent in the hello for the daemon's logs. */
 export const VERSION = '0.1.0';
 
-const PROTOCOL_VERSION = 1;
+const PROTOCOL_VERSION = 2;
 // The longest delay setTimeout honours; Node turns a longer one into 1 ms.
 const MAX_TIMEOUT = 2 ** 31 - 1;
 const HELLO_ID = 0;
@@ -109,6 +109,28 @@ function checkKeys(keys, op) {
   }
   for (const k of keys) checkKey(k, op);
   return keys;
+}
+
+// update's bounds: attempts before it gives up, and the pause between them
+// (doubling from the minimum to the maximum, each drawn at random below it
+// so that writers that collided do not collide again in step).
+const UPDATE_ATTEMPTS = 1000;
+const UPDATE_BACKOFF_MIN = 0.5;
+const UPDATE_BACKOFF_MAX = 50;
+
+function checkIfVersion(v, op) {
+  if (v === undefined || v === null) return undefined;
+  if (!Number.isSafeInteger(v) || v < 0) {
+    throw new KvError(ErrorCodes.BAD_REQUEST, `${op}: ifVersion must be a non-negative integer (a version from getWithVersion, or 0), got ${String(v)}`, { op });
+  }
+  return v;
+}
+
+/** A version from the wire as a number (versions stay below 2^53). */
+function wireVersion(v) {
+  if (typeof v === 'number') return v;
+  if (typeof v === 'bigint') return Number(v);
+  return 0;
 }
 
 function checkTTL(ttl, op) {
@@ -341,7 +363,7 @@ class Connection {
     if (msg.error !== undefined && msg.error !== null) {
       call.settle(errorFromWire(msg.error, call.op));
     } else {
-      call.settleResult(msg.result);
+      call.settleResult(msg.result, msg);
     }
   }
 
@@ -709,10 +731,10 @@ export class Client extends EventEmitter {
       });
       call.args = args;
       call.check = check;
-      call.settleResult = (result) => {
+      call.settleResult = (result, msg) => {
         let value;
         try {
-          value = decode(result);
+          value = decode(result, msg);
         } catch (err) {
           call.settle(err);
           return;
@@ -764,17 +786,38 @@ export class Client extends EventEmitter {
   }
 
   /**
+   * The value stored under key with its version, or undefined when there
+   * is none. Pass the version to set's ifVersion or to deleteIf.
+   * @param {string} key
+   * @returns {Promise<{ value: unknown, version: number } | undefined>}
+   */
+  async getWithVersion(key) {
+    checkKey(key, 'get');
+    return this.#call('get', { key }, (r, msg) => {
+      const value = decodeValue(r, key, 'get');
+      if (value === undefined) return undefined;
+      return { value, version: wireVersion(msg.version) };
+    });
+  }
+
+  /**
    * Stores value (JSON-encoded) under key, replacing any entry and its TTL.
+   * With options.ifVersion the write happens only if the key's version is
+   * that (0: only if the key does not exist); otherwise nothing is written
+   * and the call rejects with a KvError of code CONFLICT.
    * @param {string} key
    * @param {unknown} value
    * @param {number} [ttl] milliseconds until the entry expires; absent or 0: never
+   * @param {{ ifVersion?: number }} [options]
    * @returns {Promise<true>}
    */
-  async set(key, value, ttl) {
+  async set(key, value, ttl, options) {
     checkKey(key, 'set');
     const bytes = encodeValue(value, 'set');
     const t = checkTTL(ttl, 'set');
     const args = t === undefined ? { key, value: bytes } : { key, value: bytes, ttl: t };
+    const ifVersion = checkIfVersion(options?.ifVersion, 'set');
+    if (ifVersion !== undefined) args.if_version = ifVersion;
     return this.#call('set', args, () => true, (limits) => (
       bytes.length > limits.maxValue
         ? new KvError(ErrorCodes.VALUE_TOO_LARGE, `value too large: value is ${bytes.length} bytes, the limit is ${limits.maxValue} bytes`, { op: 'set' })
@@ -798,6 +841,109 @@ export class Client extends EventEmitter {
   async delete(key) {
     checkKey(key, 'delete');
     return this.#call('delete', { key }, (r) => r === true);
+  }
+
+  /**
+   * Stores value under key only if the key does not exist (or has
+   * expired); resolves to whether it did. With a ttl it is a lock that
+   * frees itself.
+   * @param {string} key
+   * @param {unknown} value
+   * @param {number} [ttl]
+   * @returns {Promise<boolean>}
+   */
+  async setIfAbsent(key, value, ttl) {
+    try {
+      return await this.set(key, value, ttl, { ifVersion: 0 });
+    } catch (err) {
+      if (err instanceof KvError && err.code === ErrorCodes.CONFLICT) return false;
+      throw err;
+    }
+  }
+
+  /**
+   * Deletes key only if its version is version; resolves to whether it
+   * existed. When the key has another version, or none, nothing is deleted
+   * and the call rejects with CONFLICT.
+   * @param {string} key
+   * @param {number} version
+   */
+  async deleteIf(key, version) {
+    checkKey(key, 'delete');
+    const v = checkIfVersion(version, 'deleteIf');
+    if (v === undefined) {
+      throw new KvError(ErrorCodes.BAD_REQUEST, 'deleteIf: version is required', { op: 'delete' });
+    }
+    return this.#call('delete', { key, if_version: v }, (r) => r === true);
+  }
+
+  /**
+   * The milliseconds key has left to live (0 when it does not expire), or
+   * undefined when it does not exist.
+   * @param {string} key
+   * @returns {Promise<number | undefined>}
+   */
+  async ttl(key) {
+    checkKey(key, 'ttl');
+    return this.#call('ttl', { key }, (r) => {
+      if (r === null || r === undefined) return undefined;
+      if (typeof r === 'number') return r;
+      if (typeof r === 'bigint') return Number(r);
+      throw this.#badResult('ttl', r);
+    });
+  }
+
+  /**
+   * Gives key a new TTL from now (0: no expiry) without rewriting its value;
+   * resolves to whether the key existed (a missing key is left alone).
+   * @param {string} key
+   * @param {number} ttl milliseconds
+   */
+  async expire(key, ttl) {
+    checkKey(key, 'expire');
+    const t = checkTTL(ttl, 'expire');
+    return this.#call('expire', t === undefined ? { key } : { key, ttl: t }, (r) => r === true);
+  }
+
+  /**
+   * Applies fn to the value of key and stores what it returns, without
+   * losing a concurrent write: the write is conditional on the version read,
+   * and on a conflict update reads again and calls fn again after a short
+   * random pause, at most UPDATE_ATTEMPTS times (then it rejects with
+   * CONFLICT). fn(old) gets the current value, or undefined when the key
+   * does not exist; it may be async and may run several times, so it must
+   * only compute. An existing key keeps what is left of its TTL. Resolves to
+   * the value stored.
+   * @template T
+   * @param {string} key
+   * @param {(old: unknown) => T | Promise<T>} fn
+   * @returns {Promise<T>}
+   */
+  async update(key, fn) {
+    if (typeof fn !== 'function') {
+      throw new KvError(ErrorCodes.BAD_REQUEST, 'update: fn must be a function', { op: 'update' });
+    }
+    let backoff = UPDATE_BACKOFF_MIN;
+    for (let attempt = 1; ; attempt++) {
+      const current = await this.getWithVersion(key);
+      let ttl;
+      if (current !== undefined) {
+        // A key that expired or changed since fails the condition below.
+        ttl = await this.ttl(key);
+      }
+      const next = await fn(current?.value);
+      try {
+        await this.set(key, next, ttl, { ifVersion: current?.version ?? 0 });
+        return next;
+      } catch (err) {
+        if (!(err instanceof KvError) || err.code !== ErrorCodes.CONFLICT) throw err;
+        if (attempt === UPDATE_ATTEMPTS) {
+          throw new KvError(ErrorCodes.CONFLICT, `update ${JSON.stringify(key)}: gave up after ${attempt} conflicting writes`, { op: 'update', cause: err, keys: [key] });
+        }
+      }
+      await new Promise((r) => setTimeout(r, Math.random() * backoff));
+      backoff = Math.min(backoff * 2, UPDATE_BACKOFF_MAX);
+    }
   }
 
   /**
@@ -843,7 +989,11 @@ export class Client extends EventEmitter {
    * atomic: all of its items are written or none. A larger call is split
    * into requests sent one after another; if one fails, those before it stay
    * written and those after it are not sent.
-   * @param {Array<{ key: string, value: unknown, ttl?: number }>} entries
+   * An entry's ifVersion makes the request conditional (as set's): if any
+   * condition fails, nothing of the request is written and the call rejects
+   * with CONFLICT, err.keys listing every failing key. Entries with
+   * conditions must fit in one request.
+   * @param {Array<{ key: string, value: unknown, ttl?: number, ifVersion?: number }>} entries
    * @returns {Promise<true>}
    */
   async setMany(entries) {
@@ -857,7 +1007,10 @@ export class Client extends EventEmitter {
       const key = checkKey(e.key, 'setMany');
       const value = encodeValue(e.value, 'setMany');
       const ttl = checkTTL(e.ttl, 'setMany');
-      return ttl === undefined ? { key, value } : { key, value, ttl };
+      const item = ttl === undefined ? { key, value } : { key, value, ttl };
+      const ifVersion = checkIfVersion(e.ifVersion, 'setMany');
+      if (ifVersion !== undefined) item.if_version = ifVersion;
+      return item;
     });
     if (items.length === 0) return true;
     return this.#withLimits('setMany', async (limits) => {
@@ -870,7 +1023,15 @@ export class Client extends EventEmitter {
           );
         }
       }
-      for (const part of chunk(items, (it) => byteLength(it.key) + it.value.length, limits)) {
+      const parts = chunk(items, (it) => byteLength(it.key) + it.value.length, limits);
+      if (parts.length > 1 && items.some((it) => it.if_version !== undefined)) {
+        throw new KvError(
+          ErrorCodes.BAD_REQUEST,
+          `setMany: ${items.length} entries with ifVersion conditions do not fit in one request (max_batch ${limits.maxBatch}, max_frame ${limits.maxFrame} bytes), and conditions are all or nothing only within one`,
+          { op: 'setMany' },
+        );
+      }
+      for (const part of parts) {
         await this.#call('setMany', { items: part }, () => true, undefined, true);
       }
       return true;

@@ -15,6 +15,7 @@ export const ErrorCodes = Object.freeze({
   QUOTA_EXCEEDED: 'QUOTA_EXCEEDED',
   NOT_INTEGER: 'NOT_INTEGER',
   OVERFLOW: 'OVERFLOW',
+  CONFLICT: 'CONFLICT',
   UNAVAILABLE: 'UNAVAILABLE',
   BUSY: 'BUSY',
   RESPONSE_TOO_LARGE: 'RESPONSE_TOO_LARGE',
@@ -28,7 +29,7 @@ export const ErrorCodes = Object.freeze({
 const serverCodes = new Set([
   'bad_frame', 'frame_too_large', 'unsupported_version', 'forbidden',
   'bad_request', 'unknown_op', 'key_too_large', 'value_too_large',
-  'quota_exceeded', 'not_integer', 'overflow', 'unavailable', 'busy', 'response_too_large', 'internal',
+  'quota_exceeded', 'not_integer', 'overflow', 'conflict', 'unavailable', 'busy', 'response_too_large', 'internal',
 ]);
 
 /**
@@ -39,13 +40,15 @@ export class KvError extends Error {
   /**
    * @param {string} code one of ErrorCodes
    * @param {string} message
-   * @param {{ cause?: unknown, op?: string }} [options]
+   * @param {{ cause?: unknown, op?: string, keys?: string[] }} [options]
    */
   constructor(code, message, options = {}) {
     super(message, options.cause === undefined ? undefined : { cause: options.cause });
     this.name = 'KvError';
     this.code = code;
     if (options.op !== undefined) this.op = options.op;
+    // CONFLICT: every key whose condition failed, in request order.
+    if (options.keys !== undefined) this.keys = options.keys;
   }
 }
 
@@ -63,5 +66,6 @@ export function errorFromWire(err, op) {
     code = ErrorCodes.INTERNAL;
     message = `${message || 'error'} (the daemon sent the unknown error code ${JSON.stringify(wireCode)})`;
   }
-  return new KvError(code, message, { op });
+  const keys = Array.isArray(err?.keys) ? err.keys.filter((k) => typeof k === 'string') : undefined;
+  return new KvError(code, message, keys === undefined ? { op } : { op, keys });
 }

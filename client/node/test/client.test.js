@@ -31,7 +31,7 @@ const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 test('connect() reports the project and the limits from the hello', async () => {
   const info = await kv.connect();
-  assert.equal(info.version, 1);
+  assert.equal(info.version, 2);
   assert.equal(info.project, 'test');
   assert.match(info.server, /kvsidecar/);
   assert.equal(info.limits.maxKey, 1024);

@@ -7,7 +7,7 @@ import { createClient, KvError } from '../src/index.js';
 import { encodeFrame } from '../src/frame.js';
 import { startFakeServer, memoryHandler } from './helpers/fake-server.js';
 
-test('connects lazily and sends hello with id 0 and version 1 first', async (t) => {
+test('connects lazily and sends hello with id 0 and version 2 first', async (t) => {
   const srv = await startFakeServer(memoryHandler());
   t.after(() => srv.close());
   const kv = createClient({ socketPath: srv.socketPath });
@@ -16,7 +16,7 @@ test('connects lazily and sends hello with id 0 and version 1 first', async (t) 
   assert.equal(await kv.set('a', 1), true);
   assert.equal(srv.requests[0].id, 0);
   assert.equal(srv.requests[0].op, 'hello');
-  assert.equal(srv.requests[0].version, 1);
+  assert.equal(srv.requests[0].version, 2);
   assert.match(srv.requests[0].client, /^kvsidecar-node\//);
   assert.equal(srv.requests[1].op, 'set');
   assert.ok(srv.requests[1].id > 0);
@@ -159,10 +159,12 @@ test('a forbidden error frame before the hello result fails the calls with FORBI
 });
 
 test('a hello result with another protocol version fails the calls with UNSUPPORTED_VERSION', async (t) => {
-  const srv = await startFakeServer(memoryHandler(), { hello: { version: 2, server: 'future/9', project: 'test', limits: {} } });
+  // A daemon of version 1 would ignore if_version and turn a conditional
+  // write into a plain one: this client refuses to talk to it.
+  const srv = await startFakeServer(memoryHandler(), { hello: { version: 1, server: 'old/1', project: 'test', limits: {} } });
   t.after(() => srv.close());
   const kv = createClient({ socketPath: srv.socketPath });
-  await assert.rejects(kv.ping(), (err) => err.code === 'UNSUPPORTED_VERSION' && /version 2/.test(err.message));
+  await assert.rejects(kv.ping(), (err) => err.code === 'UNSUPPORTED_VERSION' && /version 1/.test(err.message));
   await kv.close();
 });
 

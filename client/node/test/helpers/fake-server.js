@@ -37,7 +37,7 @@ export async function startFakeServer(handle, options = {}) {
           conn.helloDone = true;
           return {
             id: req.id,
-            result: options.hello ?? { version: 1, server: 'fake/0', project: 'test', limits: options.limits ?? FAKE_LIMITS },
+            result: options.hello ?? { version: 2, server: 'fake/0', project: 'test', limits: options.limits ?? FAKE_LIMITS },
           };
         }
         return Promise.resolve(handle(req, conn)).then((resp) => (resp === undefined ? undefined : { id: req.id, ...resp }));
