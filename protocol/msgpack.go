@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 
 	"github.com/vmihailenco/msgpack/v5"
 	"github.com/vmihailenco/msgpack/v5/msgpcode"
@@ -57,13 +58,14 @@ func encodeFields[M any](w *writer, fields []mapField[M], m *M) {
 
 // decodeFields reads a map into m, in whatever order its keys come. Unknown
 // keys are skipped so that the protocol can grow; a known key of the wrong
-// type is an error.
+// type is an error, whether or not the op uses it; a known key whose value
+// is nil is absent (PROTOCOL.md §2).
 func decodeFields[M any](rd *reader, fields []mapField[M], m *M) {
 	n := rd.mapLen()
 	for i := 0; i < n && rd.err == nil; i++ {
-		if f := lookupField(fields, rd.key()); f != nil {
+		if f := lookupField(fields, rd.key()); f != nil && !rd.isNil() {
 			f.decode(rd, m)
-		} else {
+		} else if f == nil {
 			rd.skip()
 		}
 	}
@@ -289,6 +291,10 @@ func (rd *reader) str(field string) string {
 			return string(b)
 		}
 		rd.in.UnreadByte()
+		if c == msgpcode.Bin8 || c == msgpcode.Bin16 || c == msgpcode.Bin32 {
+			rd.fail(field, errors.New("want a str, got a bin"))
+			return ""
+		}
 	}
 	s, err := rd.d.DecodeString()
 	if err != nil {
@@ -368,6 +374,18 @@ func (rd *reader) uints(field string) []uint64 {
 func (rd *reader) int(field string) int64 {
 	if rd.err != nil {
 		return 0
+	}
+	if c, err := rd.d.PeekCode(); err == nil && c == msgpcode.Uint64 {
+		// DecodeInt64 would wrap a uint64 above 2^63-1 to a negative number.
+		u, err := rd.d.DecodeUint64()
+		if err == nil && u > math.MaxInt64 {
+			err = fmt.Errorf("%d is out of range: the largest accepted integer is %d", u, int64(math.MaxInt64))
+		}
+		if err != nil {
+			rd.fail(field, err)
+			return 0
+		}
+		return int64(u)
 	}
 	n, err := rd.d.DecodeInt64()
 	if err != nil {

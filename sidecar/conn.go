@@ -214,6 +214,9 @@ func (c *conn) readLoop() closeReason {
 			if scanErr != nil {
 				return c.fatal(h, 0, protocol.CodeBadFrame, err.Error())
 			}
+			if greeted && id == 0 {
+				return c.fatal(h, 0, protocol.CodeBadRequest, badIDMessage+"; and "+err.Error())
+			}
 			c.trim(&h, int64(n)+c.s.smallResponse())
 			c.send(&protocol.Response{ID: id, Err: protocol.NewError(protocol.CodeBadRequest, "bad request: "+err.Error())}, h)
 			c.count(protocol.OpInvalid, protocol.CodeBadRequest, time.Time{})
@@ -236,12 +239,20 @@ func (c *conn) readLoop() closeReason {
 			}
 			continue
 		}
+		if req.ID == 0 {
+			return c.fatal(h, 0, protocol.CodeBadRequest, badIDMessage)
+		}
 		keys, barrier := orderKeys(req)
 		t := c.order.register(keys, barrier)
 		c.wg.Add(1)
 		go c.handle(req, t, h, time.Now())
 	}
 }
+
+// badIDMessage explains why a request without a usable id closes the
+// connection: its answer could not be matched to it, and an error with id 0
+// after the hello means the connection is closing (PROTOCOL.md §4).
+const badIDMessage = "bad request: after the hello every request needs an id that is a positive integer (0 is the hello's, and an id of another type or a negative one cannot be echoed); the connection is closed"
 
 // hello answers the first request, which must be a hello.
 func (c *conn) hello(req *protocol.Request, h hold) (closeReason, bool) {

@@ -63,6 +63,9 @@ func orderKeys(req *protocol.Request) ([]string, bool) {
 // execute runs one request against the store for project and fills resp.
 func (s *Server) execute(ctx context.Context, project string, req *protocol.Request, resp *protocol.Response) error {
 	st := s.store
+	if req.Timeout < 0 {
+		return protocol.NewError(protocol.CodeBadRequest, fmt.Sprintf("timeout %d ms is negative", req.Timeout))
+	}
 	var err error
 	switch req.Op {
 	case protocol.OpPing:
@@ -128,6 +131,9 @@ func (s *Server) execute(ctx context.Context, project string, req *protocol.Requ
 	case protocol.OpHello:
 		err = protocol.NewError(protocol.CodeBadRequest, "hello may be sent only once, as the first request")
 	default:
+		if req.UnknownOp == "" {
+			return protocol.NewError(protocol.CodeBadRequest, "the request has no op")
+		}
 		err = protocol.NewError(protocol.CodeUnknownOp, fmt.Sprintf("unknown op %q", req.UnknownOp))
 	}
 	return err
