@@ -317,7 +317,7 @@ func testAdmin(t *testing.T, h Harness) {
 		f := open(t, h, Options{})
 		now := f.now().Truncate(time.Millisecond)
 		exp := now.Add(time.Hour).UTC()
-		f.set("p", "old", "replaced", 0)
+		vOld := f.setV("p", "old", "replaced", 0)
 		n, err := f.s.Import(f.ctx, "p", []store.Entry{
 			{Key: "a", Value: []byte(`"x"`), Expires: exp},
 			{Key: "old", Value: []byte("new")},
@@ -334,6 +334,12 @@ func testAdmin(t *testing.T, h Harness) {
 			t.Fatalf("Entry(a) = %+v, %v, %v; want expiry %v exactly", e, found, err, exp)
 		}
 		f.wantValue("p", "old", "new")
+		if _, v, _ := f.getV("p", "old"); v <= vOld {
+			t.Fatalf("Import left old with version %d, want more than %d: an import is a write", v, vOld)
+		}
+		if _, v, _ := f.getV("p", "a"); v != e.Version || v == 0 {
+			t.Fatalf("Entry(a).Version = %d, GetVersioned says %d", e.Version, v)
+		}
 		f.wantValue("p", "twice", "2")
 		f.wantValue("p", "empty", "")
 		f.wantMissing("p", "dead")

@@ -209,6 +209,19 @@ func everyCall(ctx context.Context, s store.Store, deleteKey string) map[string]
 		"SetDefaultQuota": func() error { return s.SetDefaultQuota(ctx, 5) },
 		"Sweep":           func() error { _, err := s.Sweep(ctx); return err },
 		"Ping":            func() error { return s.Ping(ctx) },
+		"GetVersioned":    func() error { _, _, err := s.GetVersioned(ctx, "p", "k"); return err },
+		"GetManyVersioned": func() error {
+			_, err := s.GetManyVersioned(ctx, "p", []string{"k"})
+			return err
+		},
+		"SetIf": func() error { _, err := s.SetIf(ctx, "p", "k", []byte("v"), 0, store.Cond{}); return err },
+		"SetManyIf": func() error {
+			_, err := s.SetManyIf(ctx, "p", []store.Item{item("k", "v", 0)})
+			return err
+		},
+		"DeleteIf": func() error { _, err := s.DeleteIf(ctx, "p", deleteKey, store.Cond{}); return err },
+		"TTL":      func() error { _, _, err := s.TTL(ctx, "p", "k"); return err },
+		"Expire":   func() error { _, _, err := s.Expire(ctx, "p", "k", 0); return err },
 	}
 	maps.Copy(calls, adminCalls(ctx, s))
 	return calls
