@@ -161,6 +161,51 @@ func testConcurrency(t *testing.T, h Harness) {
 		f.wantValue("p", "c", strconv.Itoa(rounds-1))
 	})
 
+	t.Run("DeleteManyIsAtomicToReaders", func(t *testing.T) {
+		// PROTOCOL.md promises deleteMany is atomic: a reader sees all of
+		// a, b, c or none of them, never some deleted and others not.
+		f := open(t, h, Options{})
+		const rounds = 100
+		done := make(chan struct{})
+		var failed atomic.Value
+		go func() {
+			defer close(done)
+			keys := []string{"a", "b", "c"}
+			for range rounds {
+				if err := f.s.SetMany(f.ctx, "p", []store.Item{item("a", "1", 0), item("b", "1", 0), item("c", "1", 0)}); err != nil {
+					failed.Store("SetMany failed: " + err.Error())
+					return
+				}
+				if _, err := f.s.DeleteMany(f.ctx, "p", keys); err != nil {
+					failed.Store("DeleteMany failed: " + err.Error())
+					return
+				}
+			}
+		}()
+		var torn []bool
+		for reading := true; reading && torn == nil; {
+			select {
+			case <-done:
+				reading = false
+			default:
+			}
+			got, err := f.s.HasMany(f.ctx, "p", []string{"a", "b", "c"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got[0] != got[1] || got[1] != got[2] {
+				torn = got
+			}
+		}
+		<-done
+		if torn != nil {
+			t.Fatalf("HasMany saw a, b, c = %v while DeleteMany removed them together", torn)
+		}
+		if msg := failed.Load(); msg != nil {
+			t.Fatal(msg)
+		}
+	})
+
 	t.Run("AcknowledgedWritesAreSeen", func(t *testing.T) {
 		f := open(t, h, Options{})
 		const writers = 8
