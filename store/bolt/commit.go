@@ -22,9 +22,18 @@ const (
 	// latency keeps growing.
 	maxBatch = 1024
 	// maxBatchBytes bounds the keys and values of one transaction (the first
-	// request always goes in, however large), so that a run of large SetMany
-	// calls does not build a transaction of gigabytes.
-	maxBatchBytes = 16 << 20
+	// request always goes in, however large). A small write of another
+	// project waits for the transaction being written, so this bounds that
+	// wait: 2 MiB write and sync in a few milliseconds, where 16 MiB of a
+	// neighbour's SetMany calls held a lone set ~30 ms (kvbench's noisy
+	// workload). Throughput gains little beyond it: a batch this size
+	// already shares one fsync among hundreds of small writes.
+	maxBatchBytes = 2 << 20
+	// turnBytes is what one project may add to a transaction in its turn of
+	// the round robin (batch.Config.TurnBytes): a project of small writes
+	// puts hundreds in each transaction while a neighbour's 256 KiB SetMany
+	// calls put one each, instead of one write per project per turn.
+	turnBytes = 64 << 10
 	// queueCapacity bounds the write queue. It holds one full batch while
 	// the previous one commits, so under load the committer always finds a
 	// full batch ready. Beyond that, writers wait to enqueue — where their
@@ -89,6 +98,7 @@ func (s *Store) newQueue() *batch.Queue[request, result] {
 		MaxWeight: maxBatch,
 		MaxBytes:  maxBatchBytes,
 		Bytes:     func(r request) int { return r.size },
+		TurnBytes: turnBytes,
 		Apply:     s.commit,
 		Logger:    s.cfg.Logger,
 	})

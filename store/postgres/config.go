@@ -77,6 +77,11 @@ const MaxKeyBytes = 2048
 // large SetMany calls does not build a transaction of gigabytes in memory.
 const maxBatchBytes = 16 << 20
 
+// turnBytes is what one project may add to a write transaction in its turn
+// of the round robin (batch.Config.TurnBytes), so that a project of small
+// writes is not rationed to one write per turn by a neighbour's large ones.
+const turnBytes = 64 << 10
+
 // Config configures Open. The zero value of every field but DSN is usable.
 type Config struct {
 	// DSN is the PostgreSQL connection string, in any form pgx parses (URL or

@@ -74,6 +74,7 @@ func (s *Store) newWriteQueue(capacity int) *batch.Queue[writeReq, writeResult] 
 		Weight:           writeReq.weight,
 		MaxBytes:         maxBatchBytes,
 		Bytes:            writeReq.bytes,
+		TurnBytes:        turnBytes,
 		Abandonable:      true,
 		AbandonedMessage: "gave up waiting for the commit, the write may or may not be applied",
 		Apply:            s.commit,

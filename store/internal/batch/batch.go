@@ -88,6 +88,13 @@ type Config[T, R any] struct {
 	MaxBytes int
 	// Bytes is what an item counts against MaxBytes. nil counts 0.
 	Bytes func(T) int
+	// TurnBytes is how many Bytes one lane may put into a batch in its
+	// turn of the round robin before the next lane's turn: its items go in
+	// while what it added this turn is below TurnBytes. A lane of small
+	// writes then puts many of them into each batch while a lane of large
+	// ones puts one, so a neighbour's large SetMany calls cannot ration a
+	// project to one small write per batch. 0 means one item per turn.
+	TurnBytes int
 	// Abandonable lets callers stop waiting. When it is set, a caller whose
 	// context ends after its item was queued returns at once with
 	// store.ErrUnavailable (the text says AbandonedMessage), and an item
@@ -384,12 +391,14 @@ func (q *Queue[T, R]) run() {
 	}
 }
 
-// next draws the next batch, waiting for an item if none is queued: one
-// item from each lane in turn, starting with the lane the last batch
-// stopped at, while the batch stays within MaxWeight and MaxBytes. An item
-// that would cross a limit stays at the head of its lane, whose turn comes
-// first in the next batch; the first item of a batch always goes in. ok is
-// false once the queue is closed and empty.
+// next draws the next batch, waiting for an item if none is queued: items
+// from each lane in turn (one item, or while the lane's bytes this turn
+// stay below TurnBytes), starting with the lane the last batch stopped at,
+// while the batch stays within MaxWeight and MaxBytes. An item that would
+// cross a limit stays at the head of its lane; if it was the first of the
+// lane's turn, that lane's turn comes first in the next batch. The first
+// item of a batch always goes in. ok is false once the queue is closed and
+// empty.
 func (q *Queue[T, R]) next() (batch []*Call[T, R], ok bool) {
 	q.mu.Lock()
 	for q.n == 0 {
@@ -403,19 +412,36 @@ func (q *Queue[T, R]) next() (batch []*Call[T, R], ok bool) {
 	}
 	batch = q.batch[:0]
 	weight, size := 0, 0
-	for q.ring.len() > 0 {
+	full := false
+	for !full && q.ring.len() > 0 {
 		l := q.ring.front()
-		c := l.calls[l.head]
-		w, b := q.cfg.Weight(c.Item), q.cfg.Bytes(c.Item)
-		if len(batch) > 0 && (weight+w > q.cfg.MaxWeight || (q.cfg.MaxBytes > 0 && size+b > q.cfg.MaxBytes)) {
-			break // c heads the next batch
+		took, turn := 0, 0
+		for l.len() > 0 {
+			c := l.calls[l.head]
+			w, b := q.cfg.Weight(c.Item), q.cfg.Bytes(c.Item)
+			if len(batch) > 0 && (weight+w > q.cfg.MaxWeight || (q.cfg.MaxBytes > 0 && size+b > q.cfg.MaxBytes)) {
+				full = true // c heads the next batch
+				break
+			}
+			batch = append(batch, c)
+			weight += w
+			size += b
+			l.calls[l.head] = nil
+			l.head++
+			q.n--
+			took++
+			turn += b
+			if weight >= q.cfg.MaxWeight || (q.cfg.MaxBytes > 0 && size >= q.cfg.MaxBytes) {
+				full = true
+				break
+			}
+			if turn >= q.cfg.TurnBytes {
+				break // the lane's turn is over
+			}
 		}
-		batch = append(batch, c)
-		weight += w
-		size += b
-		l.calls[l.head] = nil
-		l.head++
-		q.n--
+		if took == 0 {
+			break // l's turn comes first in the next batch
+		}
 		q.ring.pop()
 		if l.len() > 0 {
 			q.ring.push(l) // its next item waits for the others' turn
@@ -423,9 +449,6 @@ func (q *Queue[T, R]) next() (batch []*Call[T, R], ok bool) {
 			delete(q.lanes, l.key)
 			l.calls, l.head = l.calls[:0], 0
 			q.spare = append(q.spare, l)
-		}
-		if weight >= q.cfg.MaxWeight || (q.cfg.MaxBytes > 0 && size >= q.cfg.MaxBytes) {
-			break
 		}
 	}
 	if q.waiting > 0 {

@@ -672,3 +672,36 @@ func TestRequeue(t *testing.T) {
 		t.Fatalf("batches = %v, want %v", batches, want)
 	}
 }
+
+// TestTurnBytes: with TurnBytes, a key of small items puts all of them into
+// one batch in its turn, while a key of large items puts one per turn; a
+// large item still heads the next batch when it would cross MaxBytes.
+func TestTurnBytes(t *testing.T) {
+	f := newFake()
+	cfg := keyed(f)
+	cfg.MaxWeight = 10
+	cfg.MaxBytes = 300
+	cfg.TurnBytes = 100
+	q := open(t, cfg)
+	first := hold(t, q, f)
+	var answers []<-chan answer
+	for _, id := range []string{"a1", "a2", "a3"} {
+		answers = append(answers, submitQueued(t, context.Background(), q, item{id: id, bytes: 150}))
+	}
+	for _, id := range []string{"b1", "b2", "b3", "b4"} {
+		answers = append(answers, submitQueued(t, context.Background(), q, item{id: id, bytes: 10}))
+	}
+	close(f.release)
+	<-first
+	for _, ch := range answers {
+		if a := <-ch; a.err != nil {
+			t.Fatalf("Submit(%s) = %v", a.id, a.err)
+		}
+	}
+	// a1 (150) ends a's turn; b1..b4 (40) fit in b's; a2 would cross 300
+	// and heads the next batch, where a, alone, has turn after turn.
+	want := [][]string{{"hold"}, {"a1", "b1", "b2", "b3", "b4"}, {"a2", "a3"}}
+	if got := f.got(); !slices.EqualFunc(got, want, slices.Equal) {
+		t.Fatalf("batches = %v, want %v", got, want)
+	}
+}
