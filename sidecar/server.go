@@ -108,6 +108,10 @@ type Server struct {
 	stopReading, kill      context.Context
 	stopCancel, killCancel context.CancelFunc
 
+	// revocations counts Revoke calls, so that admit sees one that ran
+	// while it resolved a peer. Incremented under mu.
+	revocations atomic.Uint64
+
 	mu       sync.Mutex
 	conns    map[*conn]struct{}
 	projects map[string]*projectState // projects with open connections
@@ -349,28 +353,29 @@ func (s *Server) admit(nc *net.UnixConn) {
 		})
 		return
 	}
-	ctx, cancel := context.WithTimeout(s.stopReading, resolveTimeout)
-	project, err := s.ident.Resolve(ctx, peer)
-	cancel()
+	var project string
+	for {
+		// A revocation that runs between resolving and registering the
+		// connection would not see it: resolve again under the new mapping.
+		gen := s.revocations.Load()
+		var why refusal
+		project, why, err = s.resolve(peer)
+		if err != nil {
+			peer.Release()
+			peer.PIDFD = nil
+			s.refuse(nc, why, protocol.CodeForbidden, func() (string, []zap.Field) {
+				return fmt.Sprintf("forbidden: %s (%s)", err, peer), peerFields(peer, zap.Error(err))
+			})
+			return
+		}
+		s.mu.Lock()
+		if s.revocations.Load() == gen {
+			break
+		}
+		s.mu.Unlock()
+	}
 	peer.Release()
 	peer.PIDFD = nil // closed; the connection keeps the credentials for its logs
-	why := refusedUnmapped
-	if err == nil {
-		why = refusedForbidden
-		if project == s.cfg.SystemProject {
-			err = fmt.Errorf("project %q is the system project, which has no key-value access", project)
-		} else {
-			err = store.CheckProject(project)
-		}
-	}
-	if err != nil {
-		s.refuse(nc, why, protocol.CodeForbidden, func() (string, []zap.Field) {
-			return fmt.Sprintf("forbidden: %s (%s)", err, peer), peerFields(peer, zap.Error(err))
-		})
-		return
-	}
-
-	s.mu.Lock()
 	if s.draining.Load() {
 		s.mu.Unlock()
 		nc.Close()
@@ -416,6 +421,23 @@ func (s *Server) admit(nc *net.UnixConn) {
 		}
 		s.mu.Unlock()
 	}()
+}
+
+// resolve returns the peer's project, or why it is refused.
+func (s *Server) resolve(peer identity.Peer) (string, refusal, error) {
+	ctx, cancel := context.WithTimeout(s.stopReading, resolveTimeout)
+	project, err := s.ident.Resolve(ctx, peer)
+	cancel()
+	if err != nil {
+		return "", refusedUnmapped, err
+	}
+	if project == s.cfg.SystemProject {
+		return "", refusedForbidden, fmt.Errorf("project %q is the system project, which has no key-value access", project)
+	}
+	if err := store.CheckProject(project); err != nil {
+		return "", refusedForbidden, err
+	}
+	return project, "", nil
 }
 
 func peerFields(p identity.Peer, more ...zap.Field) []zap.Field {
@@ -472,6 +494,7 @@ func (s *Server) refuse(nc *net.UnixConn, why refusal, code protocol.Code, descr
 // connections it revoked.
 func (s *Server) Revoke(ctx context.Context) int {
 	s.mu.Lock()
+	s.revocations.Add(1)
 	var revoked []*conn
 	for c := range s.conns {
 		project, err := s.ident.Resolve(ctx, c.peer)
