@@ -96,8 +96,9 @@ type Config struct {
 	// least 1).
 	MaxConnsPerProject int
 	// WriteTimeout is how long a connection may take to accept its pending
-	// responses; a peer that does not read for that long is disconnected
-	// and everything it held is released. Default 10s.
+	// responses, and to send the rest of a request frame whose header has
+	// arrived; a peer that does not read, or trickles a frame, for that long
+	// is disconnected and everything it held is released. Default 10s.
 	WriteTimeout time.Duration
 	// HelloTimeout is how long a new connection may take to send its hello.
 	// Default 5s.

@@ -44,6 +44,7 @@ const (
 	closeBadFrame     closeReason = "bad_frame"     // a malformed or oversized frame, or a bad handshake
 	closeStopping     closeReason = "stopping"      // the daemon is stopping
 	closeSlowReader   closeReason = "slow_reader"   // the peer did not take its responses within the write timeout
+	closeFrameTimeout closeReason = "frame_timeout" // a request frame, once begun, did not arrive within the write timeout
 	closeHelloTimeout closeReason = "hello_timeout" // no hello within the hello timeout
 	closeRevoked      closeReason = "revoked"       // a reloaded identity no longer maps the peer to this project
 	closeForbidden    closeReason = "forbidden"     // refused at accept: the peer maps to no project, or may not use KV
@@ -52,7 +53,7 @@ const (
 // closeReasons lists every close reason, so the metric starts at zero for each.
 var closeReasons = []closeReason{
 	closePeerClosed, closeReadError, closeWriteError, closeBadFrame, closeStopping,
-	closeSlowReader, closeHelloTimeout, closeRevoked, closeForbidden,
+	closeSlowReader, closeFrameTimeout, closeHelloTimeout, closeRevoked, closeForbidden,
 }
 
 // conn is one client connection: a read loop that decodes requests and
@@ -200,7 +201,30 @@ func (c *conn) readLoop() closeReason {
 			return c.interrupted(greeted)
 		}
 		h.bytes = reserve
+		// The reserve is held while the payload arrives: a peer that
+		// trickles it must not hold it for longer than the write timeout.
+		// Before hello the hello timeout is in force; a payload already
+		// buffered needs no deadline.
+		timed := greeted && br.Buffered() < n
+		if timed {
+			c.nc.SetReadDeadline(time.Now().Add(cfg.WriteTimeout))
+		}
 		payload, err := protocol.ReadFramePayload(br, n, buf)
+		if timed {
+			if err != nil && c.ctx.Err() == nil && errors.Is(err, os.ErrDeadlineExceeded) {
+				c.release(h)
+				c.s.limited.Info("closing connection: a frame did not arrive within the write timeout",
+					zap.Int32("pid", c.peer.PID), zap.Uint32("uid", c.peer.UID), zap.String("project", c.project), zap.Int("frame_bytes", n), zap.Duration("write_timeout", cfg.WriteTimeout))
+				return closeFrameTimeout
+			}
+			// A stop or revocation that set a deadline meanwhile is
+			// seen through ctx.
+			c.nc.SetReadDeadline(time.Time{})
+			if err == nil && c.ctx.Err() != nil {
+				c.release(h)
+				return c.interrupted(greeted)
+			}
+		}
 		if err != nil {
 			c.release(h)
 			return c.readFailed(err, greeted)

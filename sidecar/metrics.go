@@ -58,7 +58,7 @@ func NewMetrics() *Metrics {
 	}, []string{"result"})
 	m.closed = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "kvsidecar_connections_closed_total",
-		Help: "Client connections closed, by reason: peer_closed, read_error, write_error, bad_frame, stopping, slow_reader, hello_timeout, revoked, forbidden.",
+		Help: "Client connections closed, by reason: peer_closed, read_error, write_error, bad_frame, stopping, slow_reader, frame_timeout, hello_timeout, revoked, forbidden.",
 	}, []string{"reason"})
 	for _, r := range closeReasons {
 		m.closed.WithLabelValues(string(r))

@@ -3,16 +3,19 @@ package sidecar_test
 import (
 	"context"
 	"errors"
+	"io"
 	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"go.uber.org/zap"
 
 	"github.com/kvsidecar/kvsidecar/protocol"
 	"github.com/kvsidecar/kvsidecar/sidecar"
 	"github.com/kvsidecar/kvsidecar/sidecar/identity"
+	"github.com/kvsidecar/kvsidecar/sidecar/sidecartest"
 	"github.com/kvsidecar/kvsidecar/store/bolt"
 )
 
@@ -86,4 +89,37 @@ func TestRevokeWhileAccepting(t *testing.T) {
 	if !ok || resp.Err.Code != protocol.CodeForbidden || !strings.Contains(resp.Err.Message, "not in the uid map") {
 		t.Fatalf("got %+v (open %v), want forbidden saying the uid is not in the map", resp, ok)
 	}
+}
+
+// TestSlowFrameIsCutOff sends, after hello, the header of a 1 MiB frame
+// and then a byte now and then: the frame's reserve (the frame and two
+// responses) would stay held, and a handful of such connections would pin
+// the project's share of the budget for as long as they trickled. The
+// daemon closes the connection once the frame has taken longer than the
+// write timeout, and gives the budget back.
+func TestSlowFrameIsCutOff(t *testing.T) {
+	d := sidecartest.Start(t, sidecartest.Options{WriteTimeout: time.Second, Metrics: true})
+	c := dialRaw(t, d.Socket)
+	c.hello()
+	c.write([]byte{0, 0x10, 0, 0, 0x81}) // 1 MiB follows: a map of...
+	stop := make(chan struct{})
+	defer close(stop)
+	go func() {
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(200 * time.Millisecond):
+			}
+			if _, err := c.nc.Write([]byte{0xa1}); err != nil {
+				return
+			}
+		}
+	}()
+	c.nc.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := c.br.ReadByte(); !errors.Is(err, io.EOF) {
+		t.Fatalf("a frame trickling in after the write timeout: %v, want the daemon to close the connection", err)
+	}
+	waitMetric(t, d, `kvsidecar_connections_closed_total\{reason="frame_timeout"\}`, 1)
+	waitMetric(t, d, `kvsidecar_inflight_bytes`, 0)
 }

@@ -115,7 +115,7 @@ func settings() []setting {
 			help: "a connection that has not sent its hello after this long is closed",
 			set:  duration(func(c *Config) *time.Duration { return &c.Server.HelloTimeout })},
 		{flag: "write-timeout", env: "KV_WRITE_TIMEOUT", def: sidecar.DefaultWriteTimeout.String(), arg: "DURATION",
-			help: "a connection whose peer does not take its responses for this long is closed, and what it held released",
+			help: "a connection whose peer does not take its responses for this long, or takes longer to send a frame it has begun, is closed, and what it held released",
 			set:  duration(func(c *Config) *time.Duration { return &c.Server.WriteTimeout })},
 		{flag: "max-inflight", env: "KV_MAX_INFLIGHT", def: strconv.Itoa(sidecar.DefaultMaxInflight), arg: "N",
 			help: "requests of one connection read ahead of their responses",
