@@ -249,7 +249,7 @@ func (c *conn) readLoop() closeReason {
 			}
 			continue
 		}
-		c.trim(&h, int64(n)+c.s.responseReserve(req))
+		c.trim(&h, int64(n)+requestOverhead+c.s.responseReserve(req))
 		if !greeted {
 			if r, ok := c.hello(req, h); !ok {
 				return r

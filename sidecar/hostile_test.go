@@ -1,12 +1,19 @@
 package sidecar_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
+	"net"
+	"os"
+	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -122,4 +129,98 @@ func TestSlowFrameIsCutOff(t *testing.T) {
 	}
 	waitMetric(t, d, `kvsidecar_connections_closed_total\{reason="frame_timeout"\}`, 1)
 	waitMetric(t, d, `kvsidecar_inflight_bytes`, 0)
+}
+
+// TestWaitingRequestsBounded has 64 connections pipeline 1024 incr of one
+// key each, against a daemon in its own process with a 16 MiB budget and
+// short keys: every request but the first of each connection waits, in its
+// own goroutine, for the one before it. The budget must cover what the
+// waiting requests hold, not only their frames and responses (a few
+// hundred bytes here), so the daemon's peak RSS stays within the bound
+// README documents.
+func TestWaitingRequestsBounded(t *testing.T) {
+	dir, err := os.MkdirTemp("", "kvswait")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	socket := filepath.Join(dir, "kv.sock")
+	const budget = 16 << 20
+	const conns, perConn = 64, 1024
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), "KV_TEST_PEER=daemon", "GOCOVERDIR=",
+		"KV_SOCKET="+socket, "KV_DATA_DIR="+filepath.Join(dir, "data"), "KV_PROJECT=pile",
+		"KV_MAX_INFLIGHT_BYTES="+strconv.Itoa(budget), "KV_MAX_INFLIGHT="+strconv.Itoa(perConn),
+		"KV_MAX_KEY_BYTES=16", "KV_METRICS_ADDR=", "KV_LOG_LEVEL=error")
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cmd.Process.Signal(syscall.SIGTERM)
+		cmd.Wait()
+	})
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		nc, err := net.Dial("unix", socket)
+		if err == nil {
+			nc.Close()
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("daemon did not start: %v\n%s", err, stderr.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	base := rssOf(t, cmd.Process.Pid)
+
+	var wg sync.WaitGroup
+	for range conns {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r := dialRaw(t, socket)
+			r.nc.SetDeadline(time.Now().Add(60 * time.Second))
+			r.hello()
+			var burst []byte
+			for i := 1; i <= perConn; i++ {
+				f, _ := r.enc.Request(&protocol.Request{ID: uint64(i), Op: protocol.OpIncr, Key: "k", Delta: 1})
+				burst = append(burst, f...)
+				r.ops[uint64(i)] = protocol.OpIncr
+			}
+			r.write(burst)
+			for range perConn {
+				resp, ok := r.read()
+				if !ok || resp.Err != nil {
+					t.Errorf("incr: %+v (open %v)", resp, ok)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	peak := hwmOf(t, cmd.Process.Pid)
+	// README, Memory: twice the budget, plus the connections' buffers
+	// (64 × 128 KiB) and what the process held idle.
+	bound := base + 2*budget + conns*128<<10
+	t.Logf("RSS %d MiB idle, peak %d MiB with %d requests pipelined (bound %d MiB)", base>>20, peak>>20, conns*perConn, bound>>20)
+	if peak > bound {
+		t.Fatalf("daemon RSS peaked at %d MiB, above the bound of %d MiB", peak>>20, bound>>20)
+	}
+}
+
+// hwmOf returns the peak resident set size of process pid.
+func hwmOf(t *testing.T, pid int) int64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if rest, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+			kb, _ := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 10, 64)
+			return kb << 10
+		}
+	}
+	t.Fatal("no VmHWM in /proc status")
+	return 0
 }
