@@ -195,7 +195,12 @@ func (c *conn) readLoop() closeReason {
 		}
 		// Reserve the most this request and its response can hold before
 		// reading it; the reserve is trimmed once the request is decoded.
+		// The first frame is answered with a hello result or an error, so
+		// a new connection does not wait for room for a large response.
 		reserve := int64(n) + 2*int64(cfg.MaxResponseBytes)
+		if !greeted {
+			reserve = int64(n) + requestOverhead + c.s.smallResponse()
+		}
 		if err := c.acquire(reserve); err != nil {
 			c.release(h)
 			return c.interrupted(greeted)

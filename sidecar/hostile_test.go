@@ -224,3 +224,25 @@ func hwmOf(t *testing.T, pid int) int64 {
 	t.Fatal("no VmHWM in /proc status")
 	return 0
 }
+
+// TestHelloWhileBudgetHeld has three connections each begin a 2 MiB frame
+// and stall, holding the reserve of a request that may produce the largest
+// response, which is all of this daemon's budget; a new connection's hello
+// is still answered at once. Before hello every frame is answered with a
+// hello result or an error, so a new connection reserves only its frame.
+func TestHelloWhileBudgetHeld(t *testing.T) {
+	reserve := int64(2<<20 + 2*(2<<20)) // a largest frame and two largest responses
+	d := sidecartest.Start(t, sidecartest.Options{MaxInflightBytes: 3*reserve + 64<<10, WriteTimeout: time.Minute})
+	for range 3 {
+		c := dialRaw(t, d.Socket)
+		c.hello()
+		c.write([]byte{0, 0x20, 0, 0, 0x81}) // a 2 MiB frame that never arrives
+	}
+	time.Sleep(100 * time.Millisecond) // the daemon reads the headers
+	c := dialRaw(t, d.Socket)
+	c.nc.SetDeadline(time.Now().Add(2 * time.Second))
+	c.send(&protocol.Request{ID: 0, Op: protocol.OpHello, Version: protocol.Version, Client: "rawtest"})
+	if resp, ok := c.read(); !ok || resp.Err != nil || resp.Hello.Project != "test" {
+		t.Fatalf("hello while the budget is held by stalled frames: %+v (open %v), want it answered", resp, ok)
+	}
+}
