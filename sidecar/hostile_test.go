@@ -147,8 +147,13 @@ func TestWaitingRequestsBounded(t *testing.T) {
 	socket := filepath.Join(dir, "kv.sock")
 	const budget = 16 << 20
 	const conns, perConn = 64, 1024
-	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), "KV_TEST_PEER=daemon", "GOCOVERDIR=",
+	// The real daemon binary, without the race detector's shadow memory.
+	bin := filepath.Join(dir, "kvsidecar")
+	if out, err := exec.Command("go", "build", "-o", bin, "github.com/kvsidecar/kvsidecar/cmd/kvsidecar").CombinedOutput(); err != nil {
+		t.Fatalf("build kvsidecar: %v\n%s", err, out)
+	}
+	cmd := exec.Command(bin)
+	cmd.Env = append(os.Environ(), "GOCOVERDIR=",
 		"KV_SOCKET="+socket, "KV_DATA_DIR="+filepath.Join(dir, "data"), "KV_PROJECT=pile",
 		"KV_MAX_INFLIGHT_BYTES="+strconv.Itoa(budget), "KV_MAX_INFLIGHT="+strconv.Itoa(perConn),
 		"KV_MAX_KEY_BYTES=16", "KV_METRICS_ADDR=", "KV_LOG_LEVEL=error")
