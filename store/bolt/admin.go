@@ -114,15 +114,8 @@ func (s *Store) SearchKeys(ctx context.Context, project string, opts store.Searc
 			return nil
 		}
 		prefix := []byte(opts.Prefix)
-		start := prefix
-		if opts.After >= opts.Prefix {
-			start = []byte(opts.After)
-		}
 		c := p.data.Cursor()
-		k, rec := c.Seek(start)
-		if opts.After != "" && bytes.Equal(k, []byte(opts.After)) {
-			k, rec = c.Next()
-		}
+		k, rec := seekPage(c, opts.Prefix, opts.After)
 		scanned := 0
 		var last []byte // the last key scanned, in the transaction's memory
 		for ; k != nil && bytes.HasPrefix(k, prefix); k, rec = c.Next() {

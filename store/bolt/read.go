@@ -156,15 +156,8 @@ func (s *Store) List(ctx context.Context, project string, opts store.ListOptions
 			return nil
 		}
 		prefix := []byte(opts.Prefix)
-		start := prefix
-		if opts.After >= opts.Prefix {
-			start = []byte(opts.After)
-		}
 		c := p.data.Cursor()
-		k, rec := c.Seek(start)
-		if opts.After != "" && bytes.Equal(k, []byte(opts.After)) {
-			k, rec = c.Next()
-		}
+		k, rec := seekPage(c, opts.Prefix, opts.After)
 		for ; k != nil && bytes.HasPrefix(k, prefix); k, rec = c.Next() {
 			expiry := recordExpiry(rec)
 			if expired(expiry, now) {
@@ -204,4 +197,19 @@ func (s *Store) Usage(ctx context.Context, project string) (store.Usage, error) 
 		return nil
 	})
 	return u, err
+}
+
+// seekPage positions c at the first key of a page of keys with prefix: the
+// first key with it, or, when the caller goes on from a cursor, the first
+// key after after.
+func seekPage(c *bbolt.Cursor, prefix, after string) (k, v []byte) {
+	start := []byte(prefix)
+	if after >= prefix {
+		start = []byte(after)
+	}
+	k, v = c.Seek(start)
+	if after != "" && bytes.Equal(k, []byte(after)) {
+		k, v = c.Next()
+	}
+	return k, v
 }
