@@ -110,7 +110,10 @@ WHERE datname = current_database() AND application_name = 'kvsidecar'`).Scan(&n)
 			retried += failed[op]
 		}
 	}
-	if retried > 20 {
-		t.Errorf("%d calls other than incr failed over 20 rounds of terminations, want at most one a round", retried)
+	// Without the retry 140–200 of them fail (about as often per call as
+	// incr does); with it, those left are retries that met the next round
+	// of terminations: 5–21 seen, two a round allowed.
+	if retried > 40 {
+		t.Errorf("%d calls other than incr failed over 20 rounds of terminations, want at most two a round", retried)
 	}
 }
