@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"fmt"
 	"io"
 	"net"
 	"os"
@@ -215,20 +214,7 @@ func TestWaitingRequestsBounded(t *testing.T) {
 }
 
 // hwmOf returns the peak resident set size of process pid.
-func hwmOf(t *testing.T, pid int) int64 {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if rest, ok := strings.CutPrefix(line, "VmHWM:"); ok {
-			kb, _ := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 10, 64)
-			return kb << 10
-		}
-	}
-	t.Fatal("no VmHWM in /proc status")
-	return 0
-}
+func hwmOf(t *testing.T, pid int) int64 { return procStatus(t, pid, "VmHWM") }
 
 // TestHelloWhileBudgetHeld has three connections each begin a 2 MiB frame
 // and stall, holding the reserve of a request that may produce the largest

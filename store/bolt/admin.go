@@ -373,24 +373,8 @@ func (s *Store) Import(ctx context.Context, project string, entries []store.Entr
 		if len(items) == 0 {
 			return result{}, nil
 		}
-		p := openProject(w.tx, project)
-		if refusal, err := w.checkQuota(p, func() int64 { return setGrowth(p, items) }); refusal != nil || err != nil {
-			return result{err: refusal}, err
-		}
-		if err := p.ensure(); err != nil {
-			return result{}, err
-		}
 		// An import is one write: its entries share the project's next version.
-		version, err := p.nextVersion()
-		if err != nil {
-			return result{}, err
-		}
-		for i, it := range items {
-			if err := p.put([]byte(it.Key), it.Value, expiries[i], version); err != nil {
-				return result{}, err
-			}
-		}
-		return result{n: int64(len(items))}, p.saveUsage()
+		return w.putAll(openProject(w.tx, project), items, func(i int) int64 { return expiries[i] })
 	}})
 	return int(res.n), res.err
 }

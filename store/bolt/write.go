@@ -218,6 +218,13 @@ func (w *writeTx) set(name string, items []store.Item) (result, error) {
 	if conflict := store.CheckConds(items, p.state(w.now)); conflict != nil {
 		return result{err: conflict}, nil
 	}
+	return w.putAll(p, items, func(i int) int64 { return expiryAt(w.now, items[i].TTL) })
+}
+
+// putAll writes items to p as one write, after deciding the quota for all
+// of them: they share the project's next version, and item i expires at
+// expiry(i). Set, SetMany and an import's batches write through it.
+func (w *writeTx) putAll(p *projectTx, items []store.Item, expiry func(i int) int64) (result, error) {
 	if refusal, err := w.checkQuota(p, func() int64 { return setGrowth(p, items) }); refusal != nil || err != nil {
 		return result{err: refusal}, err
 	}
@@ -228,12 +235,12 @@ func (w *writeTx) set(name string, items []store.Item) (result, error) {
 	if err != nil {
 		return result{}, err
 	}
-	for _, it := range items {
-		if err := p.put([]byte(it.Key), it.Value, expiryAt(w.now, it.TTL), version); err != nil {
+	for i, it := range items {
+		if err := p.put([]byte(it.Key), it.Value, expiry(i), version); err != nil {
 			return result{}, err
 		}
 	}
-	return result{version: version}, p.saveUsage()
+	return result{version: version, n: int64(len(items))}, p.saveUsage()
 }
 
 // state returns, for store.CheckConds, whether a key of p is live and its
