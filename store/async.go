@@ -1,0 +1,64 @@
+package store
+
+import "time"
+
+// OpKind is the kind of an Op.
+type OpKind uint8
+
+// The single-key operations Async.Do takes. Each keeps the semantics of the
+// Store method it names.
+const (
+	OpGet    OpKind = iota + 1 // GetVersioned: fills Value, Version, Found
+	OpHas                      // Has: fills Found
+	OpSet                      // SetIf with Key, Value, TTL, Cond: fills Version
+	OpDelete                   // DeleteIf with Key, Cond: fills Found (whether it existed)
+)
+
+// Op is one single-key operation submitted through Async.Do, and, once its
+// Done is called, its outcome. The caller owns the Op: it may reuse it after
+// Done has been called, and not before.
+type Op struct {
+	Kind    OpKind
+	Project string
+	Key     string
+	// Value is, for OpSet, the value to store; the store may read it until
+	// Done. For OpGet, Done finds the value read in it: it may point into
+	// the store's own memory and is valid only while Done runs, so Done must
+	// copy or encode it before it returns and not keep it.
+	Value []byte
+	TTL   time.Duration // OpSet; 0 means no expiry
+	Cond  Cond          // OpSet, OpDelete; the zero Cond always holds
+
+	// Deadline is when the caller stops waiting. An op whose deadline has
+	// passed when the store takes it up is not applied, and fails with
+	// ErrUnavailable. The zero Deadline means none. A store takes no timer
+	// per op for it: the deadline is checked when work is taken, and a
+	// round trip already under way is bounded by the store's own timeouts.
+	Deadline time.Time
+
+	// Done is called exactly once per Do, with the outcome below filled in:
+	// possibly before Do returns, on Do's goroutine, or later on one of the
+	// store's own goroutines. It must be quick and must not block, and it
+	// must not call Do.
+	Done func(*Op)
+
+	// The outcome.
+	Found   bool   // OpGet, OpHas: the key is live; OpDelete: it existed
+	Version uint64 // OpGet: the entry's version; OpSet: the version written
+	Err     error  // as the Store method would return it
+}
+
+// Async is implemented by stores that take single-key operations without a
+// goroutine waiting on each, so a caller (the daemon's connection) can hand
+// over every request of one read round at once and be called back as each
+// is answered.
+//
+// Do takes ops and returns without waiting for them. Each op's Done is
+// called exactly once, also when the store is closed (ErrClosed) or busy
+// (ErrBusy). Ops given in one Do may be applied in any order and in
+// different batches: a caller that needs two ops on one key applied in
+// order submits the second after the first's Done. Every op is validated
+// as the Store method would (its project, key, value and TTL).
+type Async interface {
+	Do(ops []*Op)
+}
