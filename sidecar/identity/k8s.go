@@ -15,8 +15,9 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
-	"k8s.io/client-go/informers"
-	"k8s.io/client-go/kubernetes"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/serializer"
+	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/clientcmd"
@@ -45,9 +46,9 @@ const (
 
 // K8sConfig configures the Kubernetes pod resolver.
 type K8sConfig struct {
-	// Client reads pods from the API server (NewK8sClient, or client-go's
-	// fake clientset in tests). Required.
-	Client kubernetes.Interface
+	// Client lists and watches pods of every namespace (NewK8sClient, or
+	// the Pods("") of client-go's fake clientset in tests). Required.
+	Client PodClient
 	// NodeName is the node the daemon runs on (the NODE_NAME the Downward
 	// API gives it). Only this node's pods are watched, and only they are
 	// resolved. Required.
@@ -111,9 +112,22 @@ func (c K8sConfig) Validate() error {
 	return nil
 }
 
+// PodClient lists and watches pods: the part of client-go's typed
+// PodInterface the resolver uses.
+type PodClient interface {
+	List(ctx context.Context, opts metav1.ListOptions) (*corev1.PodList, error)
+	Watch(ctx context.Context, opts metav1.ListOptions) (watch.Interface, error)
+}
+
 // NewK8sClient connects to the API server: with the kubeconfig file at
 // path, or, when path is "", with the pod's service account (in-cluster).
-func NewK8sClient(kubeconfig string) (kubernetes.Interface, error) {
+//
+// The client knows pods and nothing else. client-go's generated clientset
+// registers every API group of Kubernetes when the program starts, which
+// cost the daemon about 15 MiB of resident memory whatever identity source
+// it ran with; a REST client with a scheme of the core group alone does
+// not.
+func NewK8sClient(kubeconfig string) (PodClient, error) {
 	var rc *rest.Config
 	var err error
 	if kubeconfig == "" {
@@ -125,11 +139,36 @@ func NewK8sClient(kubeconfig string) (kubernetes.Interface, error) {
 		return nil, fmt.Errorf("k8s identity: configure the API client: %w", err)
 	}
 	rc.UserAgent = "kvsidecar"
-	cs, err := kubernetes.NewForConfig(rc)
+	scheme := runtime.NewScheme()
+	if err := corev1.AddToScheme(scheme); err != nil {
+		return nil, fmt.Errorf("k8s identity: register the core API group: %w", err)
+	}
+	rc.GroupVersion = &corev1.SchemeGroupVersion
+	rc.APIPath = "/api"
+	rc.NegotiatedSerializer = serializer.NewCodecFactory(scheme).WithoutConversion()
+	client, err := rest.RESTClientFor(rc)
 	if err != nil {
 		return nil, fmt.Errorf("k8s identity: create the API client: %w", err)
 	}
-	return cs, nil
+	return &podClient{rest: client, params: runtime.NewParameterCodec(scheme)}, nil
+}
+
+// podClient is the PodClient of NewK8sClient: GET /api/v1/pods, as a list
+// or as a watch.
+type podClient struct {
+	rest   *rest.RESTClient
+	params runtime.ParameterCodec
+}
+
+func (c *podClient) List(ctx context.Context, opts metav1.ListOptions) (*corev1.PodList, error) {
+	list := &corev1.PodList{}
+	err := c.rest.Get().Resource("pods").VersionedParams(&opts, c.params).Do(ctx).Into(list)
+	return list, err
+}
+
+func (c *podClient) Watch(ctx context.Context, opts metav1.ListOptions) (watch.Interface, error) {
+	opts.Watch = true
+	return c.rest.Get().Resource("pods").VersionedParams(&opts, c.params).Watch(ctx)
 }
 
 // K8s resolves a peer to the project of the Kubernetes pod it runs in, as
@@ -144,9 +183,9 @@ func NewK8sClient(kubeconfig string) (kubernetes.Interface, error) {
 // another pid namespace has pid 0 in SO_PEERCRED and is refused.
 type K8s struct {
 	cfg     K8sConfig
-	factory informers.SharedInformerFactory
 	pods    cache.SharedIndexInformer
 	stop    chan struct{}
+	stopped chan struct{} // closed when the informer has stopped
 
 	mu       sync.Mutex
 	changed  chan struct{} // closed and replaced each time a pod is added or updated
@@ -174,12 +213,21 @@ func NewK8s(ctx context.Context, cfg K8sConfig) (*K8s, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	k := &K8s{cfg: cfg, stop: make(chan struct{}), changed: make(chan struct{})}
-	k.factory = informers.NewSharedInformerFactoryWithOptions(cfg.Client, 0,
-		informers.WithTweakListOptions(func(o *metav1.ListOptions) {
-			o.FieldSelector = fields.OneTermEqualSelector("spec.nodeName", cfg.NodeName).String()
-		}))
-	k.pods = k.factory.Core().V1().Pods().Informer()
+	k := &K8s{cfg: cfg, stop: make(chan struct{}), stopped: make(chan struct{}), changed: make(chan struct{})}
+	onNode := fields.OneTermEqualSelector("spec.nodeName", cfg.NodeName).String()
+	lw := &cache.ListWatch{
+		ListWithContextFunc: func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
+			o.FieldSelector = onNode
+			return cfg.Client.List(ctx, o)
+		},
+		WatchFuncWithContext: func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
+			o.FieldSelector = onNode
+			return cfg.Client.Watch(ctx, o)
+		},
+	}
+	// A client that cannot stream the initial list in a watch (client-go's
+	// fake says so) is listed, then watched.
+	k.pods = cache.NewSharedIndexInformer(cache.ToListWatcherWithWatchListSemantics(lw, cfg.Client), &corev1.Pod{}, 0, cache.Indexers{})
 	// Keep only what resolving needs: a node's pods with their managed
 	// fields and specs would cost megabytes on a busy node.
 	if err := k.pods.SetTransform(trimPod); err != nil {
@@ -197,7 +245,10 @@ func NewK8s(ctx context.Context, cfg K8sConfig) (*K8s, error) {
 	if err := k.pods.SetWatchErrorHandlerWithContext(k.watchFailed); err != nil {
 		return nil, fmt.Errorf("k8s identity: %w", err)
 	}
-	k.factory.Start(k.stop)
+	go func() {
+		defer close(k.stopped)
+		k.pods.Run(k.stop)
+	}()
 	sctx, cancel := context.WithTimeout(ctx, cfg.SyncTimeout)
 	defer cancel()
 	if !cache.WaitForCacheSync(sctx.Done(), k.pods.HasSynced) {
@@ -230,7 +281,7 @@ func (k *K8s) Close() error {
 	default:
 		close(k.stop)
 	}
-	k.factory.Shutdown()
+	<-k.stopped
 	return nil
 }
 

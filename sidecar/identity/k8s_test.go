@@ -81,6 +81,17 @@ func (p *procRoot) write(pid int32, name, content string) {
 	}
 }
 
+// podsOf is the resolver's PodClient over a fake clientset. The fake
+// cannot stream a list in a watch, and says so, as its Clientset does, so
+// the informer lists and then watches.
+func podsOf(cs *fake.Clientset) PodClient {
+	return fakePods{cs.CoreV1().Pods("")}
+}
+
+type fakePods struct{ PodClient }
+
+func (fakePods) IsWatchListSemanticsUnSupported() bool { return true }
+
 // startK8s starts a resolver over a fake clientset holding pods, and
 // returns it with the clientset; watchStarted is closed once the
 // informer's watch is established, so pods created after it are seen.
@@ -96,7 +107,7 @@ func startK8s(t *testing.T, cfg K8sConfig, pods ...runtime.Object) (*K8s, *fake.
 		}
 		return true, w, err
 	})
-	cfg.Client = cs
+	cfg.Client = podsOf(cs)
 	if cfg.NodeName == "" {
 		cfg.NodeName = testNode
 	}
@@ -367,8 +378,8 @@ func TestK8sConfigErrors(t *testing.T) {
 		want string
 	}{
 		{K8sConfig{NodeName: "n"}, "no Kubernetes client"},
-		{K8sConfig{Client: cs}, "no node name: set NODE_NAME"},
-		{K8sConfig{Client: cs, NodeName: "n", ProjectFrom: "annotation"}, `project from "annotation": want "label" or "namespace"`},
+		{K8sConfig{Client: podsOf(cs)}, "no node name: set NODE_NAME"},
+		{K8sConfig{Client: podsOf(cs), NodeName: "n", ProjectFrom: "annotation"}, `project from "annotation": want "label" or "namespace"`},
 	}
 	for _, tt := range tests {
 		_, err := NewK8s(context.Background(), tt.cfg)
@@ -387,7 +398,7 @@ func TestK8sListRefused(t *testing.T) {
 		return true, nil, apierrors.NewForbidden(schema.GroupResource{Resource: "pods"}, "", errors.New(`User "system:serviceaccount:kvsidecar:kvsidecar" cannot list resource "pods"`))
 	})
 	core, logs := observer.New(zap.InfoLevel)
-	_, err := NewK8s(context.Background(), K8sConfig{Client: cs, NodeName: testNode, SyncTimeout: 500 * time.Millisecond, Logger: zap.New(core)})
+	_, err := NewK8s(context.Background(), K8sConfig{Client: podsOf(cs), NodeName: testNode, SyncTimeout: 500 * time.Millisecond, Logger: zap.New(core)})
 	if err == nil || !strings.Contains(err.Error(), "list the pods of node node-a") || !strings.Contains(err.Error(), "cannot list resource") {
 		t.Fatalf("NewK8s = %v; want the refusal to list pods", err)
 	}
