@@ -30,6 +30,15 @@
 // What a batch means — a bbolt transaction, a PostgreSQL transaction, one
 // pipelined read — stays with the backend.
 //
+// Calls can also be submitted without a goroutine waiting on each:
+// Queue.NewCall and Queue.SubmitAll queue a whole slice of calls under one
+// lock with one wake of the drain, and Config.Notify is called once per call
+// with its answer. Such a call never blocks its submitter: one that finds
+// the queue full, or its key's share taken, fails at once with
+// store.ErrBusy. It carries a deadline instead of a context: a call whose
+// Deadline has passed when its batch is drawn is not applied and fails with
+// store.ErrUnavailable. Its Call is the queue's, pooled and reused.
+//
 // There is no linger timer: the drain never waits for company. An item that
 // arrives at an idle queue is applied at once, alone; under load, items queue
 // while a batch is applied and form the next one.
@@ -40,6 +49,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"time"
 
 	"go.uber.org/zap"
 
@@ -118,6 +128,14 @@ type Config[T, R any] struct {
 	// Logger receives a panic of Apply, with its stack, and calls that Apply
 	// left unanswered. nil means zap.NewNop().
 	Logger *zap.Logger
+	// Notify receives the answer of every call submitted with SubmitAll,
+	// exactly once: on the submitter's goroutine, before SubmitAll returns,
+	// when the queue refused the call (closed or busy), and otherwise on the
+	// drain goroutine, as Apply answers it or when the queue fails it (its
+	// deadline passed, Apply panicked or left it unanswered). item is the
+	// call's Item, valid only while Notify runs. Notify must be quick, must
+	// not block and must not submit to the queue. Required for SubmitAll.
+	Notify func(item *T, r R, err error)
 }
 
 // Queue is a bounded queue of items drained in batches by one goroutine,
@@ -144,6 +162,9 @@ type Queue[T, R any] struct {
 
 	// The drain's state, touched only by its goroutine.
 	batch, live, requeued []*Call[T, R] // the batch drawn; its calls still awaited; its calls put back
+
+	// pool holds the calls of SubmitAll once answered, for NewCall.
+	pool sync.Pool
 }
 
 // lane is the waiting items of one key, oldest first: calls[head:]. The
@@ -189,8 +210,16 @@ func (r *ring[T, R]) push(l *lane[T, R]) {
 // Call is one submitted item waiting for its answer.
 type Call[T, R any] struct {
 	Item T
+	// Deadline is, for a call of SubmitAll, when its submitter stops
+	// waiting: a call whose Deadline has passed when its batch is drawn is
+	// not applied and fails with store.ErrUnavailable. Zero means none.
+	Deadline time.Time
 
 	key string // Config.Key of Item
+
+	// notify is Config.Notify for a call of SubmitAll, nil for Submit's.
+	notify func(item *T, r R, err error)
+	next   *Call[T, R] // SubmitAll's list of the calls it refused
 
 	abandoned <-chan struct{} // the caller's ctx.Done() when the queue is Abandonable
 	// done is closed once r and err hold the answer: answering never
@@ -273,6 +302,91 @@ func (q *Queue[T, R]) Submit(ctx context.Context, item T) (R, error) {
 		}
 		return zero, fmt.Errorf("%w: %s: %w", store.ErrUnavailable, q.cfg.AbandonedMessage, ctx.Err())
 	}
+}
+
+// NewCall returns an empty call for SubmitAll, taken from the queue's pool.
+// The caller fills its Item (and Deadline) and hands it to SubmitAll; it
+// must not touch the call after that.
+func (q *Queue[T, R]) NewCall() *Call[T, R] {
+	if q.cfg.Notify == nil {
+		panic(fmt.Sprintf("batch: queue %q has no Notify for SubmitAll", q.cfg.Name))
+	}
+	if c, ok := q.pool.Get().(*Call[T, R]); ok {
+		return c
+	}
+	return &Call[T, R]{notify: q.cfg.Notify}
+}
+
+// SubmitAll queues calls, made by NewCall, without waiting for them: under
+// one lock, with one wake of the drain. Config.Notify is called once per
+// call with its answer. A call that finds the queue closed fails with
+// store.ErrClosed; one that finds it full, or its key holding
+// Config.MaxPerKey items, fails at once with store.ErrBusy and is not
+// applied: SubmitAll never waits for room. Those refusals are notified
+// before SubmitAll returns, on its goroutine. Calls of one key that are
+// queued are applied in the order of calls.
+func (q *Queue[T, R]) SubmitAll(calls []*Call[T, R]) {
+	var refused *Call[T, R] // in reverse order; linked through next
+	queued := 0
+	q.mu.Lock()
+	for _, c := range calls {
+		if q.cfg.Key != nil {
+			c.key = q.cfg.Key(c.Item)
+		}
+		if err := q.refusal(c.key); err != nil {
+			c.err = err
+			c.next = refused
+			refused = c
+			continue
+		}
+		q.push(c)
+		queued++
+	}
+	q.mu.Unlock()
+	if queued > 0 {
+		select {
+		case q.wake <- struct{}{}:
+		default: // the drain has a token already
+		}
+	}
+	// Notify in the order of calls: reverse the list first.
+	var inOrder *Call[T, R]
+	for refused != nil {
+		next := refused.next
+		refused.next = inOrder
+		inOrder = refused
+		refused = next
+	}
+	for c := inOrder; c != nil; {
+		next := c.next
+		c.answered = true
+		c.notify(&c.Item, c.r, c.err)
+		q.release(c)
+		c = next
+	}
+}
+
+// refusal is why a call of key cannot enter the queue now, or nil. q.mu
+// must be held.
+func (q *Queue[T, R]) refusal(key string) error {
+	if q.closed {
+		return store.ErrClosed
+	}
+	if q.n >= q.cfg.Capacity {
+		return fmt.Errorf("%w: the %s queue is full (%d calls)", store.ErrBusy, q.cfg.Name, q.cfg.Capacity)
+	}
+	if l := q.lanes[key]; l != nil && l.len() >= q.cfg.MaxPerKey {
+		return fmt.Errorf("%w: %q holds its share of the %s queue (%d calls)", store.ErrBusy, key, q.cfg.Name, q.cfg.MaxPerKey)
+	}
+	return nil
+}
+
+// release returns an answered call of SubmitAll to the pool, holding
+// nothing of its item or answer.
+func (q *Queue[T, R]) release(c *Call[T, R]) {
+	notify := c.notify
+	*c = Call[T, R]{notify: notify}
+	q.pool.Put(c)
 }
 
 // enqueue puts c at the tail of its lane, waiting within ctx while the
@@ -493,7 +607,17 @@ func (q *Queue[T, R]) putBack(calls []*Call[T, R]) {
 // to Config.Apply, and fails what a panic or a bug left unanswered.
 func (q *Queue[T, R]) apply(batch []*Call[T, R]) {
 	live := q.live[:0]
+	var now time.Time // read once, for the first call with a deadline
 	for _, c := range batch {
+		if !c.Deadline.IsZero() {
+			if now.IsZero() {
+				now = time.Now()
+			}
+			if !now.Before(c.Deadline) {
+				c.Fail(fmt.Errorf("%w: the deadline passed before its batch started", store.ErrUnavailable))
+				continue
+			}
+		}
 		select {
 		case <-c.abandoned:
 			// Nobody waits for this answer; it only completes the call.
@@ -519,6 +643,11 @@ func (q *Queue[T, R]) apply(batch []*Call[T, R]) {
 	}
 	if len(requeued) > 0 {
 		q.putBack(requeued)
+	}
+	for _, c := range batch {
+		if c.notify != nil && c.answered {
+			q.release(c) // answered and notified: the call is done
+		}
 	}
 	clear(live)
 	clear(requeued)
@@ -571,6 +700,11 @@ func (c *Call[T, R]) finish(r R, err error) {
 	}
 	c.requeued = false
 	c.answered = true
+	if c.notify != nil {
+		// The drain keeps the call until its batch is done, then pools it.
+		c.notify(&c.Item, r, err)
+		return
+	}
 	c.r, c.err = r, err
 	close(c.done)
 }

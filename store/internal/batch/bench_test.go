@@ -2,6 +2,7 @@ package batch
 
 import (
 	"context"
+	"sync/atomic"
 	"testing"
 )
 
@@ -37,6 +38,67 @@ func BenchmarkSubmitParallel(b *testing.B) {
 	})
 	b.StopTimer()
 	q.Close() // batches and calls are the drain's; read them after it ended
+	if batches > 0 {
+		b.ReportMetric(float64(calls)/float64(batches), "calls/batch")
+	}
+}
+
+// BenchmarkSubmitAllParallel is BenchmarkSubmitParallel through SubmitAll:
+// each of 64 submitters hands over rounds of 16 calls and waits for the
+// round's last answer, as a connection of the daemon does. It reports, per
+// call, what the queue costs without a goroutine or a channel per call.
+func BenchmarkSubmitAllParallel(b *testing.B) {
+	const round = 16
+	type waiter struct {
+		left atomic.Int32
+		done chan struct{}
+	}
+	var batches, calls int
+	var q *Queue[*waiter, int]
+	q = New(Config[*waiter, int]{
+		Name:      "bench",
+		Capacity:  4096,
+		MaxWeight: 1024,
+		Apply: func(cs []*Call[*waiter, int]) {
+			batches++
+			calls += len(cs)
+			for _, c := range cs {
+				c.Answer(1)
+			}
+		},
+		Notify: func(w **waiter, _ int, err error) {
+			if err != nil {
+				b.Errorf("call failed: %v", err)
+			}
+			if (*w).left.Add(-1) == 0 {
+				(*w).done <- struct{}{}
+			}
+		},
+	})
+	b.SetParallelism(32) // 64 submitters on 2 cores
+	b.ReportAllocs()
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		w := &waiter{done: make(chan struct{}, 1)}
+		cs := make([]*Call[*waiter, int], 0, round)
+		for more := true; more; {
+			cs = cs[:0]
+			for len(cs) < round && pb.Next() {
+				c := q.NewCall()
+				c.Item = w
+				cs = append(cs, c)
+			}
+			more = len(cs) == round
+			if len(cs) == 0 {
+				break
+			}
+			w.left.Store(int32(len(cs)))
+			q.SubmitAll(cs)
+			<-w.done
+		}
+	})
+	b.StopTimer()
+	q.Close()
 	if batches > 0 {
 		b.ReportMetric(float64(calls)/float64(batches), "calls/batch")
 	}
