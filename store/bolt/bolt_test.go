@@ -76,6 +76,12 @@ func TestConformance(t *testing.T) {
 	storetest.Run(t, harness(-1, false))
 }
 
+// TestConformanceThroughDo runs the suite again with every single-key
+// operation going through Do (store.Async), and then Do's own tests.
+func TestConformanceThroughDo(t *testing.T) {
+	storetest.RunAsync(t, harness(-1, false))
+}
+
 // TestConformanceShortScans runs the suite with scans cut every two keys,
 // so that searches and usage analyses cross many transaction boundaries.
 func TestConformanceShortScans(t *testing.T) {

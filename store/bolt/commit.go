@@ -56,7 +56,18 @@ type request struct {
 	// reported in the result, after apply has decided it without mutating
 	// anything; an error means the transaction must be rolled back.
 	apply func(w *writeTx) (result, error)
-	size  int // bytes of keys and values, for maxBatchBytes
+	// op, when set instead of apply, is a write of Do (async.go), applied
+	// by writeTx.applyOp and answered through notifyOp.
+	op   *store.Op
+	size int // bytes of keys and values, for maxBatchBytes
+}
+
+// run applies the request in w: see apply.
+func (r *request) run(w *writeTx) (result, error) {
+	if r.op != nil {
+		return w.applyOp(r.op)
+	}
+	return r.apply(w)
 }
 
 // result is the answer to one request.
@@ -100,6 +111,7 @@ func (s *Store) newQueue() *batch.Queue[request, result] {
 		Bytes:     func(r request) int { return r.size },
 		TurnBytes: turnBytes,
 		Apply:     s.commit,
+		Notify:    notifyOp,
 		Logger:    s.cfg.Logger,
 	})
 }
@@ -154,7 +166,7 @@ func (s *Store) commitBatch(calls []*writeCall, waiting map[string]bool) {
 				requeue[i] = true
 				continue
 			}
-			res, err := c.Item.apply(w)
+			res, err := c.Item.run(w)
 			if err != nil {
 				return err
 			}
