@@ -55,3 +55,33 @@ func TestConformanceShortScans(t *testing.T) {
 		},
 	})
 }
+
+// TestConformanceThroughDo runs the suite again with every single-key
+// operation going through Do (store.Async), and then Do's own tests.
+func TestConformanceThroughDo(t *testing.T) {
+	dsn := pgtest.Database(t)
+	var configs sync.Map // *Store → the Config it was opened with
+	storetest.RunAsync(t, storetest.Harness{
+		Open: func(t *testing.T, opts storetest.Options) store.Store {
+			cfg := testConfig(testSchema(t, dsn))
+			cfg.Limits = opts.Limits
+			cfg.DefaultQuota = opts.DefaultQuota
+			cfg.Now = opts.Now
+			s := openStore(t, cfg)
+			configs.Store(s, cfg)
+			return s
+		},
+		Reopen: func(t *testing.T, old store.Store) store.Store {
+			cfg, ok := configs.Load(old)
+			if !ok {
+				t.Fatal("Reopen: a store this harness did not open")
+			}
+			if err := old.Close(); err != nil {
+				t.Fatalf("Close: %v", err)
+			}
+			s := openStore(t, cfg.(Config))
+			configs.Store(s, cfg)
+			return s
+		},
+	})
+}

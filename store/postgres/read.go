@@ -18,6 +18,11 @@ type readReq struct {
 	project string
 	keys    []string
 	values  bool // Get and GetMany want values; Has and HasMany only presence
+	// async is set for a read of Do (async.go): its outcome goes into the
+	// op, and keys is one[:], the op's key held in the call itself, so
+	// that the read allocates no slice of its own.
+	async *store.Op
+	one   [1]string
 }
 
 // readResult is the answer to one read: per key, whether it is live and,
@@ -47,6 +52,7 @@ func (s *Store) newReadQueue() *batch.Queue[readReq, readResult] {
 		Abandonable:      true,
 		AbandonedMessage: "no answer from the database in time",
 		Apply:            s.readRound,
+		Notify:           notifyRead,
 		Logger:           s.log,
 	})
 }
@@ -248,6 +254,10 @@ func (s *Store) readRound(calls []*readCall) {
 	for _, c := range calls {
 		r := &c.Item
 		p := projects[r.project]
+		if r.async != nil {
+			answerOp(c, p, handed)
+			continue
+		}
 		res := readResult{found: make([]bool, len(r.keys))}
 		if r.values {
 			res.values = make([][]byte, len(r.keys))

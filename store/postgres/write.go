@@ -31,6 +31,12 @@ type writeReq struct {
 	delta   int64        // opIncr
 	ttl     time.Duration
 	cond    store.Cond // opDelete
+	// async is set for a write of Do (async.go): its outcome goes into
+	// the op, and items or keys is oneItem[:] or oneKey[:], held in the
+	// call itself, so that the write allocates no slice of its own.
+	async   *store.Op
+	oneItem [1]store.Item
+	oneKey  [1]string
 }
 
 // writeResult is the answer to one write call.
@@ -78,6 +84,7 @@ func (s *Store) newWriteQueue(capacity int) *batch.Queue[writeReq, writeResult] 
 		Abandonable:      true,
 		AbandonedMessage: "gave up waiting for the commit, the write may or may not be applied",
 		Apply:            s.commit,
+		Notify:           notifyWrite,
 		Logger:           s.log,
 	})
 }

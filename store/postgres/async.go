@@ -1,0 +1,164 @@
+package postgres
+
+import (
+	"bytes"
+	"fmt"
+	"sync"
+
+	"github.com/kvsidecar/kvsidecar/store"
+)
+
+var _ store.Async = (*Store)(nil)
+
+// doScratch is what one Do sorts its ops into, pooled so that a Do
+// allocates nothing of its own.
+type doScratch struct {
+	reads  []*readCall
+	writes [][]*writeCall // per committer
+	failed []*store.Op    // refused for their arguments
+}
+
+var doScratchPool = sync.Pool{New: func() any { return new(doScratch) }}
+
+// Do takes single-key operations without a goroutine waiting on each. See
+// store.Async.
+//
+// The reads go to the reader's queue and the writes to their projects'
+// committers, in one submission per queue, and each op's Done is called
+// from the reader or the committer once its round trip or its transaction
+// is done — with the retry after a lost connection of the waiting methods.
+// An op that finds its queue full, or its project's share of it taken,
+// fails at once with store.ErrBusy. An OpGet's Value is valid only while
+// its Done runs.
+func (s *Store) Do(ops []*store.Op) {
+	sc := doScratchPool.Get().(*doScratch)
+	if len(sc.writes) != len(s.writeQs) {
+		sc.writes = make([][]*writeCall, len(s.writeQs))
+	}
+	// Sort every op before any Done is called: after its Done, an op is its
+	// caller's again.
+	for _, op := range ops {
+		op.Found, op.Version, op.Err = false, 0, nil
+		if err := s.checkOp(op); err != nil {
+			op.Err = err
+			sc.failed = append(sc.failed, op)
+			continue
+		}
+		switch op.Kind {
+		case store.OpGet, store.OpHas:
+			c := s.readQ.NewCall()
+			r := &c.Item
+			r.project, r.values, r.async = op.Project, op.Kind == store.OpGet, op
+			r.one[0] = op.Key
+			r.keys = r.one[:]
+			c.Deadline = op.Deadline
+			sc.reads = append(sc.reads, c)
+		default:
+			i := partition(op.Project, len(s.writeQs))
+			c := s.writeQs[i].NewCall()
+			r := &c.Item
+			r.project, r.async = op.Project, op
+			if op.Kind == store.OpSet {
+				// No copy of the value: the op's caller keeps it until Done.
+				// A nil value is stored as an empty one, not as NULL.
+				value := op.Value
+				if value == nil {
+					value = []byte{}
+				}
+				r.op = opSet
+				r.oneItem[0] = store.Item{Key: op.Key, Value: value, TTL: op.TTL, Cond: op.Cond}
+				r.items = r.oneItem[:]
+			} else {
+				r.op = opDelete
+				r.oneKey[0] = op.Key
+				r.keys = r.oneKey[:]
+				r.cond = op.Cond
+			}
+			c.Deadline = op.Deadline
+			sc.writes[i] = append(sc.writes[i], c)
+		}
+	}
+	if len(sc.reads) > 0 {
+		s.readQ.SubmitAll(sc.reads)
+	}
+	for i, calls := range sc.writes {
+		if len(calls) > 0 {
+			s.writeQs[i].SubmitAll(calls)
+		}
+		clear(calls)
+		sc.writes[i] = calls[:0]
+	}
+	for _, op := range sc.failed {
+		op.Done(op)
+	}
+	clear(sc.reads)
+	clear(sc.failed)
+	sc.reads, sc.failed = sc.reads[:0], sc.failed[:0]
+	doScratchPool.Put(sc)
+}
+
+// checkOp validates op as the Store method of its kind would.
+func (s *Store) checkOp(op *store.Op) error {
+	if op.Done == nil {
+		panic("postgres: Do: an op without Done")
+	}
+	if err := checkProject(op.Project); err != nil {
+		return err
+	}
+	switch op.Kind {
+	case store.OpGet, store.OpHas, store.OpDelete:
+		return s.cfg.Limits.CheckKey(op.Key)
+	case store.OpSet:
+		return s.cfg.Limits.CheckSet(op.Key, op.Value, op.TTL)
+	}
+	return fmt.Errorf("%w: unknown operation kind %d", store.ErrBadArgument, op.Kind)
+}
+
+// answerOp answers the read of Do c from its project's part of a read
+// round: the op gets the outcome, and its Done runs within c.Answer. A
+// value already handed to a waiting caller, who owns it, is copied; the
+// op's Done only reads it, so it is not marked as handed.
+func answerOp(c *readCall, p *readProject, handed map[*byte]bool) {
+	op := c.Item.async
+	e, ok := p.found[op.Key]
+	op.Found = ok
+	if ok && c.Item.values {
+		v := e.value
+		if len(v) > 0 && handed[&v[0]] {
+			v = bytes.Clone(v)
+		}
+		op.Value, op.Version = v, e.version
+	} else if c.Item.values {
+		op.Value = nil
+	}
+	c.Answer(readResult{})
+}
+
+// notifyRead is the reader's Notify: it calls the Done of a read of Do,
+// whose outcome answerOp filled in, or fails it with err.
+func notifyRead(r *readReq, _ readResult, err error) {
+	op := r.async
+	if err != nil {
+		op.Found, op.Value, op.Version, op.Err = false, nil, 0, err
+	}
+	op.Done(op)
+}
+
+// notifyWrite is a committer's Notify: it gives a write of Do its outcome
+// and calls its Done.
+func notifyWrite(r *writeReq, res writeResult, err error) {
+	op := r.async
+	if err == nil {
+		err = res.err
+	}
+	op.Err = err
+	if err == nil {
+		switch op.Kind {
+		case store.OpSet:
+			op.Version = res.version
+		case store.OpDelete:
+			op.Found = len(res.existed) > 0 && res.existed[0]
+		}
+	}
+	op.Done(op)
+}
