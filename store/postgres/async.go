@@ -120,7 +120,8 @@ func (s *Store) checkOp(op *store.Op) error {
 // op's Done only reads it, so it is not marked as handed.
 func answerOp(c *readCall, p *readProject, handed map[*byte]bool) {
 	op := c.Item.async
-	e, ok := p.found[op.Key]
+	e := p.entry(op.Key)
+	ok := e.found
 	op.Found = ok
 	if ok && c.Item.values {
 		v := e.value

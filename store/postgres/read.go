@@ -4,9 +4,11 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgtype"
 
 	"github.com/kvsidecar/kvsidecar/store"
 	"github.com/kvsidecar/kvsidecar/store/internal/batch"
@@ -190,36 +192,48 @@ func (s *Store) HasMany(ctx context.Context, project string, keys []string) ([]b
 	return res.found, res.err
 }
 
-// readProject is one project's part of a read round.
+// readProject is one project's part of a read round: every key asked for,
+// once, and what the round found for it.
 type readProject struct {
-	valueKeys map[string]bool // keys to read with their values
-	hasKeys   map[string]bool // keys to test only (none of valueKeys)
-	found     map[string]readEntry
+	index map[string]int // key → its position in keys
+	keys  []readKey
 }
 
-// readEntry is a live key found by a read round.
-type readEntry struct {
-	value   []byte // nil when only tested
+// readKey is one key of a read round.
+type readKey struct {
+	key     string
+	values  bool // a caller wants its value, not only whether it is live
+	found   bool // the key is live
+	value   []byte
 	version uint64
 }
+
+// entry returns what the round found for key, which was asked for.
+func (p *readProject) entry(key string) *readKey { return &p.keys[p.index[key]] }
 
 // readRound answers a round of reads with one pipelined round trip: per
 // project, one statement for the keys whose values are wanted and one for
 // the keys only tested.
 func (s *Store) readRound(calls []*readCall) {
 	projects := map[string]*readProject{}
+	keyBytes := 0
 	for _, c := range calls {
 		r := &c.Item
 		p := projects[r.project]
 		if p == nil {
-			p = &readProject{valueKeys: map[string]bool{}, hasKeys: map[string]bool{}, found: map[string]readEntry{}}
+			p = &readProject{index: map[string]int{}}
 			projects[r.project] = p
 		}
 		for _, k := range r.keys {
+			i, ok := p.index[k]
+			if !ok {
+				i = len(p.keys)
+				p.index[k] = i
+				p.keys = append(p.keys, readKey{key: k})
+				keyBytes += len(k)
+			}
 			if r.values {
-				p.valueKeys[k] = true
-			} else {
-				p.hasKeys[k] = true
+				p.keys[i].values = true
 			}
 		}
 	}
@@ -227,7 +241,7 @@ func (s *Store) readRound(calls []*readCall) {
 	now := s.nowArg()
 	round := func() *pgx.Batch {
 		b := &pgx.Batch{}
-		s.queueReads(b, projects, now)
+		s.queueReads(b, projects, keyBytes, now)
 		return b
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.StatementTimeout)
@@ -235,7 +249,10 @@ func (s *Store) readRound(calls []*readCall) {
 	if connLost(err) {
 		// Reads are safe to run again: once, on a checked connection.
 		for _, p := range projects {
-			clear(p.found)
+			for i := range p.keys {
+				e := &p.keys[i]
+				e.found, e.value, e.version = false, nil, 0
+			}
 		}
 		err = s.sendChecked(ctx, round())
 	}
@@ -264,9 +281,9 @@ func (s *Store) readRound(calls []*readCall) {
 			res.versions = make([]uint64, len(r.keys))
 		}
 		for i, k := range r.keys {
-			e, ok := p.found[k]
-			res.found[i] = ok
-			if ok && r.values {
+			e := p.entry(k)
+			res.found[i] = e.found
+			if e.found && r.values {
 				v := e.value
 				if len(v) > 0 && handed[&v[0]] {
 					v = bytes.Clone(v)
@@ -282,60 +299,86 @@ func (s *Store) readRound(calls []*readCall) {
 }
 
 // queueReads queues the statements of a read round on b: per project, one
-// for the keys whose values are wanted and one for those only tested. Their
-// callbacks fill each project's found.
-func (s *Store) queueReads(b *pgx.Batch, projects map[string]*readProject, now any) {
+// for the keys whose values are wanted and one for those only tested. The
+// keys are passed from one buffer of keyBytes bytes, and the rows' keys are
+// read in the driver's memory: a round allocates little per key beyond the
+// values it returns. The callbacks fill in each project's keys.
+func (s *Store) queueReads(b *pgx.Batch, projects map[string]*readProject, keyBytes int, now any) {
+	buf := make([]byte, 0, keyBytes)
+	param := func(k string) []byte {
+		start := len(buf)
+		buf = append(buf, k...)
+		return buf[start:len(buf):len(buf)]
+	}
 	for name, p := range projects {
-		if len(p.valueKeys) > 0 {
-			q, keys := sqlGetValues, any(keyBytes(p.valueKeys, nil))
-			if len(p.valueKeys) == 1 {
-				q, keys = sqlGetValue, keys.([][]byte)[0]
+		var valueKeys, hasKeys [][]byte
+		for _, e := range p.keys {
+			if e.values {
+				valueKeys = append(valueKeys, param(e.key))
+			} else {
+				hasKeys = append(hasKeys, param(e.key))
+			}
+		}
+		if len(valueKeys) > 0 {
+			q, keys := sqlGetValues, any(valueKeys)
+			if len(valueKeys) == 1 {
+				q, keys = sqlGetValue, valueKeys[0]
 			}
 			b.Queue(q, name, keys, now).Query(func(rows pgx.Rows) error {
+				var (
+					key     pgtype.DriverBytes
+					value   []byte
+					version uint64
+				)
+				dest := []any{&key, &value, &version} // once, not per row
 				for rows.Next() {
-					var key, value []byte
-					var version uint64
-					if err := rows.Scan(&key, &value, &version); err != nil {
+					value = nil // a new buffer per row: each is handed over
+					if err := rows.Scan(dest...); err != nil {
+						return err
+					}
+					e, err := p.found(key)
+					if err != nil {
 						return err
 					}
 					if value == nil {
 						value = []byte{} // a present empty value is not nil
 					}
-					p.found[string(key)] = readEntry{value: value, version: version}
+					e.found, e.value, e.version = true, value, version
 				}
 				return rows.Err()
 			})
 		}
-		if hasKeys := keyBytes(p.hasKeys, p.valueKeys); len(hasKeys) > 0 {
+		if len(hasKeys) > 0 {
 			q, keys := sqlHasKeys, any(hasKeys)
 			if len(hasKeys) == 1 {
 				q, keys = sqlHasKey, hasKeys[0]
 			}
 			b.Queue(q, name, keys, now).Query(func(rows pgx.Rows) error {
+				var key pgtype.DriverBytes
+				dest := []any{&key}
 				for rows.Next() {
-					var key []byte
-					if err := rows.Scan(&key); err != nil {
+					if err := rows.Scan(dest...); err != nil {
 						return err
 					}
-					p.found[string(key)] = readEntry{}
+					e, err := p.found(key)
+					if err != nil {
+						return err
+					}
+					e.found = true
 				}
 				return rows.Err()
 			})
 		}
 	}
-
 }
 
-// keyBytes returns the keys of set that are not in except, as bytea
-// parameters.
-func keyBytes(set, except map[string]bool) [][]byte {
-	out := make([][]byte, 0, len(set))
-	for k := range set {
-		if !except[k] {
-			out = append(out, []byte(k))
-		}
+// found returns the entry of a key the database returned.
+func (p *readProject) found(key []byte) (*readKey, error) {
+	i, ok := p.index[string(key)]
+	if !ok {
+		return nil, fmt.Errorf("read: the database returned key %q, which was not asked for", key)
 	}
-	return out
+	return &p.keys[i], nil
 }
 
 // List returns a page of live entries in key order. See store.Store.
