@@ -151,12 +151,14 @@ func (s *Store) readOps(ops []*store.Op) {
 	}
 }
 
-// applyOp applies a write op of Do in the committer's transaction.
-func (w *writeTx) applyOp(op *store.Op) (result, error) {
+// applyOp applies the write op of Do that r carries in the committer's
+// transaction.
+func (w *writeTx) applyOp(r *request) (result, error) {
+	op := r.op
 	switch op.Kind {
 	case store.OpSet:
-		items := []store.Item{{Key: op.Key, Value: op.Value, TTL: op.TTL, Cond: op.Cond}}
-		return w.set(op.Project, items)
+		r.item[0] = store.Item{Key: op.Key, Value: op.Value, TTL: op.TTL, Cond: op.Cond}
+		return w.set(op.Project, r.item[:])
 	case store.OpDelete:
 		p := openProject(w.tx, op.Project)
 		key := []byte(op.Key)

@@ -57,15 +57,18 @@ type request struct {
 	// anything; an error means the transaction must be rolled back.
 	apply func(w *writeTx) (result, error)
 	// op, when set instead of apply, is a write of Do (async.go), applied
-	// by writeTx.applyOp and answered through notifyOp.
+	// by writeTx.applyOp and answered through notifyOp; an OpSet's item is
+	// held in item, in the queue's pooled call, rather than in a slice of
+	// its own.
 	op   *store.Op
+	item [1]store.Item
 	size int // bytes of keys and values, for maxBatchBytes
 }
 
 // run applies the request in w: see apply.
 func (r *request) run(w *writeTx) (result, error) {
 	if r.op != nil {
-		return w.applyOp(r.op)
+		return w.applyOp(r)
 	}
 	return r.apply(w)
 }
