@@ -45,6 +45,15 @@
 // with the committer. A write is answered only after its commit, so a read
 // that starts after a write returned sees it.
 //
+// Store implements store.Async (async.go): Do runs the reads of a slice of
+// single-key ops at once, in one read-only transaction for all of them,
+// calling each op's Done inside it, and hands the writes to the write queue
+// in one submission, each answered by the committer after its commit. A
+// write of Do that finds the queue full, or its project's share taken,
+// fails at once with store.ErrBusy instead of waiting; an op whose Deadline
+// has passed when it is taken up fails with store.ErrUnavailable, not
+// applied.
+//
 // # File layout
 //
 // Everything is keyed by project first:

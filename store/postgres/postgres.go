@@ -64,6 +64,19 @@
 // looking its keys up through the primary key); while it waits, newcomers
 // queue for the next.
 //
+// # Without a goroutine per call: Do
+//
+// Store implements store.Async (async.go): Do hands the reads of a slice of
+// single-key ops to the reader's queue and the writes to their committers,
+// one submission per queue, and each op's Done is called from the reader or
+// the committer. The ops take the same batches, the same round trips and the
+// same retries as the waiting methods; the difference is what they cost the
+// caller: no goroutine parked per op, no context, no channel. An op that
+// finds its queue full, or its project's share of it taken, fails at once
+// with store.ErrBusy instead of waiting, and an op whose Deadline has passed
+// when its batch is drawn is not applied and fails with
+// store.ErrUnavailable.
+//
 // # Time
 //
 // Expiries are timestamptz computed by the database's clock, unless
