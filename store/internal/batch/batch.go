@@ -76,7 +76,8 @@ type Config[T, R any] struct {
 	Name string
 	// Capacity bounds the items waiting to be drawn into a batch. While the
 	// queue is full, Submit waits within its context, so a slow backend
-	// pushes back on callers instead of piling up memory and delay.
+	// pushes back on callers instead of piling up memory and delay;
+	// SubmitAll refuses at once with store.ErrBusy.
 	Capacity int
 	// Key names the lane of an item: the project it belongs to. The drain
 	// takes items round-robin across lanes. nil puts every item in one
@@ -218,8 +219,9 @@ type Call[T, R any] struct {
 	key string // Config.Key of Item
 
 	// notify is Config.Notify for a call of SubmitAll, nil for Submit's.
-	notify func(item *T, r R, err error)
-	next   *Call[T, R] // SubmitAll's list of the calls it refused
+	notify  func(item *T, r R, err error)
+	next    *Call[T, R] // SubmitAll's list of the calls it refused
+	refused refusal     // why SubmitAll refused the call
 
 	abandoned <-chan struct{} // the caller's ctx.Done() when the queue is Abandonable
 	// done is closed once r and err hold the answer: answering never
@@ -333,8 +335,7 @@ func (q *Queue[T, R]) SubmitAll(calls []*Call[T, R]) {
 		if q.cfg.Key != nil {
 			c.key = q.cfg.Key(c.Item)
 		}
-		if err := q.refusal(c.key); err != nil {
-			c.err = err
+		if c.refused = q.refuses(c.key); c.refused != 0 {
 			c.next = refused
 			refused = c
 			continue
@@ -357,28 +358,58 @@ func (q *Queue[T, R]) SubmitAll(calls []*Call[T, R]) {
 		inOrder = refused
 		refused = next
 	}
+	// Calls refused alike share one error, made outside the lock.
+	var (
+		err     error
+		errWhy  refusal
+		errKey  string
+		errZero R
+	)
 	for c := inOrder; c != nil; {
 		next := c.next
+		if err == nil || c.refused != errWhy || (errWhy == refusedShare && c.key != errKey) {
+			err, errWhy, errKey = q.refusalError(c.refused, c.key), c.refused, c.key
+		}
 		c.answered = true
-		c.notify(&c.Item, c.r, c.err)
+		c.notify(&c.Item, errZero, err)
 		q.release(c)
 		c = next
 	}
 }
 
-// refusal is why a call of key cannot enter the queue now, or nil. q.mu
+// refusal is why SubmitAll could not queue a call.
+type refusal uint8
+
+const (
+	refusedClosed refusal = iota + 1 // the queue is closed
+	refusedFull                      // the queue holds Capacity calls
+	refusedShare                     // the call's key holds MaxPerKey calls
+)
+
+// refuses returns why a call of key cannot enter the queue now, or 0. q.mu
 // must be held.
-func (q *Queue[T, R]) refusal(key string) error {
+func (q *Queue[T, R]) refuses(key string) refusal {
 	if q.closed {
-		return store.ErrClosed
+		return refusedClosed
 	}
 	if q.n >= q.cfg.Capacity {
-		return fmt.Errorf("%w: the %s queue is full (%d calls)", store.ErrBusy, q.cfg.Name, q.cfg.Capacity)
+		return refusedFull
 	}
 	if l := q.lanes[key]; l != nil && l.len() >= q.cfg.MaxPerKey {
-		return fmt.Errorf("%w: %q holds its share of the %s queue (%d calls)", store.ErrBusy, key, q.cfg.Name, q.cfg.MaxPerKey)
+		return refusedShare
 	}
-	return nil
+	return 0
+}
+
+// refusalError is the error of a call of key refused for why.
+func (q *Queue[T, R]) refusalError(why refusal, key string) error {
+	switch why {
+	case refusedClosed:
+		return store.ErrClosed
+	case refusedFull:
+		return fmt.Errorf("%w: the %s queue is full (%d calls)", store.ErrBusy, q.cfg.Name, q.cfg.Capacity)
+	}
+	return fmt.Errorf("%w: %q holds its share of the %s queue (%d calls)", store.ErrBusy, key, q.cfg.Name, q.cfg.MaxPerKey)
 }
 
 // release returns an answered call of SubmitAll to the pool, holding
