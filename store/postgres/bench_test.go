@@ -1,12 +1,18 @@
 package postgres
 
 import (
+	"bytes"
 	"context"
 	"math/rand/v2"
+	"os"
 	"runtime"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
 
 	"github.com/kvsidecar/kvsidecar/store"
 	"github.com/kvsidecar/kvsidecar/store/postgres/pgtest"
@@ -88,4 +94,78 @@ func BenchmarkGetParallel(b *testing.B) {
 			}
 		}
 	})
+}
+
+// BenchmarkSetSequential measures a lone caller's durable Sets of ~100-byte
+// values: "store" through the store, "naive" as one autocommitted
+// INSERT … ON CONFLICT through pgx, on the same database in the same
+// process, which is what a function talking to PostgreSQL itself would run.
+// The difference is what the store's statements and its queue add to a
+// lone write. pg-cpu-µs/op is the CPU time of the database's backends per
+// Set (from /proc, in clock ticks of 10 ms: run for a second or more).
+func BenchmarkSetSequential(b *testing.B) {
+	dsn := pgtest.Database(b)
+	cfg := testConfig(dsn)
+	s := openStore(b, cfg)
+	ctx := context.Background()
+	pg := dbConn(b, dsn)
+	b.Run("store", func(b *testing.B) {
+		rng := rand.New(rand.NewPCG(1, 3))
+		before := backendsCPU(b, pg)
+		for b.Loop() {
+			if err := s.Set(ctx, "bench", "k"+strconv.Itoa(rng.IntN(benchKeys)), benchValue, 0); err != nil {
+				b.Fatal(err)
+			}
+		}
+		b.ReportMetric(float64((backendsCPU(b, pg)-before).Microseconds())/float64(b.N), "pg-cpu-µs/op")
+	})
+	b.Run("naive", func(b *testing.B) {
+		conn := dbConn(b, dsn)
+		if _, err := conn.Exec(ctx, `CREATE TABLE IF NOT EXISTS naive_kv (key text PRIMARY KEY, value bytea NOT NULL)`); err != nil {
+			b.Fatal(err)
+		}
+		rng := rand.New(rand.NewPCG(1, 3))
+		before := backendsCPU(b, pg)
+		for b.Loop() {
+			_, err := conn.Exec(ctx, `INSERT INTO naive_kv (key, value) VALUES ($1, $2)
+ON CONFLICT (key) DO UPDATE SET value = excluded.value`, "k"+strconv.Itoa(rng.IntN(benchKeys)), benchValue)
+			if err != nil {
+				b.Fatal(err)
+			}
+		}
+		b.ReportMetric(float64((backendsCPU(b, pg)-before).Microseconds())/float64(b.N), "pg-cpu-µs/op")
+	})
+}
+
+// backendsCPU sums the user and system CPU time, so far, of the server
+// processes working for conn's database (its backends, pg_stat_activity),
+// read from /proc/<pid>/stat: the server must run on this machine.
+func backendsCPU(b *testing.B, conn *pgx.Conn) time.Duration {
+	b.Helper()
+	rows, err := conn.Query(context.Background(), `SELECT pid FROM pg_stat_activity WHERE datname = current_database()`)
+	if err != nil {
+		b.Fatal(err)
+	}
+	pids, err := pgx.CollectRows(rows, pgx.RowTo[int])
+	if err != nil {
+		b.Fatal(err)
+	}
+	var total time.Duration
+	for _, pid := range pids {
+		stat, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+		if err != nil {
+			continue // ended since it was listed
+		}
+		// Fields 14 and 15 (utime, stime), counted after the command
+		// name, which is in parentheses and may hold spaces.
+		f := strings.Fields(string(stat[bytes.LastIndexByte(stat, ')')+1:]))
+		for _, n := range f[14-3 : 15-3+1] {
+			ticks, err := strconv.ParseInt(n, 10, 64)
+			if err != nil {
+				b.Fatalf("/proc/%d/stat: %v", pid, err)
+			}
+			total += time.Duration(ticks) * (time.Second / 100) // USER_HZ
+		}
+	}
+	return total
 }
