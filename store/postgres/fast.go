@@ -2,6 +2,7 @@ package postgres
 
 import (
 	"context"
+	"errors"
 	"slices"
 
 	"github.com/jackc/pgx/v5"
@@ -41,9 +42,10 @@ func onlySets(reqs []*writeReq) bool {
 	return true
 }
 
-// commitFast commits a batch of Sets and SetManys in one round trip: it
-// locks the usage rows and, for every project with room for all of its
-// items, writes them with one statement. It returns the projects it
+// commitFast commits a batch of Sets and SetManys in one round trip: for
+// every project with room for all of its items, and no other writer between
+// the statement's snapshot and its lock of the usage row, one statement
+// writes them and its usage. It returns the projects it
 // applied; the calls of the others (close to their quota) must go through
 // the general path, which decides them one by one. versions[i] is the
 // version reqs[i] wrote, when its project was applied. An error means
@@ -103,15 +105,9 @@ func (s *Store) commitFast(reqs []*writeReq, retry bool) (applied map[string]boo
 	now := s.nowArg()
 	// No begin and commit: the statements of a pipeline run in one implicit
 	// transaction, which commits at its end, or rolls back entirely if any
-	// statement fails.
+	// statement fails. Each statement locks its project's usage row itself,
+	// in the order of names.
 	b := &pgx.Batch{}
-	for _, name := range names {
-		p := projects[name]
-		b.Queue(sqlLockUsage, name).QueryRow(func(row pgx.Row) error {
-			var bytes, entries, quota int64
-			return row.Scan(&bytes, &entries, &quota, &p.base)
-		})
-	}
 	for _, name := range names {
 		p := projects[name]
 		var qq *pgx.QueuedQuery
@@ -120,9 +116,13 @@ func (s *Store) commitFast(reqs []*writeReq, retry bool) (applied map[string]boo
 		} else {
 			qq = b.Queue(sqlFastSet, name, p.keys, p.values, p.ttls, now, p.finalBytes, p.boundBytes, p.minTTL, p.ords, p.calls)
 		}
-		qq.Exec(func(ct pgconn.CommandTag) error {
-			p.applied = ct.RowsAffected() == 1
-			return nil
+		qq.QueryRow(func(row pgx.Row) error {
+			err := row.Scan(&p.base)
+			if errors.Is(err, pgx.ErrNoRows) {
+				return nil // no room, or another writer came first
+			}
+			p.applied = err == nil
+			return err
 		})
 	}
 	// The implicit transaction commits after the last statement: if the

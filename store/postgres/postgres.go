@@ -41,10 +41,13 @@
 // The common case takes a shorter path. When a batch holds only Sets and
 // SetManys, and a project's usage leaves room for all of its items even if
 // none replaced an existing entry, no call can be refused and nothing needs
-// deciding in Go: after the usage rows are locked, one statement per project
-// writes each key's last value and adjusts the usage by what the replaced
-// rows used, and the batch commits in a single round trip. The calls of a
-// project close to its quota then take the general path.
+// deciding in Go: one statement per project locks its usage row by updating
+// it, writes each key's last value and adjusts the usage by what the
+// replaced rows used, and the batch commits in a single round trip; a lone
+// Set is one statement, as a naive INSERT would be. The calls of a project
+// close to its quota, or whose usage row another daemon wrote while the
+// statement waited for its lock (the sizes it read would be stale), then
+// take the general path.
 //
 // # Quotas
 //

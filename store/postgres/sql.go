@@ -271,71 +271,85 @@ RETURNING (SELECT count(*) FROM d)`
 )
 
 // sqlFastSet applies a batch's Sets of one project in one statement, when
-// the usage row (locked by the previous statement, so this statement's
-// snapshot already includes every earlier writer) leaves room for all of
-// them even if none replaced an existing row: $7 is the sum of the sizes of
-// every item of the batch, an upper bound of the usage any prefix of the
-// batch could add. Then no call can be refused, the Go-side decisions are
-// unnecessary, and the batch commits in one round trip. $2..$4 hold each key
-// once, with its last value; $6 is the sum of their sizes and $8 the
-// shortest TTL (NULL for none). Each key's version is the project's counter
-// plus $9, the position among the batch's calls of the project of the last
-// call that set the key; $10 is the number of those calls, by which the
-// counter advances. The command tag says whether it applied (UPDATE 1) or
-// left everything to the general path (UPDATE 0).
+// the project's usage leaves room for all of them even if none replaced an
+// existing row: $7 is the sum of the sizes of every item of the batch, an
+// upper bound of the usage any prefix of the batch could add. Then no call
+// can be refused, the Go-side decisions are unnecessary, and the batch
+// commits in one statement. $2..$4 hold each key once, with its last value;
+// $6 is the sum of their sizes and $8 the shortest TTL (NULL for none).
+// Each key's version is the project's counter plus $9, the position among
+// the batch's calls of the project of the last call that set the key; $10
+// is the number of those calls, by which the counter advances. It returns
+// the counter from before the batch when it applied, and no row when it
+// left everything to the general path.
+//
+// The usage update takes the row's lock itself; there is no locking
+// statement before it. The sizes of the replaced rows (old) are read in the
+// statement's snapshot, taken before that lock was granted, so they are
+// right only if no other transaction wrote the project in between. Every
+// transaction that writes a project's entries updates its usage row in the
+// same transaction, under that row's lock, so the row version this
+// statement updates is the one of its snapshot (same xmin, the creating
+// transaction) exactly when no such write came in between: when another
+// committed while this statement waited for the lock, PostgreSQL rechecks
+// the WHERE clause against the newer row version, the xmin differs, and the
+// statement changes nothing.
 const sqlFastSet = `
-WITH room AS (
-    SELECT u.version AS base FROM kv_usage u
-    WHERE u.project = $1
-      AND u.bytes + $7 <= coalesce(u.quota, (SELECT s.value FROM kv_settings s WHERE s.name = 'default_quota'))
+WITH seen AS (
+    SELECT u.xmin AS x FROM kv_usage u WHERE u.project = $1
 ), old AS (
     SELECT octet_length(e.key) + octet_length(e.value) AS size
     FROM unnest($2::bytea[]) AS q(k)
     CROSS JOIN LATERAL (
         SELECT key, value FROM kv_entries WHERE project = $1 AND key = q.k OFFSET 0
     ) e
-    WHERE EXISTS (SELECT FROM room)
+), usage AS (
+    UPDATE kv_usage u
+    SET bytes = u.bytes + $6 - (SELECT coalesce(sum(size), 0) FROM old),
+        entries = u.entries + cardinality($2::bytea[]) - (SELECT count(*) FROM old),
+        version = u.version + $10,
+        next_expiry = least(u.next_expiry, coalesce($5::timestamptz, now()) + $8::int8 * interval '1 microsecond')
+    WHERE u.project = $1 AND u.xmin = (SELECT x FROM seen)
+      AND u.bytes + $7 <= coalesce(u.quota, (SELECT s.value FROM kv_settings s WHERE s.name = 'default_quota'))
+    RETURNING u.version - $10 AS base
 ), up AS (
     INSERT INTO kv_entries (project, key, value, expires_at, version)
     SELECT $1::text, u.k, u.v,
            CASE WHEN u.t > 0 THEN coalesce($5::timestamptz, now()) + u.t * interval '1 microsecond' END,
-           room.base + u.o
-    FROM unnest($2::bytea[], $3::bytea[], $4::int8[], $9::int8[]) AS u(k, v, t, o), room
+           usage.base + u.o
+    FROM unnest($2::bytea[], $3::bytea[], $4::int8[], $9::int8[]) AS u(k, v, t, o), usage
     ON CONFLICT (project, key) DO UPDATE
     SET value = excluded.value, expires_at = excluded.expires_at, version = excluded.version
 )
-UPDATE kv_usage
-SET bytes = bytes + $6 - (SELECT coalesce(sum(size), 0) FROM old),
-    entries = entries + cardinality($2::bytea[]) - (SELECT count(*) FROM old),
-    version = version + $10,
-    next_expiry = least(next_expiry, coalesce($5::timestamptz, now()) + $8::int8 * interval '1 microsecond')
-WHERE project = $1 AND EXISTS (SELECT FROM room)`
+SELECT base FROM usage`
 
 // sqlFastSetOne is sqlFastSet for a batch that sets one key of the project
 // (see sqlGetValue): $2 the key, $3 its value, $4 its TTL in microseconds
 // (0 for none), $6 its size, $7 the sum of the sizes of every item, $8 the
 // number of calls (the key's version is the counter plus $8).
 const sqlFastSetOne = `
-WITH room AS (
-    SELECT u.version AS base FROM kv_usage u
-    WHERE u.project = $1
-      AND u.bytes + $7 <= coalesce(u.quota, (SELECT s.value FROM kv_settings s WHERE s.name = 'default_quota'))
+WITH seen AS (
+    SELECT u.xmin AS x FROM kv_usage u WHERE u.project = $1
 ), old AS (
     SELECT octet_length(e.key) + octet_length(e.value) AS size
     FROM kv_entries e
-    WHERE e.project = $1 AND e.key = $2::bytea AND EXISTS (SELECT FROM room)
+    WHERE e.project = $1 AND e.key = $2::bytea
+), usage AS (
+    UPDATE kv_usage u
+    SET bytes = u.bytes + $6 - (SELECT coalesce(sum(size), 0) FROM old),
+        entries = u.entries + 1 - (SELECT count(*) FROM old),
+        version = u.version + $8,
+        next_expiry = least(u.next_expiry, coalesce($5::timestamptz, now()) + nullif($4::int8, 0) * interval '1 microsecond')
+    WHERE u.project = $1 AND u.xmin = (SELECT x FROM seen)
+      AND u.bytes + $7 <= coalesce(u.quota, (SELECT s.value FROM kv_settings s WHERE s.name = 'default_quota'))
+    RETURNING u.version - $8 AS base
 ), up AS (
     INSERT INTO kv_entries (project, key, value, expires_at, version)
     SELECT $1::text, $2::bytea, $3::bytea,
            CASE WHEN $4::int8 > 0 THEN coalesce($5::timestamptz, now()) + $4::int8 * interval '1 microsecond' END,
-           room.base + $8::int8
-    FROM room
+           usage.base + $8::int8
+    FROM usage
     ON CONFLICT (project, key) DO UPDATE
     SET value = excluded.value, expires_at = excluded.expires_at, version = excluded.version
 )
-UPDATE kv_usage
-SET bytes = bytes + $6 - (SELECT coalesce(sum(size), 0) FROM old),
-    entries = entries + 1 - (SELECT count(*) FROM old),
-    version = version + $8,
-    next_expiry = least(next_expiry, coalesce($5::timestamptz, now()) + nullif($4::int8, 0) * interval '1 microsecond')
-WHERE project = $1 AND EXISTS (SELECT FROM room)`
+SELECT base FROM usage`
