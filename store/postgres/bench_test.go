@@ -66,6 +66,39 @@ func BenchmarkSetParallel(b *testing.B) {
 	}
 }
 
+// BenchmarkSetParallelTwoDaemons is BenchmarkSetParallel with the 64
+// callers split over two stores on one database, as two daemons serving one
+// project would be: their batches contend for the project's usage row.
+func BenchmarkSetParallelTwoDaemons(b *testing.B) {
+	dsn := pgtest.Database(b)
+	var batches atomic.Int64
+	stores := make([]*Store, 2)
+	for i := range stores {
+		cfg := testConfig(dsn)
+		cfg.ObserveBatch = func(int) { batches.Add(1) }
+		stores[i] = openStore(b, cfg)
+	}
+	ctx := context.Background()
+	setParallelism(b)
+	var seed atomic.Uint64
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		n := seed.Add(1)
+		s := stores[n%2]
+		rng := rand.New(rand.NewPCG(n, 1))
+		for pb.Next() {
+			if err := s.Set(ctx, "bench", "k"+strconv.Itoa(rng.IntN(benchKeys)), benchValue, 0); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+	b.StopTimer()
+	if n := batches.Load(); n > 0 {
+		b.ReportMetric(float64(b.N)/float64(n), "calls/txn")
+	}
+}
+
 // BenchmarkGetParallel measures strongly consistent Gets of ~100-byte values
 // from 64 concurrent callers.
 func BenchmarkGetParallel(b *testing.B) {

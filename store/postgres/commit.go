@@ -54,33 +54,24 @@ func (s *Store) commit(calls []*writeCall) {
 // it returns with that error, unanswered, for the caller to retry. retry
 // says this is that second attempt.
 func (s *Store) commitCalls(calls []*writeCall, waiting map[string]bool, retry bool) (failed []*writeCall, err error) {
-	// Batches of Sets far from their quota take one round trip.
-	if reqs := requests(calls); onlySets(reqs) {
-		applied, versions, err := s.commitFast(reqs, retry)
-		if err != nil && classify(err) == classUnavailable {
+	// Batches of Sets far from their quota take one round trip; those of a
+	// project another writer committed to while the statement waited, one
+	// more.
+	if onlySets(requests(calls)) {
+		contended, rest, err := s.commitSets(calls, retry, false)
+		if err == nil && len(contended) > 0 {
+			// With the rows locked first nobody can come first again, but
+			// whatever is not applied still goes on.
+			again, more, moreErr := s.commitSets(contended, retry, true)
+			rest = append(append(again, more...), rest...)
+			err = moreErr
+		}
+		if err != nil {
 			if retryableWrite(err) && !retry {
-				return calls, err
+				return rest, err
 			}
-			s.fail(calls, err)
+			s.fail(rest, err)
 			return nil, nil
-		}
-		// On a conflict or a refused statement nothing was applied, and the
-		// general path sorts it out.
-		var done, rest []*writeCall
-		var doneVersions []uint64
-		for i, c := range calls {
-			if applied[c.Item.project] {
-				done = append(done, c)
-				doneVersions = append(doneVersions, versions[i])
-			} else {
-				rest = append(rest, c)
-			}
-		}
-		if len(done) > 0 {
-			s.cfg.ObserveBatch(len(done))
-			for i, c := range done {
-				c.Answer(writeResult{version: doneVersions[i]})
-			}
 		}
 		calls = rest
 		if len(calls) == 0 {
@@ -115,6 +106,41 @@ func (s *Store) commitCalls(calls []*writeCall, waiting map[string]bool, retry b
 	}
 	s.fail(calls, err)
 	return nil, nil
+}
+
+// commitSets runs calls, all Sets and SetManys, through commitFast and
+// answers those it applied. It returns the calls of the projects another
+// writer came first to (contended: to run again with lockFirst) and the
+// others it did not apply (rest: for the general path). On an error of the
+// connection nothing is answered: every call is in rest, and err says
+// whether any may have been committed.
+func (s *Store) commitSets(calls []*writeCall, retry, lockFirst bool) (contended, rest []*writeCall, err error) {
+	applied, busy, versions, err := s.commitFast(requests(calls), retry, lockFirst)
+	if err != nil && classify(err) == classUnavailable {
+		return nil, calls, err
+	}
+	// On a conflict or a refused statement nothing was applied, and the
+	// general path sorts it out.
+	var done []*writeCall
+	var doneVersions []uint64
+	for i, c := range calls {
+		switch {
+		case applied[c.Item.project]:
+			done = append(done, c)
+			doneVersions = append(doneVersions, versions[i])
+		case busy[c.Item.project]:
+			contended = append(contended, c)
+		default:
+			rest = append(rest, c)
+		}
+	}
+	if len(done) > 0 {
+		s.cfg.ObserveBatch(len(done))
+		for i, c := range done {
+			c.Answer(writeResult{version: doneVersions[i]})
+		}
+	}
+	return contended, rest, nil
 }
 
 // answer answers the calls of a committed transaction with their results,

@@ -11,6 +11,30 @@ import (
 	"github.com/kvsidecar/kvsidecar/store"
 )
 
+// lockFirstBatches is how many batches of a project lock its usage row in
+// a statement of their own, as if run with lockFirst, after one found
+// another writer ahead of it. While another daemon keeps writing the
+// project, a statement that takes the lock itself would find one ahead
+// nearly every time and need a second round trip; locking first waits for
+// that writer once.
+const lockFirstBatches = 16
+
+// takeLockFirst reports whether the project's next batch locks its usage
+// row first (see lockFirstBatches), and counts it. Only the project's
+// committer calls it.
+func (s *Store) takeLockFirst(project string) bool {
+	v, ok := s.lockFirst.Load(project)
+	if !ok {
+		return false
+	}
+	if n := v.(int); n > 1 {
+		s.lockFirst.Store(project, n-1)
+	} else {
+		s.lockFirst.Delete(project)
+	}
+	return true
+}
+
 // fastSets is the part of a batch of Sets and SetManys that belongs to one
 // project, prepared for sqlFastSet.
 type fastSets struct {
@@ -24,6 +48,7 @@ type fastSets struct {
 	boundBytes   int64   // sizes of every item of every call
 	base         uint64  // the project's version counter before the batch
 	applied      bool
+	contended    bool // another writer came first; not applied
 }
 
 // onlySets reports whether every call of a batch is an unconditional Set or
@@ -43,16 +68,18 @@ func onlySets(reqs []*writeReq) bool {
 }
 
 // commitFast commits a batch of Sets and SetManys in one round trip: for
-// every project with room for all of its items, and no other writer between
-// the statement's snapshot and its lock of the usage row, one statement
-// writes them and its usage. It returns the projects it
-// applied; the calls of the others (close to their quota) must go through
-// the general path, which decides them one by one. versions[i] is the
-// version reqs[i] wrote, when its project was applied. An error means
-// nothing was committed, or, during the commit, that the outcome is
-// unknown; it is wrapped by notCommitted when nothing was. retry takes a
-// checked connection.
-func (s *Store) commitFast(reqs []*writeReq, retry bool) (applied map[string]bool, versions []uint64, err error) {
+// every project with room for all of its items, one statement writes them
+// and its usage. It returns the projects it applied, and those it did not
+// because another writer committed to their usage row while the statement
+// waited for its lock (contended): those may run again with lockFirst,
+// which locks each usage row in a statement of its own first, so that the
+// next statement's snapshot holds every earlier writer. The calls of the
+// other projects (close to their quota) must go through the general path,
+// which decides them one by one. versions[i] is the version reqs[i] wrote,
+// when its project was applied. An error means nothing was committed, or,
+// during the commit, that the outcome is unknown; it is wrapped by
+// notCommitted when nothing was. retry takes a checked connection.
+func (s *Store) commitFast(reqs []*writeReq, retry, lockFirst bool) (applied, contended map[string]bool, versions []uint64, err error) {
 	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.StatementTimeout)
 	defer cancel()
 
@@ -94,22 +121,33 @@ func (s *Store) commitFast(reqs []*writeReq, retry bool) (applied map[string]boo
 	}
 	slices.Sort(names) // the order usage rows are locked in
 	if err := s.ensureUsageRows(ctx, names); err != nil {
-		return nil, nil, notCommitted(err)
+		return nil, nil, nil, notCommitted(err)
 	}
 
 	conn, err := s.acquire(ctx, retry)
 	if err != nil {
-		return nil, nil, notCommitted(err)
+		return nil, nil, nil, notCommitted(err)
 	}
 	defer conn.Release()
 	now := s.nowArg()
 	// No begin and commit: the statements of a pipeline run in one implicit
 	// transaction, which commits at its end, or rolls back entirely if any
-	// statement fails. Each statement locks its project's usage row itself,
-	// in the order of names.
+	// statement fails. Each statement locks its project's usage row itself
+	// (or after sqlLockUsage, with lockFirst), in the order of names.
 	b := &pgx.Batch{}
 	for _, name := range names {
 		p := projects[name]
+		if lockFirst || s.takeLockFirst(name) {
+			b.Queue(sqlLockUsage, name).QueryRow(func(row pgx.Row) error {
+				var bytes, entries, quota int64
+				var version uint64
+				err := row.Scan(&bytes, &entries, &quota, &version)
+				if errors.Is(err, pgx.ErrNoRows) {
+					return nil // the fast statement finds no row either
+				}
+				return err
+			})
+		}
 		var qq *pgx.QueuedQuery
 		if len(p.keys) == 1 {
 			qq = b.Queue(sqlFastSetOne, name, p.keys[0], p.values[0], p.ttls[0], now, p.finalBytes, p.boundBytes, p.calls)
@@ -117,12 +155,19 @@ func (s *Store) commitFast(reqs []*writeReq, retry bool) (applied map[string]boo
 			qq = b.Queue(sqlFastSet, name, p.keys, p.values, p.ttls, now, p.finalBytes, p.boundBytes, p.minTTL, p.ords, p.calls)
 		}
 		qq.QueryRow(func(row pgx.Row) error {
-			err := row.Scan(&p.base)
-			if errors.Is(err, pgx.ErrNoRows) {
-				return nil // no room, or another writer came first
+			var base *int64
+			err := row.Scan(&base)
+			switch {
+			case errors.Is(err, pgx.ErrNoRows):
+				return nil // no room
+			case err != nil:
+				return err
+			case base == nil:
+				p.contended = true
+			default:
+				p.applied, p.base = true, uint64(*base)
 			}
-			p.applied = err == nil
-			return err
+			return nil
 		})
 	}
 	// The implicit transaction commits after the last statement: if the
@@ -133,17 +178,21 @@ func (s *Store) commitFast(reqs []*writeReq, retry bool) (applied map[string]boo
 		if pgconn.SafeToRetry(err) || w.endedBefore(len(b.QueuedQueries), err) {
 			err = notCommitted(err)
 		}
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
-	applied = map[string]bool{}
+	applied, contended = map[string]bool{}, map[string]bool{}
 	for name, p := range projects {
 		if p.applied {
 			applied[name] = true
+		}
+		if p.contended {
+			contended[name] = true
+			s.lockFirst.Store(name, lockFirstBatches)
 		}
 	}
 	versions = make([]uint64, len(reqs))
 	for i, r := range reqs {
 		versions[i] = projects[r.project].base + uint64(ords[i])
 	}
-	return applied, versions, nil
+	return applied, contended, versions, nil
 }

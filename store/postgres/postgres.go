@@ -133,6 +133,9 @@ type Store struct {
 	// known holds projects whose usage row is known to exist. Rows are
 	// never deleted, so an entry stays true.
 	known sync.Map
+	// lockFirst holds, per project whose fast path recently found another
+	// writer ahead, how many more batches lock its usage row first (fast.go).
+	lockFirst sync.Map
 
 	stopSweeper context.CancelFunc
 	sweeperDone chan struct{}

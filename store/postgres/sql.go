@@ -280,8 +280,11 @@ RETURNING (SELECT count(*) FROM d)`
 // Each key's version is the project's counter plus $9, the position among
 // the batch's calls of the project of the last call that set the key; $10
 // is the number of those calls, by which the counter advances. It returns
-// the counter from before the batch when it applied, and no row when it
-// left everything to the general path.
+// the counter from before the batch when it applied; NULL when the usage
+// row had room but another writer came first (below), and the batch may run
+// again with the row locked first (sqlLockUsage in the same transaction);
+// and no row when there was no room (or no usage row), for the general
+// path.
 //
 // The usage update takes the row's lock itself; there is no locking
 // statement before it. The sizes of the replaced rows (old) are read in the
@@ -293,10 +296,13 @@ RETURNING (SELECT count(*) FROM d)`
 // transaction) exactly when no such write came in between: when another
 // committed while this statement waited for the lock, PostgreSQL rechecks
 // the WHERE clause against the newer row version, the xmin differs, and the
-// statement changes nothing.
+// statement changes nothing. The same condition makes the quota check of
+// the snapshot's row (seen.room) that of the row updated.
 const sqlFastSet = `
 WITH seen AS (
-    SELECT u.xmin AS x FROM kv_usage u WHERE u.project = $1
+    SELECT u.xmin AS x,
+           u.bytes + $7 <= coalesce(u.quota, (SELECT s.value FROM kv_settings s WHERE s.name = 'default_quota')) AS room
+    FROM kv_usage u WHERE u.project = $1
 ), old AS (
     SELECT octet_length(e.key) + octet_length(e.value) AS size
     FROM unnest($2::bytea[]) AS q(k)
@@ -309,8 +315,7 @@ WITH seen AS (
         entries = u.entries + cardinality($2::bytea[]) - (SELECT count(*) FROM old),
         version = u.version + $10,
         next_expiry = least(u.next_expiry, coalesce($5::timestamptz, now()) + $8::int8 * interval '1 microsecond')
-    WHERE u.project = $1 AND u.xmin = (SELECT x FROM seen)
-      AND u.bytes + $7 <= coalesce(u.quota, (SELECT s.value FROM kv_settings s WHERE s.name = 'default_quota'))
+    WHERE u.project = $1 AND u.xmin = (SELECT x FROM seen) AND (SELECT room FROM seen)
     RETURNING u.version - $10 AS base
 ), up AS (
     INSERT INTO kv_entries (project, key, value, expires_at, version)
@@ -321,7 +326,9 @@ WITH seen AS (
     ON CONFLICT (project, key) DO UPDATE
     SET value = excluded.value, expires_at = excluded.expires_at, version = excluded.version
 )
-SELECT base FROM usage`
+SELECT base FROM usage
+UNION ALL
+SELECT NULL FROM seen WHERE seen.room AND NOT EXISTS (SELECT FROM usage)`
 
 // sqlFastSetOne is sqlFastSet for a batch that sets one key of the project
 // (see sqlGetValue): $2 the key, $3 its value, $4 its TTL in microseconds
@@ -329,7 +336,9 @@ SELECT base FROM usage`
 // number of calls (the key's version is the counter plus $8).
 const sqlFastSetOne = `
 WITH seen AS (
-    SELECT u.xmin AS x FROM kv_usage u WHERE u.project = $1
+    SELECT u.xmin AS x,
+           u.bytes + $7 <= coalesce(u.quota, (SELECT s.value FROM kv_settings s WHERE s.name = 'default_quota')) AS room
+    FROM kv_usage u WHERE u.project = $1
 ), old AS (
     SELECT octet_length(e.key) + octet_length(e.value) AS size
     FROM kv_entries e
@@ -340,8 +349,7 @@ WITH seen AS (
         entries = u.entries + 1 - (SELECT count(*) FROM old),
         version = u.version + $8,
         next_expiry = least(u.next_expiry, coalesce($5::timestamptz, now()) + nullif($4::int8, 0) * interval '1 microsecond')
-    WHERE u.project = $1 AND u.xmin = (SELECT x FROM seen)
-      AND u.bytes + $7 <= coalesce(u.quota, (SELECT s.value FROM kv_settings s WHERE s.name = 'default_quota'))
+    WHERE u.project = $1 AND u.xmin = (SELECT x FROM seen) AND (SELECT room FROM seen)
     RETURNING u.version - $8 AS base
 ), up AS (
     INSERT INTO kv_entries (project, key, value, expires_at, version)
@@ -352,4 +360,6 @@ WITH seen AS (
     ON CONFLICT (project, key) DO UPDATE
     SET value = excluded.value, expires_at = excluded.expires_at, version = excluded.version
 )
-SELECT base FROM usage`
+SELECT base FROM usage
+UNION ALL
+SELECT NULL FROM seen WHERE seen.room AND NOT EXISTS (SELECT FROM usage)`
