@@ -195,6 +195,10 @@ type Config struct {
 	// Logger receives the store's own events (sweeper failures, batches
 	// retried after a failed commit). Default: zap.NewNop().
 	Logger *zap.Logger
+
+	// tune, if set, changes the bbolt options Open uses: for the
+	// benchmarks that compare them (export_test.go).
+	tune func(*bbolt.Options)
 }
 
 func (c Config) withDefaults() Config {
@@ -285,7 +289,11 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	db, err := bbolt.Open(cfg.Path, 0o600, &bbolt.Options{Timeout: cfg.LockTimeout})
+	opts := &bbolt.Options{Timeout: cfg.LockTimeout}
+	if cfg.tune != nil {
+		cfg.tune(opts)
+	}
+	db, err := bbolt.Open(cfg.Path, 0o600, opts)
 	if errors.Is(err, bolterrors.ErrTimeout) {
 		return nil, fmt.Errorf("open %s: the file is locked by another process (waited %s): %w", cfg.Path, cfg.LockTimeout, err)
 	}
