@@ -374,7 +374,7 @@ func (s *Store) Import(ctx context.Context, project string, entries []store.Entr
 			return result{}, nil
 		}
 		// An import is one write: its entries share the project's next version.
-		return w.putAll(openProject(w.tx, project), items, func(i int) int64 { return expiries[i] })
+		return w.putAll(w.project(project), items, func(i int) int64 { return expiries[i] })
 	}})
 	return int(res.n), res.err
 }

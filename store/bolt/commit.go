@@ -94,6 +94,26 @@ type writeTx struct {
 	// that needs more is requeued, and its purge goes on in the next
 	// transaction, between other projects' writes.
 	purgeLeft int
+	// projects holds the projects this transaction's writes opened
+	// (project opens them): a batch of a project's writes looks its
+	// buckets and usage up once, and every write sees the usage the one
+	// before it left.
+	projects map[string]*projectTx
+}
+
+// project returns the named project of the transaction, opened on first
+// use. Every write of a transaction opens its projects through it, so no
+// two projectTx of one project hold diverging usage.
+func (w *writeTx) project(name string) *projectTx {
+	if p, ok := w.projects[name]; ok {
+		return p
+	}
+	p := openProject(w.tx, name)
+	if w.projects == nil {
+		w.projects = make(map[string]*projectTx)
+	}
+	w.projects[name] = p
+	return p
 }
 
 // errPurgeMore is the refusal of a request whose quota check deleted a

@@ -396,3 +396,83 @@ func TestFullQueueIsBusy(t *testing.T) {
 		t.Fatal("the refused write was stored")
 	}
 }
+
+// TestOneTransactionOfOneProject lines up writes of one project that depend
+// on each other (an overwrite that drops a TTL, a Clear, writes after it) so
+// that they share one transaction, and checks what a user sees afterwards:
+// the values, the usage, which entries expire, and the same after a
+// restart.
+func TestOneTransactionOfOneProject(t *testing.T) {
+	ctx := context.Background()
+	var mu sync.Mutex
+	now := time.Unix(1_700_000_000, 0)
+	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	path := filepath.Join(t.TempDir(), "kv.db")
+	s, b := openHeld(t, Config{Path: path, Now: clock}, func(s *Store) error {
+		return s.Set(ctx, "q", "old", []byte("v"), time.Minute)
+	})
+
+	writes := []func() error{
+		func() error { return s.Set(ctx, "p", "a", []byte("1"), time.Minute) },
+		func() error { return s.Set(ctx, "p", "a", []byte("22"), 0) }, // no longer expires
+		func() error { return s.Set(ctx, "p", "b", []byte("3"), time.Minute) },
+		func() error { _, err := s.Clear(ctx, "q"); return err },
+		func() error { return s.Set(ctx, "q", "new", []byte("4"), 0) },
+		func() error { _, err := s.Incr(ctx, "q", "n", 5, 0); return err },
+	}
+	errs := make(chan error, len(writes))
+	for i, w := range writes {
+		go func() { errs <- w() }()
+		waitQueued(t, s, i+1) // one at a time: a project's writes keep their order
+	}
+	close(b.release)
+	for range writes {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	if sizes := b.get(); !slices.Equal(sizes, []int{1, len(writes)}) {
+		t.Fatalf("writes per commit = %v, want all %d in one", sizes, len(writes))
+	}
+
+	check := func(s *Store, when string) {
+		t.Helper()
+		for _, c := range []struct {
+			project, key, want string
+		}{{"p", "a", "22"}, {"q", "new", "4"}, {"q", "n", "5"}, {"q", "old", ""}} {
+			v, found, err := s.Get(ctx, c.project, c.key)
+			if err != nil || string(v) != c.want || found != (c.want != "") {
+				t.Errorf("%s: Get(%s, %s) = %q, %v, %v; want %q", when, c.project, c.key, v, found, err, c.want)
+			}
+		}
+		if u, _ := s.Usage(ctx, "q"); u.Entries != 2 || u.Bytes != store.EntrySize("new", []byte("4"))+store.EntrySize("n", []byte("5")) {
+			t.Errorf("%s: Usage(q) = %+v, want the 2 entries written after the Clear", when, u)
+		}
+	}
+	check(s, "after the commit")
+
+	// Past the TTLs, only b expires: a's overwrite took its index row away,
+	// and the Clear took q's "old".
+	mu.Lock()
+	now = now.Add(2 * time.Minute)
+	mu.Unlock()
+	if n, err := s.Sweep(ctx); err != nil || n != 1 {
+		t.Fatalf("Sweep = %d, %v; want b alone", n, err)
+	}
+	if u, _ := s.Usage(ctx, "p"); u.Entries != 1 || u.Bytes != store.EntrySize("a", []byte("22")) {
+		t.Errorf("Usage(p) = %+v, want a alone", u)
+	}
+
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s2, err := Open(ctx, Config{Path: path, Now: clock, SweepInterval: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s2.Close()
+	check(s2, "after a restart")
+	if u, _ := s2.Usage(ctx, "p"); u.Entries != 1 || u.Bytes != store.EntrySize("a", []byte("22")) {
+		t.Errorf("after a restart: Usage(p) = %+v, want a alone", u)
+	}
+}

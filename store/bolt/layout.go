@@ -303,8 +303,18 @@ func (p *projectTx) nextVersion() (uint64, error) {
 // and its index row, and updates the usage (saveUsage writes it). The
 // buckets must exist.
 func (p *projectTx) put(key, value []byte, expiry int64, version uint64) error {
-	if _, err := p.remove(key, 0); err != nil {
-		return err
+	// The Put below replaces the old record in place, so only its index row
+	// and its usage go first: deleting it as well would cost one more
+	// search of the tree per write.
+	if rec := p.record(key); rec != nil {
+		old, size := recordExpiry(rec), recordSize(key, rec)
+		if old != 0 {
+			if err := p.exp.Delete(expiryKey(old, key)); err != nil {
+				return err
+			}
+		}
+		p.bytes -= size
+		p.entries--
 	}
 	if err := p.data.Put(key, encodeRecord(expiry, version, value)); err != nil {
 		return err

@@ -82,7 +82,7 @@ func (s *Store) DeleteIf(ctx context.Context, project, key string, cond store.Co
 	keys := []string{key}
 	res := s.submit(ctx, request{project: project, frees: true, size: len(key), apply: func(w *writeTx) (result, error) {
 		if cond.Check {
-			p := openProjectData(w.tx, project)
+			p := w.project(project)
 			if err := store.CheckConds([]store.Item{{Key: key, Cond: cond}}, p.state(w.now)); err != nil {
 				return result{err: err}, nil
 			}
@@ -214,7 +214,7 @@ func (s *Store) closedOr(ctx context.Context) error {
 // set applies a Set or SetMany: it decides the quota for all items first,
 // then writes them in order, so a later duplicate key wins.
 func (w *writeTx) set(name string, items []store.Item) (result, error) {
-	p := openProject(w.tx, name)
+	p := w.project(name)
 	if conflict := store.CheckConds(items, p.state(w.now)); conflict != nil {
 		return result{err: conflict}, nil
 	}
@@ -330,7 +330,7 @@ func (w *writeTx) checkQuota(p *projectTx, growth func() int64) (refusal, err er
 }
 
 func (w *writeTx) delete(name string, keys []string) (result, error) {
-	p := openProject(w.tx, name)
+	p := w.project(name)
 	existed := make([]bool, len(keys))
 	if p.data == nil {
 		return result{flags: existed}, nil
@@ -346,7 +346,7 @@ func (w *writeTx) delete(name string, keys []string) (result, error) {
 }
 
 func (w *writeTx) clear(name string) (result, error) {
-	p := openProject(w.tx, name)
+	p := w.project(name)
 	if p.data == nil {
 		return result{}, nil
 	}
@@ -358,12 +358,14 @@ func (w *writeTx) clear(name string) (result, error) {
 	if err := p.b.DeleteBucket(bucketExp); err != nil {
 		return result{}, err
 	}
+	// A later write of this transaction creates them anew (ensure).
+	p.data, p.exp = nil, nil
 	p.bytes, p.entries = 0, 0
 	return result{n: live}, p.saveUsage()
 }
 
 func (w *writeTx) incr(name, key string, delta int64, ttl time.Duration) (result, error) {
-	p := openProject(w.tx, name)
+	p := w.project(name)
 	k := []byte(key)
 	// Decide first: parse the live value (an expired one counts as missing).
 	expiry := expiryAt(w.now, ttl)
@@ -396,7 +398,7 @@ func (w *writeTx) incr(name, key string, delta int64, ttl time.Duration) (result
 // expire rewrites the record of a live key with a new expiry and version.
 // The entry's size is unchanged, so the usage and the quota are too.
 func (w *writeTx) expire(name, key string, ttl time.Duration) (result, error) {
-	p := openProject(w.tx, name)
+	p := w.project(name)
 	k := []byte(key)
 	rec := p.live(k, w.now)
 	if rec == nil {
@@ -414,7 +416,7 @@ func (w *writeTx) expire(name, key string, ttl time.Duration) (result, error) {
 }
 
 func (w *writeTx) setQuota(name string, quota int64) error {
-	p := openProject(w.tx, name)
+	p := w.project(name)
 	if quota == 0 {
 		if p.b == nil {
 			return nil
@@ -454,7 +456,7 @@ func (w *writeTx) sweep(limit int) (int64, error) {
 		if removed >= int64(limit) {
 			break
 		}
-		p := openProject(w.tx, name)
+		p := w.project(name)
 		n, err := p.purge(w.now, limit-int(removed))
 		if err != nil {
 			return 0, err
