@@ -160,7 +160,7 @@ func (w *writeTx) applyOp(r *request) (result, error) {
 		r.item[0] = store.Item{Key: op.Key, Value: op.Value, TTL: op.TTL, Cond: op.Cond}
 		return w.set(op.Project, r.item[:])
 	case store.OpDelete:
-		p := openProject(w.tx, op.Project)
+		p := w.project(op.Project)
 		key := []byte(op.Key)
 		if op.Cond.Check {
 			if err := store.CheckConds([]store.Item{{Key: op.Key, Cond: op.Cond}}, p.state(w.now)); err != nil {

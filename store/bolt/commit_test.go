@@ -476,3 +476,39 @@ func TestOneTransactionOfOneProject(t *testing.T) {
 		t.Errorf("after a restart: Usage(p) = %+v, want a alone", u)
 	}
 }
+
+// TestOneTransactionOfDo is TestOneTransactionOfOneProject for the writes
+// of Do: a set, a delete of the same key and two more sets of one project
+// share one transaction, and the project's usage counts what is left.
+func TestOneTransactionOfDo(t *testing.T) {
+	ctx := context.Background()
+	s, b := openHeld(t, Config{}, nil)
+	done := make(chan *store.Op, 4)
+	ops := []*store.Op{
+		{Kind: store.OpSet, Project: "p", Key: "a", Value: []byte("1111111111")},
+		{Kind: store.OpDelete, Project: "p", Key: "a"},
+		{Kind: store.OpSet, Project: "p", Key: "b", Value: []byte("2")},
+		{Kind: store.OpSet, Project: "p", Key: "c", Value: []byte("3")},
+	}
+	for _, op := range ops {
+		op.Done = func(op *store.Op) { done <- op }
+	}
+	s.Do(ops)
+	waitQueued(t, s, len(ops))
+	close(b.release)
+	for range ops {
+		if op := <-done; op.Err != nil {
+			t.Fatalf("%v %s: %v", op.Kind, op.Key, op.Err)
+		}
+	}
+	if !ops[1].Found {
+		t.Error("the delete did not find the key the set before it wrote")
+	}
+	if sizes := b.get(); !slices.Equal(sizes, []int{1, len(ops)}) {
+		t.Fatalf("writes per commit = %v, want all %d in one", sizes, len(ops))
+	}
+	want := store.EntrySize("b", []byte("2")) + store.EntrySize("c", []byte("3"))
+	if u, _ := s.Usage(ctx, "p"); u.Entries != 2 || u.Bytes != want {
+		t.Errorf("Usage(p) = %+v, want b and c: 2 entries, %d bytes", u, want)
+	}
+}
