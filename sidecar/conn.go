@@ -75,10 +75,40 @@ type conn struct {
 
 	slots      chan struct{}       // requests read and not yet answered (MaxInflight)
 	bytes      *semaphore.Weighted // bytes this connection holds (MaxConnInflightBytes)
-	out        chan outItem        // responses for the write loop
 	writerDone chan struct{}
-	wg         sync.WaitGroup // request goroutines
+	wg         sync.WaitGroup // requests read and not yet answered: goroutines and store ops
 	order      orderer
+
+	// The round path (round.go): requests of one read round handed to the
+	// store together. Owned by the read loop.
+	async     store.Async // the store, when it takes ops without a goroutine each
+	round     []*store.Op // ops read in this round, not yet given to the store
+	roundReqs []*fastReq  // their requests
+	roundOpen bool        // frames have been handled since the read loop last blocked
+	roundTime time.Time   // when the round's first frame was read
+
+	// The output (see send and flush), under outMu: encoded answers and
+	// what their requests hold, released once they are written.
+	outMu       sync.Mutex
+	enc         *protocol.Encoder
+	outBuf      []byte
+	outHolds    []hold
+	spareBuf    []byte
+	spareHold   []hold
+	writing     bool          // a write is under way (the write loop's or the read loop's)
+	holdWake    bool          // the read loop is handling a round and flushes after it: do not wake the write loop
+	outClosed   bool          // the last frame is queued; the write loop ends when it is written
+	broken      bool          // a write failed: answers are dropped, holds still released
+	wake        chan struct{} // one token: the write loop has something to write
+	deadlineSet time.Time     // when the write deadline was last moved; by the writer of the moment
+
+	// Fast requests given to the store and not yet done (for the sweeper),
+	// and a free list of them; under outMu.
+	pending  fastList
+	free     []*fastReq
+	sweep    *time.Timer
+	sweepAt  time.Time // when sweep fires; zero when it is not armed
+	stopKill func() bool
 
 	endOnce   sync.Once
 	reason    closeReason // set once, by end
@@ -97,26 +127,20 @@ type hold struct {
 	bytes int64
 }
 
-// outItem is a response queued for writing, with what its request holds.
-type outItem struct {
-	resp *protocol.Response
-	hold hold
-}
-
 func newConn(s *Server, nc *net.UnixConn, peer identity.Peer, ps *projectState) *conn {
 	c := &conn{
-		s:       s,
-		nc:      nc,
-		peer:    peer,
-		project: ps.name,
-		proj:    ps,
-		log:     s.log.With(zap.Int32("pid", peer.PID), zap.Uint32("uid", peer.UID), zap.String("project", ps.name)),
-		slots:   make(chan struct{}, s.cfg.MaxInflight),
-		bytes:   semaphore.NewWeighted(s.cfg.MaxConnInflightBytes),
-		// Every queued response holds a slot, plus at most one closing
-		// error frame, so sends to out never block.
-		out:        make(chan outItem, s.cfg.MaxInflight+1),
+		s:          s,
+		nc:         nc,
+		peer:       peer,
+		project:    ps.name,
+		proj:       ps,
+		log:        s.log.With(zap.Int32("pid", peer.PID), zap.Uint32("uid", peer.UID), zap.String("project", ps.name)),
+		slots:      make(chan struct{}, s.cfg.MaxInflight),
+		bytes:      semaphore.NewWeighted(s.cfg.MaxConnInflightBytes),
 		writerDone: make(chan struct{}),
+		async:      s.async,
+		enc:        protocol.NewEncoder(),
+		wake:       make(chan struct{}, 1),
 	}
 	c.ctx, c.cancel = context.WithCancel(s.stopReading)
 	return c
@@ -144,22 +168,27 @@ func (c *conn) revoke(msg string) {
 // when every request read has been answered and every byte held released.
 func (c *conn) run() {
 	c.log.Debug("connection open")
+	// Requests given to the store are answered unavailable when the stop's
+	// grace period ends, as running requests are cancelled.
+	c.stopKill = context.AfterFunc(c.s.kill, func() { c.sweepOverdue(true) })
 	go c.writeLoop()
 	c.end(c.readLoop())
 	c.wg.Wait()
 	switch c.reason {
 	case closeStopping:
-		c.out <- outItem{resp: &protocol.Response{Err: protocol.NewError(protocol.CodeUnavailable, "the daemon is stopping; requests not yet answered were not read")}}
+		c.send(&protocol.Response{Err: protocol.NewError(protocol.CodeUnavailable, "the daemon is stopping; requests not yet answered were not read")}, hold{})
 	case closeRevoked:
-		c.out <- outItem{resp: &protocol.Response{Err: protocol.NewError(protocol.CodeForbidden, c.revokeMsg)}}
+		c.send(&protocol.Response{Err: protocol.NewError(protocol.CodeForbidden, c.revokeMsg)}, hold{})
 	case closeHelloTimeout:
 		c.s.metrics.refusedBy[refusedHelloTimeout].Inc()
 		c.s.limited.Info("closing connection: no hello within the hello timeout", zap.Int32("pid", c.peer.PID), zap.Uint32("uid", c.peer.UID), zap.String("project", c.project), zap.Duration("hello_timeout", c.s.cfg.HelloTimeout))
-		c.out <- outItem{resp: &protocol.Response{Err: protocol.NewError(protocol.CodeBadRequest, fmt.Sprintf("no hello within %s (the daemon's hello timeout)", c.s.cfg.HelloTimeout))}}
+		c.send(&protocol.Response{Err: protocol.NewError(protocol.CodeBadRequest, fmt.Sprintf("no hello within %s (the daemon's hello timeout)", c.s.cfg.HelloTimeout))}, hold{})
 	}
 	c.cancel()
-	close(c.out)
+	c.closeOutput()
 	<-c.writerDone
+	c.stopKill()
+	c.stopSweeper()
 	c.nc.Close()
 	c.s.metrics.closed.WithLabelValues(string(c.reason)).Inc()
 	c.log.Debug("connection closed", zap.String("reason", string(c.reason)))
@@ -173,26 +202,43 @@ func (c *conn) stopReading() {
 
 // readLoop reads and dispatches requests until the connection must end,
 // and returns why.
+//
+// It reads in rounds: every frame already buffered after one read of the
+// socket is handled before the next, and the simple single-key requests
+// among them are given to the store together (round.go) just before the
+// loop would block — on the socket, a slot or the byte budgets — and when
+// it ends. Other requests run on a goroutine each, as before.
 func (c *conn) readLoop() closeReason {
 	cfg := &c.s.cfg
 	br := bufio.NewReaderSize(c.nc, readBufferSize)
 	dec := protocol.NewDecoder()
 	dec.MaxBatch = store.MaxBatchItems
+	defer c.endRound()
 	var buf []byte
+	var scratch protocol.Request
 	greeted := false
 	c.nc.SetReadDeadline(time.Now().Add(cfg.HelloTimeout))
 	for {
 		select {
 		case c.slots <- struct{}{}:
-		case <-c.ctx.Done():
-			return c.interrupted(greeted)
+		default:
+			c.endRound()
+			select {
+			case c.slots <- struct{}{}:
+			case <-c.ctx.Done():
+				return c.interrupted(greeted)
+			}
 		}
 		h := hold{slot: true}
+		if br.Buffered() < protocol.HeaderSize {
+			c.endRound()
+		}
 		n, err := protocol.ReadFrameHeader(br, cfg.MaxFrameBytes)
 		if err != nil {
 			c.release(h)
 			return c.readFailed(err, greeted)
 		}
+		c.openRound()
 		// Reserve the most this request and its response can hold before
 		// reading it; the reserve is trimmed once the request is decoded.
 		// The first frame is answered with a hello result or an error, so
@@ -201,16 +247,23 @@ func (c *conn) readLoop() closeReason {
 		if !greeted {
 			reserve = int64(n) + requestOverhead + c.s.smallResponse()
 		}
-		if err := c.acquire(reserve); err != nil {
-			c.release(h)
-			return c.interrupted(greeted)
+		if !c.tryAcquire(reserve) {
+			c.endRound()
+			if err := c.acquire(reserve); err != nil {
+				c.release(h)
+				return c.interrupted(greeted)
+			}
 		}
 		h.bytes = reserve
 		// The reserve is held while the payload arrives: a peer that
 		// trickles it must not hold it for longer than the write timeout.
 		// Before hello the hello timeout is in force; a payload already
 		// buffered needs no deadline.
-		timed := greeted && br.Buffered() < n
+		timed := false
+		if br.Buffered() < n {
+			c.endRound()
+			timed = greeted
+		}
 		if timed {
 			c.nc.SetReadDeadline(time.Now().Add(cfg.WriteTimeout))
 		}
@@ -234,10 +287,11 @@ func (c *conn) readLoop() closeReason {
 			c.release(h)
 			return c.readFailed(err, greeted)
 		}
+		c.openRound()
 		if cap(payload) <= keepBufferMax {
 			buf = payload
 		}
-		req := &protocol.Request{}
+		req := &scratch
 		if err := dec.DecodeRequest(payload, req); err != nil {
 			id, scanErr := dec.Scan(payload)
 			if scanErr != nil {
@@ -271,10 +325,15 @@ func (c *conn) readLoop() closeReason {
 		if req.ID == 0 {
 			return c.fatal(h, 0, protocol.CodeBadRequest, badIDMessage)
 		}
-		keys, barrier := orderKeys(req)
+		if c.dispatchFast(req, h) {
+			continue
+		}
+		own := new(protocol.Request)
+		*own = *req
+		keys, barrier := orderKeys(own)
 		t := c.order.register(keys, barrier)
 		c.wg.Add(1)
-		go c.handle(req, t, h, time.Now())
+		go c.handle(own, t, h, c.roundTime)
 	}
 }
 
@@ -355,13 +414,8 @@ func (c *conn) fatal(h hold, id uint64, code protocol.Code, msg string) closeRea
 	c.s.metrics.badFrames.Inc()
 	c.count(protocol.OpInvalid, code, time.Time{})
 	c.s.limited.Info("closing connection after a bad frame", zap.Int32("pid", c.peer.PID), zap.Uint32("uid", c.peer.UID), zap.String("project", c.project), zap.String("code", string(code)), zap.String("error", msg))
-	c.out <- outItem{resp: &protocol.Response{ID: id, Err: protocol.NewError(code, msg)}, hold: h}
+	c.send(&protocol.Response{ID: id, Err: protocol.NewError(code, msg)}, h)
 	return closeBadFrame
-}
-
-// send queues a response for a request that holds h.
-func (c *conn) send(resp *protocol.Response, h hold) {
-	c.out <- outItem{resp: resp, hold: h}
 }
 
 // acquire takes n bytes from the connection's budget, then its project's,
@@ -386,6 +440,26 @@ func (c *conn) acquire(n int64) error {
 	return nil
 }
 
+// tryAcquire is acquire without waiting: it takes n bytes from all three
+// budgets, or from none and reports false.
+func (c *conn) tryAcquire(n int64) bool {
+	if !c.bytes.TryAcquire(n) {
+		return false
+	}
+	if !c.proj.bytes.TryAcquire(n) {
+		c.bytes.Release(n)
+		return false
+	}
+	if !c.s.bytes.TryAcquire(n) {
+		c.proj.bytes.Release(n)
+		c.bytes.Release(n)
+		return false
+	}
+	c.proj.held.Add(n)
+	c.s.metrics.inflight.Add(float64(n))
+	return true
+}
+
 // giveBack returns n bytes to the budgets acquire took them from.
 func (c *conn) giveBack(n int64) {
 	if n <= 0 {
@@ -407,8 +481,9 @@ func (c *conn) trim(h *hold, n int64) {
 }
 
 // release gives back what a request held. It is called once per hold: by
-// the write loop after the response is written or dropped, or by the read
-// loop when the frame could not be read.
+// whoever wrote the response after it is written or dropped, by the read
+// loop when the frame could not be read, or (for the bytes of a request
+// the sweeper answered) when the store is done with it.
 func (c *conn) release(h hold) {
 	c.giveBack(h.bytes)
 	if h.slot {
@@ -417,10 +492,10 @@ func (c *conn) release(h hold) {
 }
 
 // handle runs one request after those it is ordered after, and queues its
-// response.
+// response. A request whose deadline passes while it waits is answered
+// unavailable then; it still finishes only after those it waits for, so
+// that the requests ordered after it keep their order.
 func (c *conn) handle(req *protocol.Request, t *ticket, h hold, start time.Time) {
-	defer c.wg.Done()
-	t.await()
 	timeout := c.s.cfg.RequestTimeout
 	if req.Timeout > 0 && req.Timeout < timeout.Milliseconds() {
 		timeout = time.Duration(req.Timeout) * time.Millisecond
@@ -428,7 +503,19 @@ func (c *conn) handle(req *protocol.Request, t *ticket, h hold, start time.Time)
 	// The timeout counts from when the request was read: time spent
 	// waiting for earlier requests on its keys is part of what the client
 	// waits.
-	ctx, cancel := context.WithDeadline(c.s.kill, start.Add(timeout))
+	deadline := start.Add(timeout)
+	if !t.awaitUntil(deadline) {
+		resp := &protocol.Response{ID: req.ID, Err: protocol.NewError(protocol.CodeUnavailable, "the store did not answer within the request's timeout")}
+		c.count(req.Op, protocol.CodeUnavailable, start)
+		c.trim(&h, c.s.responseSize(resp))
+		c.send(resp, h)
+		c.wg.Done()
+		t.await()
+		c.order.finish(t)
+		return
+	}
+	defer c.wg.Done()
+	ctx, cancel := context.WithDeadline(c.s.kill, deadline)
 	resp := &protocol.Response{ID: req.ID, Op: req.Op}
 	err := c.s.execute(ctx, c.project, req, resp)
 	cancel()
@@ -444,7 +531,7 @@ func (c *conn) handle(req *protocol.Request, t *ticket, h hold, start time.Time)
 	}
 	c.count(req.Op, code, start)
 	// The request is done with; what stays is the response (then, once
-	// the write loop has encoded it, its encoding).
+	// it is encoded, its encoding).
 	c.trim(&h, c.s.responseSize(resp))
 	c.send(resp, h)
 }
@@ -469,52 +556,124 @@ func (c *conn) count(op protocol.Op, code protocol.Code, start time.Time) {
 	}
 }
 
-// writeLoop encodes responses and flushes when no more are queued: under
-// load many responses share a system call, and an idle connection's answer
-// is not held back. After a write fails, responses are dropped; what their
-// requests hold is released either way.
-func (c *conn) writeLoop() {
-	defer close(c.writerDone)
-	bw := bufio.NewWriterSize(c.nc, writeBufferSize)
-	enc := protocol.NewEncoder()
-	broken := false
-	timeout := c.s.cfg.WriteTimeout
-	var deadlineSet time.Time
-	for item := range c.out {
-		if !broken {
-			// Every write must complete within the write timeout of the
-			// moment it started. Moving the deadline costs a timer update,
-			// so it moves only when a tenth of the timeout has passed: a
-			// peer is cut off after between 0.9 and 1 times the timeout.
-			if now := time.Now(); now.Sub(deadlineSet) > timeout/10 {
-				c.nc.SetWriteDeadline(now.Add(timeout))
-				deadlineSet = now
-			}
-			frame, err := enc.Response(item.resp)
-			if err != nil {
-				c.log.Error("encode response", zap.Error(err))
-				frame, _ = enc.Response(&protocol.Response{ID: item.resp.ID, Err: protocol.NewError(protocol.CodeInternal, "internal error; the daemon's log has the details")})
-			}
-			// The encoding takes the place of the response's values in
-			// what the request holds: let them go.
-			item.resp = nil
-			if _, err := bw.Write(frame); err != nil {
-				broken = c.writeFailed(err)
-			}
-			if len(frame) > keepBufferMax {
-				// Do not keep a large response's buffer for the next.
-				enc = protocol.NewEncoder()
-			}
+// send encodes a response for a request that holds h into the output,
+// where the next write takes it. A response too large to keep the
+// encoder's buffer for the next one gets a new encoder after it.
+func (c *conn) send(resp *protocol.Response, h hold) {
+	c.outMu.Lock()
+	c.appendResponse(resp, h)
+	c.signal()
+	c.outMu.Unlock()
+}
+
+// appendResponse encodes resp into the output and notes h; c.outMu is
+// held. The encoding takes the place of the response's values in what the
+// request holds. After a write failed, answers are dropped.
+func (c *conn) appendResponse(resp *protocol.Response, h hold) {
+	c.outHolds = append(c.outHolds, h)
+	if c.broken {
+		return
+	}
+	frame, err := c.enc.Response(resp)
+	if err != nil {
+		c.log.Error("encode response", zap.Error(err))
+		frame, _ = c.enc.Response(&protocol.Response{ID: resp.ID, Err: protocol.NewError(protocol.CodeInternal, "internal error; the daemon's log has the details")})
+	}
+	c.outBuf = append(c.outBuf, frame...)
+	if len(frame) > keepBufferMax {
+		c.enc = protocol.NewEncoder()
+	}
+}
+
+// signal wakes the write loop, unless a write is under way (its writer
+// looks again when it is done) or the read loop is in a round (it flushes
+// at the round's end); c.outMu is held.
+func (c *conn) signal() {
+	if c.writing || c.holdWake {
+		return
+	}
+	select {
+	case c.wake <- struct{}{}:
+	default:
+	}
+}
+
+// closeOutput tells the write loop that nothing more is queued after what
+// is in the output now.
+func (c *conn) closeOutput() {
+	c.outMu.Lock()
+	c.outClosed = true
+	select {
+	case c.wake <- struct{}{}:
+	default:
+	}
+	c.outMu.Unlock()
+}
+
+// flush writes everything in the output in one write and then releases
+// what its requests held; it reports whether more was queued meanwhile.
+// One writer at a time: it does nothing while another write is under way.
+// After a write fails, the output is dropped.
+func (c *conn) flush() (more bool) {
+	c.outMu.Lock()
+	if c.writing || (len(c.outBuf) == 0 && len(c.outHolds) == 0) {
+		c.outMu.Unlock()
+		return false
+	}
+	c.writing = true
+	buf, holds := c.outBuf, c.outHolds
+	c.outBuf, c.outHolds = c.spareBuf[:0], c.spareHold[:0]
+	c.spareBuf, c.spareHold = nil, nil
+	broken := c.broken
+	c.outMu.Unlock()
+
+	if !broken && len(buf) > 0 {
+		// Every write must complete within the write timeout of the
+		// moment it started. Moving the deadline costs a timer update,
+		// so it moves only when a tenth of the timeout has passed: a
+		// peer is cut off after between 0.9 and 1 times the timeout.
+		timeout := c.s.cfg.WriteTimeout
+		if now := time.Now(); now.Sub(c.deadlineSet) > timeout/10 {
+			c.nc.SetWriteDeadline(now.Add(timeout))
+			c.deadlineSet = now
 		}
-		c.release(item.hold)
-		if len(c.out) == 0 && !broken {
-			if err := bw.Flush(); err != nil {
-				broken = c.writeFailed(err)
-			}
+		if _, err := c.nc.Write(buf); err != nil {
+			broken = c.writeFailed(err)
 		}
 	}
-	if !broken {
-		bw.Flush()
+	for i, h := range holds {
+		c.release(h)
+		holds[i] = hold{}
+	}
+
+	c.outMu.Lock()
+	c.writing = false
+	c.broken = c.broken || broken
+	// Keep the buffers for the next write, unless they grew large.
+	if cap(buf) <= keepBufferMax {
+		c.spareBuf = buf[:0]
+	}
+	if cap(holds) <= c.s.cfg.MaxInflight+1 {
+		c.spareHold = holds[:0]
+	}
+	more = len(c.outBuf) > 0 || len(c.outHolds) > 0
+	c.outMu.Unlock()
+	return more
+}
+
+// writeLoop writes the output whenever it is woken, until the output is
+// closed and written.
+func (c *conn) writeLoop() {
+	defer close(c.writerDone)
+	for range c.wake {
+		for c.flush() {
+		}
+		c.outMu.Lock()
+		done := c.outClosed && !c.writing && len(c.outBuf) == 0 && len(c.outHolds) == 0
+		c.outMu.Unlock()
+		if done {
+			return
+		}
 	}
 }
 

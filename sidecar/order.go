@@ -1,6 +1,9 @@
 package sidecar
 
-import "sync"
+import (
+	"sync"
+	"time"
+)
 
 // orderer keeps the requests of one connection that name the same key in
 // the order they were read, while letting requests on other keys run
@@ -8,53 +11,96 @@ import "sync"
 // before it, and every request read after it waits for it. Requests that
 // name no key (list, usage, ping) are ordered only against clears.
 //
-// register is called by the connection's read loop, in read order; done is
-// called by the request's goroutine when it has finished.
+// register and enter are called by the connection's read loop, in read
+// order; finish is called when the request has finished. A request that
+// nothing is ordered before (enter) takes no channel: a ticket's done
+// channel is made only when a later request has to wait for it.
 type orderer struct {
 	mu      sync.Mutex
-	last    map[string]chan struct{}   // the latest request on each key
-	keyless map[chan struct{}]struct{} // running requests that name no key
-	barrier chan struct{}              // the latest clear still running
+	last    map[string]*ticket   // the latest request on each key
+	keyless map[*ticket]struct{} // running requests that name no key
+	barrier *ticket              // the latest clear still running
 }
 
-// ticket is what a request holds between register and done.
+// ticket is what a request holds between register (or enter) and finish.
 type ticket struct {
 	keys    []string
+	one     [1]string // keys' backing array for a single-key request
 	barrier bool
 	wait    []chan struct{}
-	done    chan struct{}
+	done    chan struct{} // made by the first request that waits for this one; under orderer.mu
+}
+
+// doneChan is the channel closed when t finishes; o.mu is held.
+func (t *ticket) doneChan() chan struct{} {
+	if t.done == nil {
+		t.done = make(chan struct{})
+	}
+	return t.done
+}
+
+func (o *orderer) init() {
+	if o.last == nil {
+		o.last = make(map[string]*ticket)
+		o.keyless = make(map[*ticket]struct{})
+	}
+}
+
+// enter registers t, a request on key alone, if no request read before it
+// is still unfinished on key and no clear is pending: then it may run at
+// once and takes no channel. Otherwise it registers nothing and returns
+// false; the request is then registered with register and waits.
+func (o *orderer) enter(key string, t *ticket) bool {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.init()
+	if o.barrier != nil {
+		return false
+	}
+	if _, busy := o.last[key]; busy {
+		return false
+	}
+	t.one[0] = key
+	t.keys, t.barrier, t.wait, t.done = t.one[:], false, t.wait[:0], nil
+	o.last[key] = t
+	return true
+}
+
+// pingMayRun reports whether a request that names no key may be answered
+// at once, without registering: no clear is pending.
+func (o *orderer) pingMayRun() bool {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.barrier == nil
 }
 
 func (o *orderer) register(keys []string, barrier bool) *ticket {
-	t := &ticket{keys: keys, barrier: barrier, done: make(chan struct{})}
+	t := &ticket{keys: keys, barrier: barrier}
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	if o.last == nil {
-		o.last = make(map[string]chan struct{})
-		o.keyless = make(map[chan struct{}]struct{})
-	}
+	o.init()
 	if o.barrier != nil {
-		t.wait = append(t.wait, o.barrier)
+		t.wait = append(t.wait, o.barrier.doneChan())
 	}
 	if barrier {
-		for _, ch := range o.last {
-			t.wait = append(t.wait, ch)
+		for _, prev := range o.last {
+			t.wait = append(t.wait, prev.doneChan())
 		}
-		for ch := range o.keyless {
-			t.wait = append(t.wait, ch)
+		for prev := range o.keyless {
+			t.wait = append(t.wait, prev.doneChan())
 		}
-		o.barrier = t.done
+		o.barrier = t
 		return t
 	}
 	if len(keys) == 0 {
-		o.keyless[t.done] = struct{}{}
+		o.keyless[t] = struct{}{}
 		return t
 	}
 	for _, k := range keys {
-		if prev, ok := o.last[k]; ok && prev != t.done {
-			t.wait = append(t.wait, prev)
+		if prev, ok := o.last[k]; ok && prev != t {
+			t.wait = append(t.wait, prev.doneChan())
 		}
-		o.last[k] = t.done
+		o.last[k] = t
 	}
 	return t
 }
@@ -69,22 +115,47 @@ func (t *ticket) await() {
 	}
 }
 
+// finish ends t: requests waiting for it may run. A ticket given to enter
+// may be reused once finish has returned.
+// awaitUntil is await bounded by deadline; it reports whether every
+// request the ticket waits for finished in time. Only a request that must
+// wait arms a timer.
+func (t *ticket) awaitUntil(deadline time.Time) bool {
+	if t == nil || len(t.wait) == 0 {
+		return true
+	}
+	timer := time.NewTimer(time.Until(deadline))
+	defer timer.Stop()
+	for _, ch := range t.wait {
+		select {
+		case <-ch:
+		case <-timer.C:
+			return false
+		}
+	}
+	return true
+}
+
 func (o *orderer) finish(t *ticket) {
 	if t == nil {
 		return
 	}
 	o.mu.Lock()
 	for _, k := range t.keys {
-		if o.last[k] == t.done {
+		if o.last[k] == t {
 			delete(o.last, k)
 		}
 	}
-	if t.barrier && o.barrier == t.done {
+	if t.barrier && o.barrier == t {
 		o.barrier = nil
 	}
 	if !t.barrier && len(t.keys) == 0 {
-		delete(o.keyless, t.done)
+		delete(o.keyless, t)
 	}
+	done := t.done
+	t.done = nil
 	o.mu.Unlock()
-	close(t.done)
+	if done != nil {
+		close(done)
+	}
 }

@@ -88,6 +88,8 @@ var refusals = []refusal{refusedMaxConns, refusedProjectConns, refusedUnmapped, 
 type Server struct {
 	cfg     Config
 	store   store.Store
+	async   store.Async // the store, when it implements store.Async: the round path (round.go)
+	fast    [5]fastMetrics
 	ident   identity.Resolver
 	metrics *Metrics
 	log     *zap.Logger
@@ -143,6 +145,8 @@ func NewServer(cfg Config, st store.Store, ident identity.Resolver, m *Metrics, 
 		conns:     make(map[*conn]struct{}),
 		projects:  make(map[string]*projectState),
 	}
+	s.async, _ = st.(store.Async)
+	s.initFastMetrics()
 	s.stopReading, s.stopCancel = context.WithCancel(context.Background())
 	s.kill, s.killCancel = context.WithCancel(context.Background())
 	if w, ok := ident.(identity.Waiter); ok {
