@@ -91,8 +91,10 @@ type conn struct {
 	// what their requests hold, released once they are written.
 	outMu       sync.Mutex
 	enc         *protocol.Encoder
-	outBuf      []byte
+	outSegs     [][]byte // full segments, in order, before outBuf
+	outBuf      []byte   // small frames, up to keepBufferMax
 	outHolds    []hold
+	spareSegs   [][]byte
 	spareBuf    []byte
 	spareHold   []hold
 	writing     bool          // a write is under way (the write loop's or the read loop's)
@@ -492,10 +494,9 @@ func (c *conn) release(h hold) {
 }
 
 // handle runs one request after those it is ordered after, and queues its
-// response. A request whose deadline passes while it waits is answered
-// unavailable then; it still finishes only after those it waits for, so
-// that the requests ordered after it keep their order.
+// response.
 func (c *conn) handle(req *protocol.Request, t *ticket, h hold, start time.Time) {
+	t.await()
 	timeout := c.s.cfg.RequestTimeout
 	if req.Timeout > 0 && req.Timeout < timeout.Milliseconds() {
 		timeout = time.Duration(req.Timeout) * time.Millisecond
@@ -504,16 +505,6 @@ func (c *conn) handle(req *protocol.Request, t *ticket, h hold, start time.Time)
 	// waiting for earlier requests on its keys is part of what the client
 	// waits.
 	deadline := start.Add(timeout)
-	if !t.awaitUntil(deadline) {
-		resp := &protocol.Response{ID: req.ID, Err: protocol.NewError(protocol.CodeUnavailable, "the store did not answer within the request's timeout")}
-		c.count(req.Op, protocol.CodeUnavailable, start)
-		c.trim(&h, c.s.responseSize(resp))
-		c.send(resp, h)
-		c.wg.Done()
-		t.await()
-		c.order.finish(t)
-		return
-	}
 	defer c.wg.Done()
 	ctx, cancel := context.WithDeadline(c.s.kill, deadline)
 	resp := &protocol.Response{ID: req.ID, Op: req.Op}
@@ -579,10 +570,22 @@ func (c *conn) appendResponse(resp *protocol.Response, h hold) {
 		c.log.Error("encode response", zap.Error(err))
 		frame, _ = c.enc.Response(&protocol.Response{ID: resp.ID, Err: protocol.NewError(protocol.CodeInternal, "internal error; the daemon's log has the details")})
 	}
-	c.outBuf = append(c.outBuf, frame...)
 	if len(frame) > keepBufferMax {
+		// A large frame is written from the encoder's buffer, not
+		// copied: the encoder goes with it, and a new one takes its place.
+		if len(c.outBuf) > 0 {
+			c.outSegs = append(c.outSegs, c.outBuf)
+			c.outBuf = nil
+		}
+		c.outSegs = append(c.outSegs, frame)
 		c.enc = protocol.NewEncoder()
+		return
 	}
+	if len(c.outBuf)+len(frame) > keepBufferMax {
+		c.outSegs = append(c.outSegs, c.outBuf)
+		c.outBuf = nil
+	}
+	c.outBuf = append(c.outBuf, frame...)
 }
 
 // signal wakes the write loop, unless a write is under way (its writer
@@ -610,24 +613,25 @@ func (c *conn) closeOutput() {
 	c.outMu.Unlock()
 }
 
-// flush writes everything in the output in one write and then releases
-// what its requests held; it reports whether more was queued meanwhile.
-// One writer at a time: it does nothing while another write is under way.
-// After a write fails, the output is dropped.
+// flush writes everything in the output in one write (writev, when large
+// frames make it several buffers) and then releases what its requests
+// held; it reports whether more was queued meanwhile. One writer at a
+// time: it does nothing while another write is under way. After a write
+// fails, the output is dropped.
 func (c *conn) flush() (more bool) {
 	c.outMu.Lock()
-	if c.writing || (len(c.outBuf) == 0 && len(c.outHolds) == 0) {
+	if c.writing || (len(c.outBuf) == 0 && len(c.outSegs) == 0 && len(c.outHolds) == 0) {
 		c.outMu.Unlock()
 		return false
 	}
 	c.writing = true
-	buf, holds := c.outBuf, c.outHolds
-	c.outBuf, c.outHolds = c.spareBuf[:0], c.spareHold[:0]
-	c.spareBuf, c.spareHold = nil, nil
+	segs, buf, holds := c.outSegs, c.outBuf, c.outHolds
+	c.outSegs, c.outBuf, c.outHolds = c.spareSegs[:0], c.spareBuf[:0], c.spareHold[:0]
+	c.spareSegs, c.spareBuf, c.spareHold = nil, nil, nil
 	broken := c.broken
 	c.outMu.Unlock()
 
-	if !broken && len(buf) > 0 {
+	if !broken && (len(buf) > 0 || len(segs) > 0) {
 		// Every write must complete within the write timeout of the
 		// moment it started. Moving the deadline costs a timer update,
 		// so it moves only when a tenth of the timeout has passed: a
@@ -637,7 +641,14 @@ func (c *conn) flush() (more bool) {
 			c.nc.SetWriteDeadline(now.Add(timeout))
 			c.deadlineSet = now
 		}
-		if _, err := c.nc.Write(buf); err != nil {
+		var err error
+		if len(segs) == 0 {
+			_, err = c.nc.Write(buf)
+		} else {
+			bufs := net.Buffers(append(segs, buf))
+			_, err = bufs.WriteTo(c.nc)
+		}
+		if err != nil {
 			broken = c.writeFailed(err)
 		}
 	}
@@ -645,6 +656,7 @@ func (c *conn) flush() (more bool) {
 		c.release(h)
 		holds[i] = hold{}
 	}
+	clear(segs[:cap(segs)])
 
 	c.outMu.Lock()
 	c.writing = false
@@ -656,7 +668,8 @@ func (c *conn) flush() (more bool) {
 	if cap(holds) <= c.s.cfg.MaxInflight+1 {
 		c.spareHold = holds[:0]
 	}
-	more = len(c.outBuf) > 0 || len(c.outHolds) > 0
+	c.spareSegs = segs[:0]
+	more = len(c.outBuf) > 0 || len(c.outSegs) > 0 || len(c.outHolds) > 0
 	c.outMu.Unlock()
 	return more
 }
@@ -669,7 +682,7 @@ func (c *conn) writeLoop() {
 		for c.flush() {
 		}
 		c.outMu.Lock()
-		done := c.outClosed && !c.writing && len(c.outBuf) == 0 && len(c.outHolds) == 0
+		done := c.outClosed && !c.writing && len(c.outBuf) == 0 && len(c.outSegs) == 0 && len(c.outHolds) == 0
 		c.outMu.Unlock()
 		if done {
 			return

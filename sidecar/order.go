@@ -1,9 +1,6 @@
 package sidecar
 
-import (
-	"sync"
-	"time"
-)
+import "sync"
 
 // orderer keeps the requests of one connection that name the same key in
 // the order they were read, while letting requests on other keys run
@@ -117,25 +114,6 @@ func (t *ticket) await() {
 
 // finish ends t: requests waiting for it may run. A ticket given to enter
 // may be reused once finish has returned.
-// awaitUntil is await bounded by deadline; it reports whether every
-// request the ticket waits for finished in time. Only a request that must
-// wait arms a timer.
-func (t *ticket) awaitUntil(deadline time.Time) bool {
-	if t == nil || len(t.wait) == 0 {
-		return true
-	}
-	timer := time.NewTimer(time.Until(deadline))
-	defer timer.Stop()
-	for _, ch := range t.wait {
-		select {
-		case <-ch:
-		case <-timer.C:
-			return false
-		}
-	}
-	return true
-}
-
 func (o *orderer) finish(t *ticket) {
 	if t == nil {
 		return

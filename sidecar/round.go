@@ -228,7 +228,12 @@ func (c *conn) keepFast(f *fastReq) {
 // the output, unless the sweeper did.
 func (f *fastReq) done(op *store.Op) {
 	c := f.c
-	c.order.finish(&f.t)
+	c.outMu.Lock()
+	swept := f.answered
+	c.outMu.Unlock()
+	if !swept {
+		c.order.finish(&f.t)
+	}
 	resp := &f.resp
 	*resp = protocol.Response{ID: f.id, Op: f.kind}
 	code := protocol.Code("")
@@ -299,7 +304,7 @@ func (c *conn) armSweeper(deadline time.Time) {
 // passed (all, when the stop's grace period has ended) and that the store
 // has not answered, and arms the sweeper for the earliest that remains.
 // Such a request gives back its slot now and its bytes when the store is
-// done with it (done).
+// done with it (done); requests on its key ordered after it go on.
 func (c *conn) sweepOverdue(all bool) {
 	now := time.Now()
 	var next time.Time
@@ -316,6 +321,9 @@ func (c *conn) sweepOverdue(all bool) {
 			continue
 		}
 		f.answered = true
+		// The requests ordered after it go on, as after a request whose
+		// store call gave up at its deadline on the goroutine path.
+		c.order.finish(&f.t)
 		c.appendResponse(&protocol.Response{ID: f.id, Err: protocol.NewError(protocol.CodeUnavailable, "the store did not answer within the request's timeout")}, hold{slot: f.h.slot})
 		f.h.slot = false
 		c.count(f.kind, protocol.CodeUnavailable, f.read)

