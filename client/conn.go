@@ -50,11 +50,15 @@ const (
 // in parallel, and only copied into the connection's queue under its lock.
 var encoderPool = sync.Pool{New: func() any { return protocol.NewEncoder() }}
 
-// conn is one connection to the daemon: a writer goroutine that sends
-// queued frames and a reader goroutine that hands responses to their calls.
+// conn is one connection to the daemon. Callers queue their frames; whoever
+// finds the write side free takes it and writes the queue: the caller itself
+// when the socket takes the bytes at once, the writer goroutine when the
+// socket is full (a write would block) or more frames were queued meanwhile.
+// A reader goroutine hands responses to their calls.
 type conn struct {
 	c      *Client
 	nc     net.Conn
+	rc     syscall.RawConn // nc's descriptor, for callers' non-blocking writes; nil: the writer goroutine writes everything
 	br     *bufio.Reader
 	dec    *protocol.Decoder // used by the hello, then by the reader only
 	nextID atomic.Uint64
@@ -63,23 +67,33 @@ type conn struct {
 	maxFrame int // largest request payload the daemon accepts
 	maxResp  int // largest response payload this client reads
 
-	wake chan struct{} // capacity 1: a pending wake-up is never lost
+	wake chan struct{} // capacity 1: hands the write side to the writer goroutine
 	done chan struct{} // closed when the connection breaks
 
 	mu      sync.Mutex
 	pending map[uint64]*call // requests sent or queued, by id
 	wbuf    []byte           // frames queued for the writer
 	wq      []queued         // the frames in wbuf, in order
-	err     error            // the error of calls in flight when the connection broke; nil while it works
-	unsent  error            // the error of calls whose requests never left
+	// writing: the write side is held, by a caller writing the queue or
+	// by the writer goroutine. While it is, callers only queue: the holder
+	// writes what they queue or hands the write side to the goroutine.
+	// While it is not, the queue is empty.
+	writing bool
+	spare   []byte   // an empty buffer the holder swaps with wbuf
+	spareQ  []queued // and its frame list, swapped with wq
+	err     error    // the error of calls in flight when the connection broke; nil while it works
+	unsent  error    // the error of calls whose requests never left
 }
 
 // queued is a frame in a write buffer: the id of its request and the offset
 // where it ends, so that after a failed write the requests that never left
-// can be told from those the daemon may have received.
+// can be told from those the daemon may have received. begun marks a frame
+// whose first bytes were already written, put back in the queue with the
+// rest of it.
 type queued struct {
-	id  uint64
-	end int
+	id    uint64
+	end   int
+	begun bool
 }
 
 // dialConn opens the socket. The hello is the caller's next step.
@@ -104,7 +118,7 @@ func dialConn(ctx context.Context, c *Client) (*conn, error) {
 		}
 		return nil, fmt.Errorf("%w: %w", ErrUnavailable, err)
 	}
-	return &conn{
+	cn := &conn{
 		c:       c,
 		nc:      nc,
 		br:      bufio.NewReaderSize(nc, readBufferSize),
@@ -112,7 +126,13 @@ func dialConn(ctx context.Context, c *Client) (*conn, error) {
 		wake:    make(chan struct{}, 1),
 		done:    make(chan struct{}),
 		pending: make(map[uint64]*call),
-	}, nil
+	}
+	if sc, ok := nc.(syscall.Conn); ok {
+		if rc, err := sc.SyscallConn(); err == nil {
+			cn.rc = rc
+		}
+	}
+	return cn, nil
 }
 
 // hello exchanges the hello (id 0), synchronously, before the reader and
@@ -184,16 +204,28 @@ func (cn *conn) start(l *protocol.Limits) {
 	go cn.writeLoop()
 }
 
-// send queues cl.req for the writer, registering cl under a fresh id. When
-// the connection has already broken, the request is not queued and cl is
-// marked unsent.
+// send queues cl.req, registering cl under a fresh id, and writes the queue
+// if no one else is writing it. When the connection has already broken, the
+// request is not queued and cl is marked unsent.
 func (cn *conn) send(cl *call) error {
+	hold, others, err := cn.queue(cl)
+	if err != nil || !hold {
+		return err
+	}
+	cn.flush(others)
+	return nil
+}
+
+// queue encodes cl.req and queues its frame. hold reports that the caller
+// took the write side and must flush; others, that other calls are in
+// flight, so that more frames are likely to be queued in a moment.
+func (cn *conn) queue(cl *call) (hold, others bool, err error) {
 	req := &cl.req
 	req.ID = cn.nextID.Add(1)
 	enc := encoderPool.Get().(*protocol.Encoder)
 	frame, err := enc.Request(req)
 	if err != nil {
-		return fmt.Errorf("%w: encode request: %w", ErrBadRequest, err)
+		return false, false, fmt.Errorf("%w: encode request: %w", ErrBadRequest, err)
 	}
 	defer func() {
 		if cap(frame) <= maxIdleBuffer {
@@ -203,28 +235,135 @@ func (cn *conn) send(cl *call) error {
 	// The daemon answers an oversized frame by closing the connection,
 	// which would fail every other call in flight on it: refuse it here.
 	if n := len(frame) - protocol.HeaderSize; n > cn.maxFrame {
-		return newError(protocol.CodeFrameTooLarge, "frame too large: the request is %d bytes, the limit is %d bytes", n, cn.maxFrame)
+		return false, false, newError(protocol.CodeFrameTooLarge, "frame too large: the request is %d bytes, the limit is %d bytes", n, cn.maxFrame)
 	}
 
 	cn.mu.Lock()
+	defer cn.mu.Unlock()
 	if cn.err != nil {
-		err := cn.unsent
-		cn.mu.Unlock()
 		cl.unsent = true
-		return err
+		return false, false, cn.unsent
 	}
 	cn.pending[req.ID] = cl
-	wake := len(cn.wbuf) == 0
 	cn.wbuf = append(cn.wbuf, frame...)
 	cn.wq = append(cn.wq, queued{id: req.ID, end: len(cn.wbuf)})
-	cn.mu.Unlock()
-	if wake {
-		select {
-		case cn.wake <- struct{}{}:
-		default:
-		}
+	if cn.writing {
+		return false, false, nil
 	}
-	return nil
+	cn.writing = true
+	return true, len(cn.pending) > 1, nil
+}
+
+// flush writes the queue for a caller that holds the write side, without
+// blocking: whatever the socket does not take at once (it is full, or it
+// failed), and whatever was queued during the write, goes to the writer
+// goroutine with the write side. With others in flight it first yields, so
+// that the callers ready to run queue their frames and they go out in this
+// write rather than one write each.
+func (cn *conn) flush(others bool) {
+	if cn.rc == nil {
+		cn.handOver()
+		return
+	}
+	if others {
+		runtime.Gosched()
+	}
+	cn.mu.Lock()
+	buf, batch := cn.take()
+	cn.mu.Unlock()
+	n, err := cn.writeNow(buf)
+	cn.mu.Lock()
+	if n < len(buf) {
+		cn.putBack(buf, batch, n)
+	} else {
+		cn.recycle(buf, batch)
+	}
+	if err == nil && len(cn.wbuf) == 0 && cn.err == nil {
+		cn.writing = false
+		cn.mu.Unlock()
+		return
+	}
+	cn.mu.Unlock()
+	if err != nil {
+		cn.fail(err)
+	}
+	cn.handOver()
+}
+
+// handOver gives the write side to the writer goroutine.
+func (cn *conn) handOver() {
+	select {
+	case cn.wake <- struct{}{}:
+	default: // cannot happen: only the holder hands over, once
+	}
+}
+
+// writeNow writes as much of buf as the socket takes without waiting and
+// returns how many bytes it wrote; a full socket is no error.
+func (cn *conn) writeNow(buf []byte) (int, error) {
+	n := 0
+	var werr error
+	err := cn.rc.Write(func(fd uintptr) bool {
+		for n < len(buf) {
+			m, err := syscall.Write(int(fd), buf[n:])
+			if m > 0 {
+				n += m
+			}
+			switch {
+			case err == syscall.EINTR:
+			case err == syscall.EAGAIN:
+				return true
+			case err != nil:
+				werr = os.NewSyscallError("write", err)
+				return true
+			case m == 0:
+				werr = io.ErrShortWrite
+				return true
+			}
+		}
+		return true
+	})
+	if werr == nil {
+		werr = err
+	}
+	return n, werr
+}
+
+// take swaps the queue with the spare buffer and returns the frames to
+// write. cn.mu is held.
+func (cn *conn) take() ([]byte, []queued) {
+	buf, batch := cn.wbuf, cn.wq
+	cn.wbuf, cn.wq = cn.spare[:0], cn.spareQ[:0]
+	cn.spare, cn.spareQ = nil, nil
+	return buf, batch
+}
+
+// recycle keeps a written buffer as the spare, unless it grew large.
+// cn.mu is held.
+func (cn *conn) recycle(buf []byte, batch []queued) {
+	if cap(buf) <= maxIdleBuffer {
+		cn.spare, cn.spareQ = buf[:0], batch[:0]
+	}
+}
+
+// putBack puts what is left of buf after its first n bytes back in front of
+// the queue: a frame cut short is marked begun. cn.mu is held.
+func (cn *conn) putBack(buf []byte, batch []queued, n int) {
+	rest := buf[n:]
+	wbuf := make([]byte, 0, len(rest)+len(cn.wbuf))
+	wbuf = append(append(wbuf, rest...), cn.wbuf...)
+	wq := make([]queued, 0, len(batch)+len(cn.wq))
+	start := 0
+	for _, q := range batch {
+		if q.end > n {
+			wq = append(wq, queued{id: q.id, end: q.end - n, begun: q.begun || start < n})
+		}
+		start = q.end
+	}
+	for _, q := range cn.wq {
+		wq = append(wq, queued{id: q.id, end: q.end + len(rest), begun: q.begun})
+	}
+	cn.wbuf, cn.wq = wbuf, wq
 }
 
 // abandon removes a call whose caller gives up. It reports false when the
@@ -240,42 +379,65 @@ func (cn *conn) abandon(cl *call) bool {
 	return true
 }
 
-// writeLoop writes whatever is queued in one write, then waits for more: under
-// load many frames go out per syscall; when idle a frame goes out at once.
-// When the connection breaks it fails the calls in flight: it alone knows
-// which requests never left.
+// writeLoop holds the write side when a caller handed it over: it writes
+// the queue, blocking while the socket is full, until the queue is empty.
+// When the connection breaks it fails the calls in flight, once it holds the
+// write side: the holder alone knows which requests never left.
 func (cn *conn) writeLoop() {
 	defer cn.c.wg.Done()
-	var buf []byte
-	var batch []queued
 	for {
 		select {
 		case <-cn.wake:
 		case <-cn.done:
+			cn.mu.Lock()
+			held := cn.writing
+			cn.writing = true
+			cn.mu.Unlock()
+			if held {
+				// A caller is writing; it sees the connection broken
+				// and hands the write side over.
+				<-cn.wake
+			}
 			cn.failCalls(nil, 0)
 			return
 		}
-		// The caller that woke the writer has just made it runnable, ahead
-		// of the other callers ready to queue their requests (woken by the
-		// responses the reader delivered): let them run first, so their
-		// frames go out in this write instead of one write each. With no
-		// one else ready this returns at once.
+		if !cn.drain() {
+			return
+		}
+	}
+}
+
+// drain writes the queue until it is empty and gives up the write side. It
+// returns false when the connection broke, its calls failed.
+func (cn *conn) drain() bool {
+	for {
+		// The caller that handed the write side over, or queued during
+		// the last write, has made others runnable (the reader woke them
+		// with their responses): let them queue first, so that their
+		// frames go out in this write. With no one else ready this
+		// returns at once.
 		runtime.Gosched()
 		cn.mu.Lock()
-		buf, cn.wbuf = cn.wbuf, buf[:0]
-		batch, cn.wq = cn.wq, batch[:0]
-		cn.mu.Unlock()
-		if len(buf) == 0 {
-			continue
+		if cn.err != nil {
+			cn.mu.Unlock()
+			cn.failCalls(nil, 0)
+			return false
 		}
+		if len(cn.wbuf) == 0 {
+			cn.writing = false
+			cn.mu.Unlock()
+			return true
+		}
+		buf, batch := cn.take()
+		cn.mu.Unlock()
 		if n, err := cn.nc.Write(buf); err != nil {
 			cn.fail(err)
 			cn.failCalls(batch, n)
-			return
+			return false
 		}
-		if cap(buf) > maxIdleBuffer {
-			buf, batch = nil, nil
-		}
+		cn.mu.Lock()
+		cn.recycle(buf, batch)
+		cn.mu.Unlock()
 	}
 }
 
@@ -419,6 +581,9 @@ func (cn *conn) failCalls(batch []queued, n int) {
 	cn.mu.Unlock()
 
 	for _, q := range unsent {
+		if q.begun {
+			continue // part of it left: the daemon may have it
+		}
 		if cl := pending[q.id]; cl != nil {
 			delete(pending, q.id)
 			cl.err, cl.unsent = unsentErr, true

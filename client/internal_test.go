@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"os"
 	"path/filepath"
@@ -274,14 +275,13 @@ func BenchmarkEncodeSet(b *testing.B) {
 		}
 		cl := newCall(protocol.OpSet)
 		cl.req.Key, cl.req.Value, cl.req.TTL = "user:123", v, 3600000
-		if err := cn.send(cl); err != nil {
+		if _, _, err := cn.queue(cl); err != nil {
 			b.Fatal(err)
 		}
 		putJSONBuffer(jb)
-		// What the writer and reader would do.
-		cn.wbuf, cn.wq = cn.wbuf[:0], cn.wq[:0]
+		// What the write side's holder and the reader would do.
+		cn.wbuf, cn.wq, cn.writing = cn.wbuf[:0], cn.wq[:0], false
 		delete(cn.pending, cl.req.ID)
-		<-cn.wake
 		putCall(cl)
 	}
 }
@@ -379,5 +379,60 @@ func TestResponseFrames(t *testing.T) {
 				t.Fatalf("got %v, want ErrUnavailable saying %q", err, tc.want)
 			}
 		})
+	}
+}
+
+// A daemon that stops reading fills the socket: the calls queued meanwhile
+// wait (a caller's own deadline still ends its wait), and once the daemon
+// reads again every request arrives whole, however the writes were cut.
+func TestFullSocket(t *testing.T) {
+	p := startPeer(t)
+	c, err := Dial(t.Context(), p.socket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	nc := <-p.conns
+
+	// The peer queues 16 requests, then stops reading until the test takes
+	// them; 40 values of 200 KB are far more than the socket holds.
+	const calls, size = 40, 200 << 10
+	value := func(i int) []byte { return bytes.Repeat([]byte{byte('a' + i%26)}, size) }
+	errs := make(chan error, calls)
+	for i := range calls {
+		go func() { errs <- c.SetBytes(t.Context(), fmt.Sprint("k", i), value(i), 0) }()
+	}
+	time.Sleep(100 * time.Millisecond) // let the socket fill
+
+	ctx, cancel := context.WithTimeout(t.Context(), 100*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	if err := c.Ping(ctx); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("ping behind a full socket: %v, want its deadline exceeded", err)
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Fatalf("ping behind a full socket returned after %v, its deadline was 100ms", d)
+	}
+
+	seen := map[string]bool{}
+	for len(seen) < calls {
+		req := p.next()
+		if req.Op == protocol.OpPing {
+			continue
+		}
+		var i int
+		if _, err := fmt.Sscanf(req.Key, "k%d", &i); err != nil || seen[req.Key] {
+			t.Fatalf("request for key %q: unexpected", req.Key)
+		}
+		if !bytes.Equal(req.Value, value(i)) {
+			t.Fatalf("the value of %s arrived damaged: %d bytes", req.Key, len(req.Value))
+		}
+		seen[req.Key] = true
+		p.respond(nc, &protocol.Response{ID: req.ID, Op: protocol.OpSet})
+	}
+	for range calls {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
 	}
 }
