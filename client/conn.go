@@ -81,6 +81,7 @@ type conn struct {
 	writing bool
 	spare   []byte   // an empty buffer the holder swaps with wbuf
 	spareQ  []queued // and its frame list, swapped with wq
+	now     nowWrite // the holder's non-blocking write
 	err     error    // the error of calls in flight when the connection broke; nil while it works
 	unsent  error    // the error of calls whose requests never left
 }
@@ -130,6 +131,7 @@ func dialConn(ctx context.Context, c *Client) (*conn, error) {
 	if sc, ok := nc.(syscall.Conn); ok {
 		if rc, err := sc.SyscallConn(); err == nil {
 			cn.rc = rc
+			cn.now.fn = cn.now.write
 		}
 	}
 	return cn, nil
@@ -299,34 +301,50 @@ func (cn *conn) handOver() {
 }
 
 // writeNow writes as much of buf as the socket takes without waiting and
-// returns how many bytes it wrote; a full socket is no error.
+// returns how many bytes it wrote; a full socket is no error. Only the
+// write side's holder calls it.
 func (cn *conn) writeNow(buf []byte) (int, error) {
-	n := 0
-	var werr error
-	err := cn.rc.Write(func(fd uintptr) bool {
-		for n < len(buf) {
-			m, err := syscall.Write(int(fd), buf[n:])
-			if m > 0 {
-				n += m
-			}
-			switch {
-			case err == syscall.EINTR:
-			case err == syscall.EAGAIN:
-				return true
-			case err != nil:
-				werr = os.NewSyscallError("write", err)
-				return true
-			case m == 0:
-				werr = io.ErrShortWrite
-				return true
-			}
-		}
-		return true
-	})
+	w := &cn.now
+	w.buf, w.n, w.err = buf, 0, nil
+	err := cn.rc.Write(w.fn)
+	n, werr := w.n, w.err
+	w.buf, w.err = nil, nil
 	if werr == nil {
 		werr = err
 	}
 	return n, werr
+}
+
+// nowWrite is the state of writeNow's non-blocking write, kept in the
+// connection so that a write allocates nothing.
+type nowWrite struct {
+	buf []byte
+	n   int
+	err error
+	fn  func(fd uintptr) bool // w.write, bound once
+}
+
+// write writes w.buf from w.n on until it is written, the socket is full
+// or the write fails. It returns true: never wait for the socket.
+func (w *nowWrite) write(fd uintptr) bool {
+	for w.n < len(w.buf) {
+		m, err := syscall.Write(int(fd), w.buf[w.n:])
+		if m > 0 {
+			w.n += m
+		}
+		switch {
+		case err == syscall.EINTR:
+		case err == syscall.EAGAIN:
+			return true
+		case err != nil:
+			w.err = os.NewSyscallError("write", err)
+			return true
+		case m == 0:
+			w.err = io.ErrShortWrite
+			return true
+		}
+	}
+	return true
 }
 
 // take swaps the queue with the spare buffer and returns the frames to
