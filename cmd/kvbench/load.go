@@ -95,10 +95,6 @@ func (l *load) run(ctx context.Context, spec runSpec) (*result, error) {
 	defer cancel(nil)
 	start := time.Now().Add(spec.warmup)
 	end := start.Add(spec.duration)
-	// One deadline for every operation, rather than a timer per operation,
-	// which would cost the load generator CPU the daemon needs.
-	opCtx, cancelOps := context.WithDeadline(ctx, end.Add(spec.opTimeout))
-	defer cancelOps()
 	results := make([]result, spec.callers)
 	var wg sync.WaitGroup
 	if spec.meter != nil {
@@ -110,6 +106,12 @@ func (l *load) run(ctx context.Context, spec runSpec) (*result, error) {
 	}
 	for i := range spec.callers {
 		wg.Go(func() {
+			// One deadline for every operation of the caller, rather than
+			// a timer per operation, which would cost the load generator
+			// CPU the daemon needs; one per caller, so that callers do not
+			// all wait on the same channel.
+			opCtx, cancelOps := context.WithDeadline(ctx, end.Add(spec.opTimeout))
+			defer cancelOps()
 			if err := l.call(ctx, opCtx, spec, i, start, end, &results[i]); err != nil {
 				cancel(err)
 			}
@@ -140,6 +142,9 @@ func (l *load) run(ctx context.Context, spec runSpec) (*result, error) {
 func (l *load) call(ctx, opCtx context.Context, spec runSpec, i int, start, end time.Time, r *result) error {
 	t := spec.callerTarget(i)
 	rng := rand.New(rand.NewPCG(l.seed, uint64(i)))
+	// One clock read per operation: an operation's end is the next one's
+	// start, so its latency includes choosing the next key (nanoseconds).
+	now := time.Now()
 	for {
 		if err := ctx.Err(); err != nil {
 			return nil // another caller failed; its error is the run's
@@ -156,7 +161,7 @@ func (l *load) call(ctx, opCtx context.Context, spec runSpec, i int, start, end 
 		if !isGet {
 			value = l.values[rng.IntN(len(l.values))]
 		}
-		t0 := time.Now()
+		t0 := now
 		if !t0.Before(end) {
 			return nil
 		}
@@ -167,7 +172,8 @@ func (l *load) call(ctx, opCtx context.Context, spec runSpec, i int, start, end 
 		} else {
 			err = t.set(opCtx, key, value)
 		}
-		t1 := time.Now()
+		now = time.Now()
+		t1 := now
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil
