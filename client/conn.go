@@ -460,11 +460,29 @@ func (cn *conn) drain() bool {
 }
 
 // readLoop reads responses and hands each to its call until the connection
-// breaks.
+// breaks. The responses that one read brought in whole are handed over
+// together; a response not yet whole in the buffer is read on its own.
 func (cn *conn) readLoop() {
 	defer cn.c.wg.Done()
 	var buf []byte
+	var round []arrival
 	for {
+		frames, used, err := cn.buffered(round[:0])
+		if err != nil {
+			cn.fail(err)
+			return
+		}
+		if len(frames) > 0 {
+			err := cn.deliverAll(frames)
+			cn.br.Discard(used) // cannot fail: the bytes were peeked
+			clear(frames)
+			round = frames[:0]
+			if err != nil {
+				cn.fail(err)
+				return
+			}
+			continue
+		}
 		payload, inPlace, err := cn.readFrame(buf)
 		if err != nil {
 			cn.fail(err)
@@ -483,6 +501,39 @@ func (cn *conn) readLoop() {
 			buf = nil
 		}
 	}
+}
+
+// arrival is one response of a read: its payload, in the read buffer, and
+// its call.
+type arrival struct {
+	payload []byte
+	id      uint64
+	cl      *call
+}
+
+// buffered waits until the read buffer holds data and returns, appended to
+// frames, the responses at its front that are whole there, and how many
+// bytes they take. It returns none when the first is not whole yet (or is
+// larger than the buffer): readFrame reads it. A bad length prefix after
+// whole responses is left for readFrame to report.
+func (cn *conn) buffered(frames []arrival) ([]arrival, int, error) {
+	if cn.br.Buffered() == 0 {
+		if _, err := cn.br.Peek(1); err != nil {
+			return frames, 0, err
+		}
+	}
+	data, _ := cn.br.Peek(cn.br.Buffered()) // cannot fail: the bytes are buffered
+	off := 0
+	for len(data)-off >= protocol.HeaderSize {
+		n := int(binary.BigEndian.Uint32(data[off:]))
+		if n == 0 || n > cn.maxResp || n > cn.br.Size() || off+protocol.HeaderSize+n > len(data) {
+			break
+		}
+		start := off + protocol.HeaderSize
+		frames = append(frames, arrival{payload: data[start : start+n]})
+		off = start + n
+	}
+	return frames, off, nil
 }
 
 // readFrame reads the next response frame. A payload that fits in the read
@@ -534,6 +585,69 @@ func (cn *conn) deliver(payload []byte) error {
 		delete(cn.pending, id)
 	}
 	cn.mu.Unlock()
+	return cn.complete(payload, id, cl)
+}
+
+// deliverAll is deliver for the responses of one read, their calls taken
+// from the pending map at once. After an error the calls of the responses
+// that follow go back to the map, to fail with the connection as they
+// would have had they not been read yet.
+func (cn *conn) deliverAll(frames []arrival) error {
+	k := len(frames)
+	var idErr error
+	for i := range frames {
+		id, err := cn.dec.ResponseID(frames[i].payload)
+		if err != nil {
+			k, idErr = i, fmt.Errorf("unreadable response: %w", err)
+			break
+		}
+		frames[i].id = id
+	}
+	cn.mu.Lock()
+	for i := range frames[:k] {
+		f := &frames[i]
+		if f.cl = cn.pending[f.id]; f.cl != nil {
+			delete(cn.pending, f.id)
+		}
+	}
+	cn.mu.Unlock()
+	for i := range frames[:k] {
+		f := &frames[i]
+		if err := cn.complete(f.payload, f.id, f.cl); err != nil {
+			cn.restore(frames[i+1 : k])
+			return err
+		}
+	}
+	return idErr
+}
+
+// restore puts back the calls of responses left undelivered, or fails them
+// when the connection's calls were already failed.
+func (cn *conn) restore(frames []arrival) {
+	cn.mu.Lock()
+	if cn.pending != nil {
+		for _, f := range frames {
+			if f.cl != nil {
+				cn.pending[f.id] = f.cl
+			}
+		}
+		cn.mu.Unlock()
+		return
+	}
+	err := cn.err
+	cn.mu.Unlock()
+	for _, f := range frames {
+		if f.cl != nil {
+			f.cl.err = err
+			f.cl.done <- struct{}{}
+		}
+	}
+}
+
+// complete decodes the response id into its call cl, taken from the
+// pending map, and signals it; a nil cl is a call given up, or the
+// daemon's last word before it closes the connection (id 0).
+func (cn *conn) complete(payload []byte, id uint64, cl *call) error {
 	if cl == nil {
 		if id == 0 {
 			// An error the daemon sends before closing the connection

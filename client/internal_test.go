@@ -436,3 +436,45 @@ func TestFullSocket(t *testing.T) {
 		}
 	}
 }
+
+// Responses that arrive in one read are handed over together, in order: a
+// response before the daemon's closing error is delivered, one after it
+// fails with the connection as it always has.
+func TestErrorFrameAmidResponses(t *testing.T) {
+	p := startPeer(t)
+	c, err := Dial(t.Context(), p.socket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	nc := <-p.conns
+	errs := map[string]chan error{"a": make(chan error, 1), "b": make(chan error, 1)}
+	ids := map[string]uint64{}
+	for key, errc := range errs {
+		go func() { _, _, err := c.GetBytes(t.Context(), key); errc <- err }()
+		req := p.next()
+		ids[req.Key] = req.ID
+	}
+	enc := protocol.NewEncoder()
+	var out []byte
+	for _, resp := range []*protocol.Response{
+		{ID: ids["a"], Op: protocol.OpGet, Found: true, Value: []byte("1")},
+		{ID: 0, Op: protocol.OpGet, Err: protocol.NewError(protocol.CodeBadFrame, "bad frame: test")},
+		{ID: ids["b"], Op: protocol.OpGet, Found: true, Value: []byte("2")},
+	} {
+		frame, err := enc.Response(resp)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, frame...)
+	}
+	if _, err := nc.Write(out); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-errs["a"]; err != nil {
+		t.Fatalf("get a, answered before the error: %v", err)
+	}
+	if err := <-errs["b"]; !errors.Is(err, ErrUnavailable) || !strings.Contains(err.Error(), "bad frame: test") {
+		t.Fatalf("get b, answered after the error: %v, want ErrUnavailable with the daemon's error", err)
+	}
+}
