@@ -26,7 +26,8 @@ import (
 // CPU time of the benchmark's process is the client's alone. Each reports
 // it as client-cpu-µs/op: the process's user and system time (getrusage)
 // over the timed loop, divided by b.N. It includes the benchmark's own loop
-// and the Go runtime (GC, scheduler), as a user's process would.
+// and the Go runtime (GC, scheduler), as a user's process would; and
+// sleeps/op, its threads' voluntary context switches per operation.
 
 // benchCallers is the number of concurrent callers of the parallel
 // benchmarks: the load of the product's throughput targets.
@@ -133,25 +134,30 @@ func benchClient(b *testing.B, socket string, conns int) (*client.Client, []stri
 	return c, keys
 }
 
-// cpuTime is the process's user and system CPU time so far.
-func cpuTime(b *testing.B) time.Duration {
+// usage is the process's user and system CPU time so far, and how many
+// times its threads went to sleep waiting (voluntary context switches:
+// futex waits, epoll waits, blocking reads), each one a wake-up later.
+func usage(b *testing.B) (cpu time.Duration, sleeps int64) {
 	var ru syscall.Rusage
 	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
 		b.Fatalf("getrusage: %v", err)
 	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano()), ru.Nvcsw
 }
 
-// measure runs loop as the timed part of b and reports the process's CPU
-// time per operation beside ns/op.
+// measure runs loop as the timed part of b and reports, per operation, the
+// process's CPU time and its threads' sleeps beside ns/op. The sleeps
+// count the wake-ups the client's design costs, and vary far less than
+// CPU time on a busy machine.
 func measure(b *testing.B, loop func()) {
 	b.ReportAllocs()
 	b.ResetTimer()
-	start := cpuTime(b)
+	cpu0, sleeps0 := usage(b)
 	loop()
-	cpu := cpuTime(b) - start
+	cpu1, sleeps1 := usage(b)
 	b.StopTimer()
-	b.ReportMetric(float64(cpu.Nanoseconds())/1e3/float64(b.N), "client-cpu-µs/op")
+	b.ReportMetric(float64((cpu1-cpu0).Nanoseconds())/1e3/float64(b.N), "client-cpu-µs/op")
+	b.ReportMetric(float64(sleeps1-sleeps0)/float64(b.N), "sleeps/op")
 }
 
 // runParallel runs op from benchCallers goroutines.
