@@ -257,40 +257,54 @@ func (cn *conn) queue(cl *call) (hold, others bool, err error) {
 }
 
 // flush writes the queue for a caller that holds the write side, without
-// blocking: whatever the socket does not take at once (it is full, or it
-// failed), and whatever was queued during the write, goes to the writer
-// goroutine with the write side. With others in flight it first yields, so
-// that the callers ready to run queue their frames and they go out in this
-// write rather than one write each.
+// blocking, for up to inlineRounds writes while others keep queueing:
+// whatever the socket does not take at once (it is full, or it failed), and
+// whatever is still queued after the last round, goes to the writer
+// goroutine with the write side. With others in flight it yields before
+// each write, so that the callers ready to run queue their frames and they
+// go out in this write rather than one write each.
 func (cn *conn) flush(others bool) {
 	if cn.rc == nil {
 		cn.handOver()
 		return
 	}
-	if others {
-		runtime.Gosched()
-	}
-	cn.mu.Lock()
-	buf, batch := cn.take()
-	cn.mu.Unlock()
-	n, err := cn.writeNow(buf)
-	cn.mu.Lock()
-	if n < len(buf) {
-		cn.putBack(buf, batch, n)
-	} else {
-		cn.recycle(buf, batch)
-	}
-	if err == nil && len(cn.wbuf) == 0 && cn.err == nil {
-		cn.writing = false
+	for round := 1; ; round++ {
+		if others {
+			runtime.Gosched()
+		}
+		cn.mu.Lock()
+		buf, batch := cn.take()
 		cn.mu.Unlock()
+		n, err := cn.writeNow(buf)
+		cn.mu.Lock()
+		if n < len(buf) {
+			cn.putBack(buf, batch, n)
+		} else {
+			cn.recycle(buf, batch)
+		}
+		switch {
+		case err == nil && cn.err == nil && len(cn.wbuf) == 0:
+			cn.writing = false
+			cn.mu.Unlock()
+			return
+		case err == nil && cn.err == nil && n == len(buf) && round < inlineRounds:
+			cn.mu.Unlock()
+			others = true
+			continue
+		}
+		cn.mu.Unlock()
+		if err != nil {
+			cn.fail(err)
+		}
+		cn.handOver()
 		return
 	}
-	cn.mu.Unlock()
-	if err != nil {
-		cn.fail(err)
-	}
-	cn.handOver()
 }
+
+// inlineRounds bounds the writes a caller makes for others before it hands
+// the write side to the writer goroutine: a few rounds keep the goroutine
+// asleep under a steady load, without holding one caller back for long.
+const inlineRounds = 4
 
 // handOver gives the write side to the writer goroutine.
 func (cn *conn) handOver() {
