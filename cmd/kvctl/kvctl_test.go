@@ -377,8 +377,10 @@ func testKvctl(t *testing.T, start func(t *testing.T, tokens string) (node, admi
 	(&kvctlEnv{t: t, env: map[string]string{"KVCTL_URL": adm.adminURL}}).fails(2, "no token", "whoami")
 
 	// The admin instance exports the per-project gauges.
-	metrics := getMetrics(t, adm.metricsAddr, `kvsidecar_project_usage_bytes{project="copy"}`)
-	for _, want := range []string{`kvsidecar_project_entries{project="shop"}`, `kvsidecar_project_quota_bytes{project="small"} 60`} {
+	// Wait for the gauge of the last change: a refresh before it shows the
+	// earlier ones only.
+	metrics := getMetrics(t, adm.metricsAddr, `kvsidecar_project_quota_bytes{project="small"} 60`)
+	for _, want := range []string{`kvsidecar_project_entries{project="shop"}`, `kvsidecar_project_usage_bytes{project="copy"}`} {
 		if !strings.Contains(metrics, want) {
 			t.Errorf("/metrics lacks %s", want)
 		}
