@@ -202,6 +202,7 @@ func testDo(t *testing.T, h Harness) {
 	t.Run("Deadline", func(t *testing.T) { testDoDeadline(t, h) })
 	t.Run("Busy", func(t *testing.T) { testDoBusy(t, h) })
 	t.Run("Closed", func(t *testing.T) { testDoClosed(t, h) })
+	t.Run("Stress", func(t *testing.T) { testDoStress(t, h) })
 }
 
 // testDoMixed: one Do holding reads and writes of several projects, a
