@@ -203,6 +203,7 @@ func testDo(t *testing.T, h Harness) {
 	t.Run("Busy", func(t *testing.T) { testDoBusy(t, h) })
 	t.Run("Closed", func(t *testing.T) { testDoClosed(t, h) })
 	t.Run("Stress", func(t *testing.T) { testDoStress(t, h) })
+	t.Run("CloseRacing", func(t *testing.T) { testDoCloseRacing(t, h) })
 }
 
 // testDoMixed: one Do holding reads and writes of several projects, a

@@ -246,3 +246,75 @@ func (s *stressOp) check() error {
 	}
 	return nil
 }
+
+// testDoCloseRacing: callers keep running Dos of writes and reads while the
+// store is closed under them. Every Done is called once, each op either
+// succeeds or fails with store.ErrClosed, and after Close every caller
+// comes to a round whose ops all fail with it.
+func testDoCloseRacing(t *testing.T, h Harness) {
+	f := open(t, h, Options{})
+	a := f.s.(store.Async)
+	const callers = 6
+	var (
+		wg      sync.WaitGroup
+		started sync.WaitGroup
+		errs    = make(chan error, callers)
+	)
+	started.Add(callers)
+	for w := range callers {
+		wg.Go(func() {
+			ops := []*store.Op{
+				{Kind: store.OpSet, Project: "p", Key: fmt.Sprintf("w%d", w), Value: []byte("v")},
+				{Kind: store.OpGet, Project: "p", Key: fmt.Sprintf("w%d", w)},
+				{Kind: store.OpHas, Project: "q", Key: "k"},
+				{Kind: store.OpDelete, Project: "q", Key: fmt.Sprintf("w%d", w)},
+			}
+			calls := make([]atomic.Int32, len(ops))
+			for round := 0; ; round++ {
+				var pending sync.WaitGroup
+				for i, op := range ops {
+					calls[i].Store(0)
+					pending.Add(1)
+					op.Done = func(*store.Op) {
+						if calls[i].Add(1) == 1 {
+							pending.Done()
+						}
+					}
+				}
+				a.Do(ops)
+				pending.Wait()
+				if round == 0 {
+					started.Done()
+				}
+				allClosed := true
+				for i, op := range ops {
+					if c := calls[i].Load(); c != 1 {
+						errs <- fmt.Errorf("caller %d round %d op %d: Done called %d times", w, round, i, c)
+						return
+					}
+					switch {
+					case op.Err == nil:
+						allClosed = false
+					case errors.Is(op.Err, store.ErrClosed):
+					default:
+						errs <- fmt.Errorf("caller %d round %d op %d = %v, want success or ErrClosed", w, round, i, op.Err)
+						return
+					}
+				}
+				if allClosed {
+					return
+				}
+			}
+		})
+	}
+	started.Wait()
+	time.Sleep(20 * time.Millisecond)
+	if err := f.s.Close(); err != nil {
+		t.Fatalf("Close = %v", err)
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+}
