@@ -284,3 +284,54 @@ func TestNewCallNeedsNotify(t *testing.T) {
 	}()
 	q.NewCall()
 }
+
+// TestSubmitAllNotifyPanics: a Notify that panics — a caller's callback
+// gone wrong — costs that call only. The other calls of its batch get
+// their real answers, not ErrPanicked; a panic while the queue fails a call
+// past its deadline, or refuses one, does not end the drain or leave the
+// refused calls after it unanswered; and the queue goes on serving.
+func TestSubmitAllNotifyPanics(t *testing.T) {
+	f := newFake()
+	n := newNotes(t)
+	cfg := asyncConfig(f, n)
+	cfg.Capacity = 8
+	cfg.Notify = func(it *item, r string, err error) {
+		n.notify(it, r, err)
+		if strings.HasPrefix(it.id, "boom") {
+			panic("a Done gone wrong: " + it.id)
+		}
+	}
+	core, logs := observer.New(zapcore.ErrorLevel)
+	cfg.Logger = zap.New(core)
+	q := open(t, cfg)
+	first := hold(t, q, f)
+	n.submitAll(q, time.Now().Add(time.Millisecond), item{id: "boom-late"})
+	n.submitAll(q, time.Time{}, item{id: "a"}, item{id: "boom-applied"}, item{id: "b"})
+	// The queue holds 4 of 8 now: fill it, and the refusals, one of which
+	// panics, follow.
+	n.submitAll(q, time.Time{}, item{id: "c"}, item{id: "d"}, item{id: "e"}, item{id: "f"},
+		item{id: "boom-refused"}, item{id: "refused"})
+	time.Sleep(5 * time.Millisecond) // "boom-late"'s deadline passes while it is queued
+	close(f.release)
+	<-first
+	if a := n.answer("boom-late"); !errors.Is(a.err, store.ErrUnavailable) {
+		t.Fatalf("boom-late = %v, want ErrUnavailable", a.err)
+	}
+	for _, id := range []string{"a", "b", "c", "d", "e", "f"} {
+		if a := n.answer(id); a.err != nil || a.r != strings.ToUpper(id) {
+			t.Fatalf("%s = %q, %v; want its own answer despite a neighbour's panicking Notify", id, a.r, a.err)
+		}
+	}
+	for _, id := range []string{"boom-refused", "refused"} {
+		if a := n.answer(id); !errors.Is(a.err, store.ErrBusy) {
+			t.Fatalf("%s = %v, want ErrBusy", id, a.err)
+		}
+	}
+	n.submitAll(q, time.Time{}, item{id: "later"})
+	if a := n.answer("later"); a.err != nil || a.r != "LATER" {
+		t.Fatalf("later = %q, %v; want the queue still serving", a.r, a.err)
+	}
+	if logs.FilterMessage("batch: Notify panicked").Len() != 3 {
+		t.Fatalf("logged %v; want each of the 3 panics of Notify logged", logs.All())
+	}
+}

@@ -135,7 +135,9 @@ type Config[T, R any] struct {
 	// drain goroutine, as Apply answers it or when the queue fails it (its
 	// deadline passed, Apply panicked or left it unanswered). item is the
 	// call's Item, valid only while Notify runs. Notify must be quick, must
-	// not block and must not submit to the queue. Required for SubmitAll.
+	// not block and must not submit to the queue. A panic of Notify is
+	// logged and ends that call's notification alone. Required for
+	// SubmitAll.
 	Notify func(item *T, r R, err error)
 }
 
@@ -255,6 +257,9 @@ func New[T, R any](cfg Config[T, R]) *Queue[T, R] {
 	if cfg.MaxPerKey <= 0 || cfg.MaxPerKey > cfg.Capacity {
 		cfg.MaxPerKey = cfg.Capacity
 	}
+	if cfg.Notify != nil {
+		cfg.Notify = guardNotify(cfg.Notify, cfg.Name, cfg.Logger)
+	}
 	q := &Queue[T, R]{
 		cfg:   cfg,
 		lanes: map[string]*lane[T, R]{},
@@ -264,6 +269,24 @@ func New[T, R any](cfg Config[T, R]) *Queue[T, R] {
 	}
 	go q.run()
 	return q
+}
+
+// guardNotify returns notify made safe against its own panic: a panic is
+// logged, with its stack, and ends that call's notification only. Without
+// it a panicking callback would fail the rest of its batch with
+// ErrPanicked though their writes committed, end the drain goroutine (and
+// the process) when the queue fails a call past its deadline, or leave the
+// calls SubmitAll refused after it never notified.
+func guardNotify[T, R any](notify func(item *T, r R, err error), name string, log *zap.Logger) func(item *T, r R, err error) {
+	return func(item *T, r R, err error) {
+		defer func() {
+			if v := recover(); v != nil {
+				log.Error("batch: Notify panicked", zap.String("queue", name),
+					zap.Any("panic", v), zap.StackSkip("stack", 1))
+			}
+		}()
+		notify(item, r, err)
+	}
 }
 
 // Submit queues item and waits for its answer: the result Apply gave it, or
