@@ -39,7 +39,9 @@ type Op struct {
 	// Done is called exactly once per Do, with the outcome below filled in:
 	// possibly before Do returns, on Do's goroutine, or later on one of the
 	// store's own goroutines. It must be quick and must not block, and it
-	// must not call Do.
+	// must not call Do. A Done that panics on a store's goroutine is
+	// logged and costs no other op its answer; on Do's goroutine the
+	// panic is the caller's.
 	Done func(*Op)
 
 	// The outcome.
