@@ -9,12 +9,10 @@ import (
 	"net"
 	"os"
 	"sync"
-	"syscall"
 	"time"
 
 	"go.uber.org/zap"
 	"golang.org/x/sync/semaphore"
-	"golang.org/x/sys/unix"
 
 	"github.com/kvsidecar/kvsidecar/protocol"
 	"github.com/kvsidecar/kvsidecar/sidecar/identity"
@@ -65,7 +63,6 @@ var closeReasons = []closeReason{
 type conn struct {
 	s       *Server
 	nc      *net.UnixConn
-	raw     syscall.RawConn // nc's file descriptor, for writes that must not wait (writeNow)
 	peer    identity.Peer
 	project string
 	proj    *projectState
@@ -146,9 +143,6 @@ func newConn(s *Server, nc *net.UnixConn, peer identity.Peer, ps *projectState) 
 		async:      s.async,
 		enc:        protocol.NewEncoder(),
 		wake:       make(chan struct{}, 1),
-	}
-	if raw, err := nc.SyscallConn(); err == nil {
-		c.raw = raw
 	}
 	c.ctx, c.cancel = context.WithCancel(s.stopReading)
 	return c
@@ -630,9 +624,10 @@ func (c *conn) flush() (more bool) {
 		c.outMu.Unlock()
 		return false
 	}
-	segs := c.outSegs
-	c.outSegs, c.spareSegs = c.spareSegs[:0], nil
-	buf, holds := c.takeOutput()
+	c.writing = true
+	segs, buf, holds := c.outSegs, c.outBuf, c.outHolds
+	c.outSegs, c.outBuf, c.outHolds = c.spareSegs[:0], c.spareBuf[:0], c.spareHold[:0]
+	c.spareSegs, c.spareBuf, c.spareHold = nil, nil, nil
 	broken := c.broken
 	c.outMu.Unlock()
 
@@ -677,63 +672,6 @@ func (c *conn) flush() (more bool) {
 	more = len(c.outBuf) > 0 || len(c.outSegs) > 0 || len(c.outHolds) > 0
 	c.outMu.Unlock()
 	return more
-}
-
-// takeOutput marks a write under way and takes the output's small frames
-// and holds, leaving spare buffers in their place; c.outMu is held.
-func (c *conn) takeOutput() (buf []byte, holds []hold) {
-	c.writing = true
-	buf, holds = c.outBuf, c.outHolds
-	c.outBuf, c.outHolds = c.spareBuf[:0], c.spareHold[:0]
-	c.spareBuf, c.spareHold = nil, nil
-	return buf, holds
-}
-
-// writeNow writes buf, taken with takeOutput, in one write(2) that does not
-// wait for room in the socket: it runs on a goroutine of the store, which a
-// slow reader must not hold up. What the socket does not take goes back to
-// the head of the output for the write loop, which waits within the write
-// timeout; what the written frames held is released.
-func (c *conn) writeNow(buf []byte, holds []hold) {
-	var n int
-	var werr error
-	if err := c.raw.Write(func(fd uintptr) bool {
-		n, werr = unix.Write(int(fd), buf)
-		return true // one attempt: never wait for the socket
-	}); err != nil {
-		werr = err
-	}
-	n = max(n, 0)
-	broken := false
-	if werr != nil && !errors.Is(werr, unix.EAGAIN) {
-		broken = c.writeFailed(werr)
-	}
-	done := broken || n == len(buf)
-	if done {
-		for i, h := range holds {
-			c.release(h)
-			holds[i] = hold{}
-		}
-	}
-	c.outMu.Lock()
-	c.writing = false
-	c.broken = c.broken || broken
-	if done {
-		if cap(buf) <= keepBufferMax {
-			c.spareBuf = buf[:0]
-		}
-		if cap(holds) <= c.s.cfg.MaxInflight+1 {
-			c.spareHold = holds[:0]
-		}
-	} else {
-		// The rest of buf comes first: it is the head of a frame.
-		c.outSegs = append([][]byte{buf[n:]}, c.outSegs...)
-		c.outHolds = append(holds, c.outHolds...)
-	}
-	if len(c.outBuf) > 0 || len(c.outSegs) > 0 || len(c.outHolds) > 0 {
-		c.signal()
-	}
-	c.outMu.Unlock()
 }
 
 // writeLoop writes the output whenever it is woken, until the output is

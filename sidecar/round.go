@@ -271,24 +271,10 @@ func (f *fastReq) done(op *store.Op) {
 		return
 	}
 	c.appendResponse(resp, f.h)
-	// The last answer the connection waits for is written here, on the
-	// store's goroutine, when nothing else writes: a lone caller's answer
-	// then leaves without waking the write loop. Answers of a busy
-	// connection still wait for the write loop, so they leave together.
-	var buf []byte
-	var holds []hold
-	inline := c.pending.n == 0 && c.raw != nil && !c.writing && !c.holdWake && !c.broken && len(c.outSegs) == 0
-	if inline {
-		buf, holds = c.takeOutput()
-	} else {
-		c.signal()
-	}
+	c.signal()
 	kind, read := f.kind, f.read
 	c.keepFast(f)
 	c.outMu.Unlock()
-	if inline {
-		c.writeNow(buf, holds)
-	}
 
 	if code == "" {
 		m := &c.s.fast[storeOpOf(kind)]

@@ -64,3 +64,20 @@ type Op struct {
 type Async interface {
 	Do(ops []*Op)
 }
+
+// FinishWrite gives a write op (OpSet, OpDelete) its outcome and calls its
+// Done, for a backend: err is the write's error, nil on success; then
+// version is the version an OpSet wrote, and existed whether an OpDelete
+// found its key.
+func (op *Op) FinishWrite(err error, version uint64, existed bool) {
+	op.Err = err
+	if err == nil {
+		switch op.Kind {
+		case OpSet:
+			op.Version = version
+		case OpDelete:
+			op.Found = existed
+		}
+	}
+	op.Done(op)
+}

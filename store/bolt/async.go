@@ -187,18 +187,8 @@ func (w *writeTx) applyOp(r *request) (result, error) {
 // outcome and calls its Done, on the committer's goroutine (or on Do's,
 // when the queue refused it).
 func notifyOp(r *request, res result, err error) {
-	op := r.op
 	if err == nil {
 		err = res.err
 	}
-	op.Err = err
-	if err == nil {
-		switch op.Kind {
-		case store.OpSet:
-			op.Version = res.version
-		case store.OpDelete:
-			op.Found = res.n == 1
-		}
-	}
-	op.Done(op)
+	r.op.FinishWrite(err, res.version, res.n == 1)
 }

@@ -148,18 +148,8 @@ func notifyRead(r *readReq, _ readResult, err error) {
 // notifyWrite is a committer's Notify: it gives a write of Do its outcome
 // and calls its Done.
 func notifyWrite(r *writeReq, res writeResult, err error) {
-	op := r.async
 	if err == nil {
 		err = res.err
 	}
-	op.Err = err
-	if err == nil {
-		switch op.Kind {
-		case store.OpSet:
-			op.Version = res.version
-		case store.OpDelete:
-			op.Found = len(res.existed) > 0 && res.existed[0]
-		}
-	}
-	op.Done(op)
+	r.async.FinishWrite(err, res.version, len(res.existed) > 0 && res.existed[0])
 }

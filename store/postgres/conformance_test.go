@@ -9,13 +9,12 @@ import (
 	"github.com/kvsidecar/kvsidecar/store/storetest"
 )
 
-// TestConformance runs the suite every backend passes. Each store the suite
-// opens gets a schema of its own in one database, which is much quicker
-// than a database each; the clock is injected through Config.Now.
-func TestConformance(t *testing.T) {
+// harness opens stores on new schemas of the test database, and reopens
+// one with the Config it was opened with.
+func harness(t *testing.T) storetest.Harness {
 	dsn := pgtest.Database(t)
 	var configs sync.Map // *Store → the Config it was opened with
-	storetest.Run(t, storetest.Harness{
+	return storetest.Harness{
 		Open: func(t *testing.T, opts storetest.Options) store.Store {
 			cfg := testConfig(testSchema(t, dsn))
 			cfg.Limits = opts.Limits
@@ -37,7 +36,14 @@ func TestConformance(t *testing.T) {
 			configs.Store(s, cfg)
 			return s
 		},
-	})
+	}
+}
+
+// TestConformance runs the suite every backend passes. Each store the suite
+// opens gets a schema of its own in one database, which is much quicker
+// than a database each; the clock is injected through Config.Now.
+func TestConformance(t *testing.T) {
+	storetest.Run(t, harness(t))
 }
 
 // TestConformanceShortScans runs the suite with key searches cut every two
@@ -59,29 +65,5 @@ func TestConformanceShortScans(t *testing.T) {
 // TestConformanceThroughDo runs the suite again with every single-key
 // operation going through Do (store.Async), and then Do's own tests.
 func TestConformanceThroughDo(t *testing.T) {
-	dsn := pgtest.Database(t)
-	var configs sync.Map // *Store → the Config it was opened with
-	storetest.RunAsync(t, storetest.Harness{
-		Open: func(t *testing.T, opts storetest.Options) store.Store {
-			cfg := testConfig(testSchema(t, dsn))
-			cfg.Limits = opts.Limits
-			cfg.DefaultQuota = opts.DefaultQuota
-			cfg.Now = opts.Now
-			s := openStore(t, cfg)
-			configs.Store(s, cfg)
-			return s
-		},
-		Reopen: func(t *testing.T, old store.Store) store.Store {
-			cfg, ok := configs.Load(old)
-			if !ok {
-				t.Fatal("Reopen: a store this harness did not open")
-			}
-			if err := old.Close(); err != nil {
-				t.Fatalf("Close: %v", err)
-			}
-			s := openStore(t, cfg.(Config))
-			configs.Store(s, cfg)
-			return s
-		},
-	})
+	storetest.RunAsync(t, harness(t))
 }
