@@ -286,8 +286,12 @@ func (c *Client) send(ctx context.Context, cl *call) error {
 	return cn.send(cl)
 }
 
-// wait waits for the response of a sent call, or for ctx to end.
+// wait waits for the response of a sent call, or for ctx to end. When no
+// one is reading the connection, the caller reads it itself (conn.lead).
 func (c *Client) wait(ctx context.Context, cl *call) error {
+	if cl.cn.takeRead(cl) {
+		cl.cn.lead(ctx, cl)
+	}
 	if done := ctx.Done(); done != nil {
 		select {
 		case <-cl.done:

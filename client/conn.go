@@ -54,21 +54,42 @@ var encoderPool = sync.Pool{New: func() any { return protocol.NewEncoder() }}
 // finds the write side free takes it and writes the queue: the caller itself
 // when the socket takes the bytes at once, the writer goroutine when the
 // socket is full (a write would block) or more frames were queued meanwhile.
-// A reader goroutine hands responses to their calls.
+//
+// The read side is held the same way: a caller about to wait for its
+// response that finds no one reading reads the socket itself (it leads),
+// handing over the responses of others it reads, until its own has come;
+// if calls are still in flight then, it hands the read side to the reader
+// goroutine, which reads until none is. So a lone caller reads its own
+// answer, with no goroutine between it and the socket, while under load the
+// reader goroutine keeps reading and callers only wait. While no call is in
+// flight no one reads: a connection the daemon closed meanwhile is noticed
+// by the next call's write, and that request is sent again on a new
+// connection (it never left).
 type conn struct {
 	c      *Client
 	nc     net.Conn
 	rc     syscall.RawConn // nc's descriptor, for callers' non-blocking writes; nil: the writer goroutine writes everything
 	br     *bufio.Reader
-	dec    *protocol.Decoder // used by the hello, then by the reader only
+	dec    *protocol.Decoder // used by the hello, then by the read side's holder only
 	nextID atomic.Uint64
 	broken atomic.Bool // set with err, read without the lock
 
 	maxFrame int // largest request payload the daemon accepts
 	maxResp  int // largest response payload this client reads
 
-	wake chan struct{} // capacity 1: hands the write side to the writer goroutine
-	done chan struct{} // closed when the connection breaks
+	wake     chan struct{} // capacity 1: hands the write side to the writer goroutine
+	readWake chan struct{} // capacity 1: hands the read side to the reader goroutine
+	done     chan struct{} // closed when the connection breaks
+
+	// reading: the read side is held, by a leading caller or the reader
+	// goroutine. Changed under mu; read without it as a hint.
+	reading atomic.Bool
+	// round is the read side's list of the responses of one read, reused.
+	round []arrival
+	// kick interrupts a leading caller's read when its context ends (bound
+	// once, for context.AfterFunc); kicked receives a token when it has.
+	kick   func()
+	kicked chan struct{}
 
 	mu      sync.Mutex
 	pending map[uint64]*call // requests sent or queued, by id
@@ -120,13 +141,21 @@ func dialConn(ctx context.Context, c *Client) (*conn, error) {
 		return nil, fmt.Errorf("%w: %w", ErrUnavailable, err)
 	}
 	cn := &conn{
-		c:       c,
-		nc:      nc,
-		br:      bufio.NewReaderSize(nc, readBufferSize),
-		dec:     protocol.NewDecoder(),
-		wake:    make(chan struct{}, 1),
-		done:    make(chan struct{}),
-		pending: make(map[uint64]*call),
+		c:        c,
+		nc:       nc,
+		br:       bufio.NewReaderSize(nc, readBufferSize),
+		dec:      protocol.NewDecoder(),
+		wake:     make(chan struct{}, 1),
+		readWake: make(chan struct{}, 1),
+		done:     make(chan struct{}),
+		pending:  make(map[uint64]*call),
+		kicked:   make(chan struct{}, 1),
+	}
+	cn.kick = func() {
+		// A read deadline in the past ends the leader's read at once,
+		// and any read after it, until the leader clears it.
+		cn.nc.SetReadDeadline(time.Unix(1, 0))
+		cn.kicked <- struct{}{}
 	}
 	if sc, ok := nc.(syscall.Conn); ok {
 		if rc, err := sc.SyscallConn(); err == nil {
@@ -473,48 +502,140 @@ func (cn *conn) drain() bool {
 	}
 }
 
-// readLoop reads responses and hands each to its call until the connection
-// breaks. The responses that one read brought in whole are handed over
-// together; a response not yet whole in the buffer is read on its own.
+// readLoop holds the read side when a leading caller handed it over: it
+// reads responses and hands each to its call until no call is in flight,
+// then gives the read side up. It ends when the connection breaks.
 func (cn *conn) readLoop() {
 	defer cn.c.wg.Done()
 	var buf []byte
-	var round []arrival
 	for {
-		frames, used, err := cn.buffered(round[:0])
-		if err != nil {
-			cn.fail(err)
+		select {
+		case <-cn.readWake:
+		case <-cn.done:
 			return
 		}
-		if len(frames) > 0 {
-			err := cn.deliverAll(frames)
-			cn.br.Discard(used) // cannot fail: the bytes were peeked
-			clear(frames)
-			round = frames[:0]
-			if err != nil {
+		for {
+			var err error
+			if buf, err = cn.readSome(buf); err != nil {
 				cn.fail(err)
 				return
 			}
-			continue
-		}
-		payload, inPlace, err := cn.readFrame(buf)
-		if err != nil {
-			cn.fail(err)
-			return
-		}
-		if err := cn.deliver(payload); err != nil {
-			cn.fail(err)
-			return
-		}
-		switch {
-		case inPlace:
-			cn.br.Discard(len(payload)) // cannot fail: the bytes were peeked
-		case cap(payload) <= maxIdleBuffer:
-			buf = payload[:0]
-		default:
-			buf = nil
+			cn.mu.Lock()
+			idle := len(cn.pending) == 0
+			if idle {
+				cn.reading.Store(false)
+			}
+			cn.mu.Unlock()
+			if idle {
+				break
+			}
 		}
 	}
+}
+
+// readSome reads from the socket once, or more for a response larger than
+// what was read, and hands the whole responses read to their calls. The
+// responses that one read brought in whole are handed over together; a
+// response not yet whole in the buffer is read on its own, into buf when it
+// is larger than the read buffer (buf is returned for reuse). An error means
+// the connection must break. Only the read side's holder calls it.
+func (cn *conn) readSome(buf []byte) ([]byte, error) {
+	frames, used, err := cn.buffered(cn.round[:0])
+	if err != nil {
+		return buf, err
+	}
+	if len(frames) > 0 {
+		return buf, cn.deliverRead(frames, used)
+	}
+	payload, inPlace, err := cn.readFrame(buf)
+	if err != nil {
+		return buf, err
+	}
+	if err := cn.deliver(payload); err != nil {
+		return buf, err
+	}
+	switch {
+	case inPlace:
+		cn.br.Discard(len(payload)) // cannot fail: the bytes were peeked
+	case cap(payload) <= maxIdleBuffer:
+		buf = payload[:0]
+	default:
+		buf = nil
+	}
+	return buf, nil
+}
+
+// deliverRead hands over the whole responses of a read, frames, which take
+// the first used bytes of the read buffer, and discards them.
+func (cn *conn) deliverRead(frames []arrival, used int) error {
+	err := cn.deliverAll(frames)
+	cn.br.Discard(used) // cannot fail: the bytes were peeked
+	clear(frames)
+	cn.round = frames[:0]
+	return err
+}
+
+// takeRead gives the read side to the caller of cl, about to wait for its
+// response, when no one holds it and cl is still in flight on a working
+// connection.
+func (cn *conn) takeRead(cl *call) bool {
+	if cn.reading.Load() || len(cl.done) > 0 {
+		return false
+	}
+	cn.mu.Lock()
+	defer cn.mu.Unlock()
+	if cn.reading.Load() || cn.err != nil || cn.pending[cl.req.ID] != cl {
+		return false
+	}
+	cn.reading.Store(true)
+	return true
+}
+
+// lead reads the socket for the caller of cl, which holds the read side,
+// and hands over every response it reads, until cl's own has come, ctx
+// ends, or the response at the front is not whole in the read buffer (the
+// reader goroutine reads it: a read ended by ctx must not cut a response in
+// two). Then it gives the read side up, or to the reader goroutine while
+// calls are still in flight.
+func (cn *conn) lead(ctx context.Context, cl *call) {
+	var stop func() bool
+	if ctx.Done() != nil {
+		stop = context.AfterFunc(ctx, cn.kick)
+	}
+	for len(cl.done) == 0 && ctx.Err() == nil {
+		frames, used, err := cn.buffered(cn.round[:0])
+		if err != nil {
+			if !errors.Is(err, os.ErrDeadlineExceeded) || ctx.Err() == nil {
+				cn.fail(err)
+			}
+			break
+		}
+		if len(frames) == 0 {
+			break
+		}
+		if err := cn.deliverRead(frames, used); err != nil {
+			cn.fail(err)
+			break
+		}
+	}
+	if stop != nil && !stop() {
+		// The kick ran, or is running: once it has, clear its deadline
+		// for whoever reads next.
+		<-cn.kicked
+		cn.nc.SetReadDeadline(time.Time{})
+	}
+
+	cn.mu.Lock()
+	defer cn.mu.Unlock()
+	inFlight := len(cn.pending)
+	if ctx.Err() != nil && cn.pending[cl.req.ID] == cl {
+		inFlight-- // its caller gives it up
+	}
+	if cn.err != nil || inFlight == 0 {
+		cn.reading.Store(false)
+		return
+	}
+	cn.readWake <- struct{}{} // cannot block: only the holder hands over, once
 }
 
 // arrival is one response of a read: its payload, in the read buffer, and
