@@ -9,6 +9,7 @@ import (
 	"reflect"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -508,6 +509,61 @@ func TestConcurrentCalls(t *testing.T) {
 	var total int
 	if _, err := c.Get(ctx, "shared", &total); err != nil || total != workers*ops/10 {
 		t.Fatalf("shared counter = %d, %v; want %d", total, err, workers*ops/10)
+	}
+}
+
+// Callers whose contexts end at any moment — before their request leaves,
+// while they read the socket for everyone, while they wait for another to
+// read — never get another caller's answer, never hang, and leave the
+// connection working.
+func TestConcurrentCallsGivingUp(t *testing.T) {
+	_, c := start(t, sidecartest.Options{})
+	const workers, ops = 32, 200
+	for w := range workers {
+		if err := c.SetBytes(t.Context(), fmt.Sprint("w", w), []byte(fmt.Sprint(w)), 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var wg sync.WaitGroup
+	var answered, gaveUp atomic.Int64
+	for w := range workers {
+		wg.Go(func() {
+			key, want := fmt.Sprint("w", w), fmt.Sprint(w)
+			for i := range ops {
+				// Cancelled after 0–2 ms, a few round trips (more under -race), so that
+				// contexts end at every stage of a call. (Cancelled, not
+				// timed out: a deadline would travel to the daemon.)
+				ctx, cancel := context.WithCancel(t.Context())
+				time.AfterFunc(time.Duration((w*7+i*13)%2000)*time.Microsecond, cancel)
+				start := time.Now()
+				v, found, err := c.GetBytes(ctx, key)
+				elapsed := time.Since(start)
+				cancel()
+				switch {
+				case err == nil && (!found || string(v) != want):
+					t.Errorf("get %s = %q, %v; want %q", key, v, found, want)
+					return
+				case err == nil:
+					answered.Add(1)
+				case errors.Is(err, context.Canceled):
+					gaveUp.Add(1)
+				default:
+					t.Errorf("get %s: %v", key, err)
+					return
+				}
+				if elapsed > 5*time.Second {
+					t.Errorf("get %s returned after %v, its context ended within 2ms", key, elapsed)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	t.Logf("%d calls answered, %d gave up", answered.Load(), gaveUp.Load())
+	for w := range workers {
+		if v, _, err := c.GetBytes(t.Context(), fmt.Sprint("w", w)); err != nil || string(v) != fmt.Sprint(w) {
+			t.Fatalf("get w%d afterwards = %q, %v", w, v, err)
+		}
 	}
 }
 

@@ -478,3 +478,165 @@ func TestErrorFrameAmidResponses(t *testing.T) {
 		t.Fatalf("get b, answered after the error: %v, want ErrUnavailable with the daemon's error", err)
 	}
 }
+
+// leading waits until a caller holds the connection's read side: it reads
+// the socket itself, as a lone caller does.
+func leading(t *testing.T, c *Client) {
+	t.Helper()
+	cn := c.slots[0].cur.Load()
+	for deadline := time.Now().Add(5 * time.Second); !cn.reading.Load(); time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("no caller took the read side")
+		}
+	}
+}
+
+// getResult is what a GetBytes in a goroutine returned.
+type getResult struct {
+	value []byte
+	err   error
+}
+
+func goGet(ctx context.Context, c *Client, key string) chan getResult {
+	ch := make(chan getResult, 1)
+	go func() {
+		v, _, err := c.GetBytes(ctx, key)
+		ch <- getResult{v, err}
+	}()
+	return ch
+}
+
+func awaitGet(t *testing.T, ch chan getResult, what string) getResult {
+	t.Helper()
+	select {
+	case r := <-ch:
+		return r
+	case <-time.After(5 * time.Second):
+		t.Fatalf("%s did not return", what)
+		return getResult{}
+	}
+}
+
+// The caller reading the socket hands over the answers of others it reads,
+// and keeps reading until its own comes.
+func TestReadingCallerDeliversOthersAnswers(t *testing.T) {
+	p := startPeer(t)
+	c, err := Dial(t.Context(), p.socket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	nc := <-p.conns
+
+	a := goGet(t.Context(), c, "a")
+	reqA := p.next()
+	leading(t, c)
+	b, c2 := goGet(t.Context(), c, "b"), goGet(t.Context(), c, "c")
+	reqs := map[string]*protocol.Request{}
+	for range 2 {
+		req := p.next()
+		reqs[req.Key] = req
+	}
+	enc := protocol.NewEncoder()
+	var out []byte
+	for _, key := range []string{"c", "b"} {
+		frame, err := enc.Response(&protocol.Response{ID: reqs[key].ID, Op: protocol.OpGet, Found: true, Value: []byte(key + "!")})
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, frame...)
+	}
+	if _, err := nc.Write(out); err != nil {
+		t.Fatal(err)
+	}
+	for key, ch := range map[string]chan getResult{"b": b, "c": c2} {
+		if r := awaitGet(t, ch, "get "+key); r.err != nil || string(r.value) != key+"!" {
+			t.Fatalf("get %s = %q, %v; want %q", key, r.value, r.err, key+"!")
+		}
+	}
+	select {
+	case r := <-a:
+		t.Fatalf("get a returned %q, %v before its answer was sent", r.value, r.err)
+	default:
+	}
+	p.respond(nc, &protocol.Response{ID: reqA.ID, Op: protocol.OpGet, Found: true, Value: []byte("a!")})
+	if r := awaitGet(t, a, "get a"); r.err != nil || string(r.value) != "a!" {
+		t.Fatalf("get a = %q, %v; want %q", r.value, r.err, "a!")
+	}
+}
+
+// A caller reading the socket whose context ends returns at once; the calls
+// still in flight get their answers all the same, read by the reader
+// goroutine, and the late answer of the caller that gave up is dropped.
+func TestReadingCallerGivesUp(t *testing.T) {
+	for _, how := range []string{"cancel", "deadline"} {
+		t.Run(how, func(t *testing.T) {
+			p := startPeer(t)
+			c, err := Dial(t.Context(), p.socket)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			nc := <-p.conns
+
+			ctxA, cancelA := context.WithCancel(t.Context())
+			defer cancelA()
+			want := context.Canceled
+			if how == "deadline" {
+				ctxA, cancelA = context.WithTimeout(t.Context(), 100*time.Millisecond)
+				defer cancelA()
+				want = context.DeadlineExceeded
+			}
+			a := goGet(ctxA, c, "a")
+			reqA := p.next()
+			leading(t, c)
+			b := goGet(t.Context(), c, "b")
+			reqB := p.next()
+			if how == "cancel" {
+				cancelA()
+			}
+			if r := awaitGet(t, a, "get a, its context ended,"); !errors.Is(r.err, want) {
+				t.Fatalf("get a: %v, want %v", r.err, want)
+			}
+			p.respond(nc, &protocol.Response{ID: reqB.ID, Op: protocol.OpGet, Found: true, Value: []byte("b!")})
+			if r := awaitGet(t, b, "get b"); r.err != nil || string(r.value) != "b!" {
+				t.Fatalf("get b = %q, %v; want %q", r.value, r.err, "b!")
+			}
+			p.respond(nc, &protocol.Response{ID: reqA.ID, Op: protocol.OpGet, Found: true, Value: []byte("late")})
+			for _, key := range []string{"c", "d"} { // a lone caller reads again, twice
+				ch := goGet(t.Context(), c, key)
+				req := p.next()
+				p.respond(nc, &protocol.Response{ID: req.ID, Op: protocol.OpGet, Found: true, Value: []byte(key + "!")})
+				if r := awaitGet(t, ch, "get "+key); r.err != nil || string(r.value) != key+"!" {
+					t.Fatalf("get %s = %q, %v; want %q", key, r.value, r.err, key+"!")
+				}
+			}
+			if n := pendingCount(c); n != 0 {
+				t.Fatalf("%d calls still pending", n)
+			}
+		})
+	}
+}
+
+// The daemon closing the connection while a caller reads it fails that
+// call and every other in flight, with their outcome unknown.
+func TestConnectionLostWhileACallerReads(t *testing.T) {
+	p := startPeer(t)
+	c, err := Dial(t.Context(), p.socket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	nc := <-p.conns
+	a := goGet(t.Context(), c, "a")
+	p.next()
+	leading(t, c)
+	b := goGet(t.Context(), c, "b")
+	p.next()
+	nc.Close()
+	for key, ch := range map[string]chan getResult{"a": a, "b": b} {
+		if r := awaitGet(t, ch, "get "+key); !errors.Is(r.err, ErrUnavailable) || !strings.Contains(r.err.Error(), "outcome") {
+			t.Fatalf("get %s: %v, want ErrUnavailable saying the outcome is unknown", key, r.err)
+		}
+	}
+}
