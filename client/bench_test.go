@@ -160,13 +160,35 @@ func measure(b *testing.B, loop func()) {
 	b.ReportMetric(float64(sleeps1-sleeps0)/float64(b.N), "sleeps/op")
 }
 
+// benchDeadline is the deadline of the callers' contexts in the benchmarks
+// that give them one: far beyond any call, so that it is only carried.
+const benchDeadline = time.Hour
+
+// callerContext is the context a benchmark's caller passes to every call:
+// context.Background, or with withDeadline one with a deadline, as kvbench
+// and most callers pass; such a context can end, so a caller reading the
+// socket must be able to stop.
+func callerContext(withDeadline bool) (context.Context, context.CancelFunc) {
+	if withDeadline {
+		return context.WithTimeout(context.Background(), benchDeadline)
+	}
+	return context.Background(), func() {}
+}
+
 // runParallel runs op from benchCallers goroutines.
 func runParallel(b *testing.B, op func(ctx context.Context, i int) error) {
+	runParallelCtx(b, false, op)
+}
+
+// runParallelCtx is runParallel, each caller with its own context of
+// callerContext(withDeadline).
+func runParallelCtx(b *testing.B, withDeadline bool, op func(ctx context.Context, i int) error) {
 	var n atomic.Int64
 	b.SetParallelism(max(1, benchCallers/runtime.GOMAXPROCS(0)))
 	measure(b, func() {
 		b.RunParallel(func(pb *testing.PB) {
-			ctx := context.Background()
+			ctx, cancel := callerContext(withDeadline)
+			defer cancel()
 			for pb.Next() {
 				if err := op(ctx, int(n.Add(1))); err != nil {
 					b.Error(err)
@@ -179,7 +201,14 @@ func runParallel(b *testing.B, op func(ctx context.Context, i int) error) {
 
 // runSequential runs op from one caller.
 func runSequential(b *testing.B, op func(ctx context.Context, i int) error) {
-	ctx := context.Background()
+	runSequentialCtx(b, false, op)
+}
+
+// runSequentialCtx is runSequential with a context of
+// callerContext(withDeadline).
+func runSequentialCtx(b *testing.B, withDeadline bool, op func(ctx context.Context, i int) error) {
+	ctx, cancel := callerContext(withDeadline)
+	defer cancel()
 	measure(b, func() {
 		for i := range b.N {
 			if err := op(ctx, i); err != nil {
@@ -249,5 +278,20 @@ func BenchmarkClientSequential(b *testing.B) {
 		b.Run(o.name, func(b *testing.B) {
 			runSequential(b, o.op)
 		})
+	}
+}
+
+// BenchmarkClientDeadline is getbytes and setbytes, at benchCallers
+// callers and at one, with a context that has a deadline: what kvbench
+// and most callers pass.
+func BenchmarkClientDeadline(b *testing.B) {
+	socket := benchDaemon(b)
+	c, keys := benchClient(b, socket, 1)
+	for _, o := range benchOps(c, keys) {
+		if o.name != "getbytes" && o.name != "setbytes" {
+			continue
+		}
+		b.Run(o.name+"/parallel", func(b *testing.B) { runParallelCtx(b, true, o.op) })
+		b.Run(o.name+"/sequential", func(b *testing.B) { runSequentialCtx(b, true, o.op) })
 	}
 }
