@@ -21,10 +21,13 @@
 // # Concurrency
 //
 // A Client is safe for concurrent use. Concurrent calls are pipelined on one
-// connection (Options.Conns opens more): each caller encodes its request,
-// a writer goroutine sends whatever is queued in one write, and a reader
-// goroutine hands each response to its caller. Nothing waits on a timer: a
-// lone call goes out at once, and under load many go out per write.
+// connection (Options.Conns opens more): each caller encodes its request and
+// queues it; whoever finds the socket free writes everything queued in one
+// write (the caller itself, or a writer goroutine when the socket is full).
+// A lone caller reads its own response from the socket; while several calls
+// are in flight a reader goroutine reads and hands each response to its
+// caller. Nothing waits on a timer: a lone call goes out at once, and under
+// load many go out per write and come back per read.
 //
 // # Failures
 //
@@ -41,7 +44,9 @@
 // flight on it fail with an error matching ErrUnavailable; a write among
 // them may or may not have been applied. A request the client knows never
 // left (still queued, or refused by the socket's write) is instead sent once
-// more on a new connection. The next call dials again, so a client outlives
-// daemon restarts without being rebuilt. After Close every call fails with
-// ErrClosed.
+// more on a new connection; so is the request of a call that finds its idle
+// connection closed by the daemon meanwhile (nothing reads a connection with
+// no call in flight, so that is noticed when the request is written). The
+// next call dials again, so a client outlives daemon restarts without being
+// rebuilt. After Close every call fails with ErrClosed.
 package client
