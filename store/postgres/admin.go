@@ -26,17 +26,23 @@ const (
 	sqlDefaultQuota = `SELECT value FROM kv_settings WHERE name = 'default_quota'`
 
 	// sqlProjects reads a page of projects with their live usage: stored
-	// usage less what expired, not yet swept entries use (looked for only
-	// in projects whose next expiry has passed).
+	// usage (the usage row's and its leases') less what expired, not yet
+	// swept entries use (looked for only in projects whose next expiry has
+	// passed).
 	sqlProjects = `
-SELECT u.project, u.bytes - coalesce(x.bytes, 0), u.entries - coalesce(x.entries, 0),
+SELECT u.project, u.bytes + l.bytes - coalesce(x.bytes, 0), u.entries + l.entries - coalesce(x.entries, 0),
        coalesce(u.quota, s.value), coalesce(u.quota, 0)
 FROM kv_usage u
 CROSS JOIN kv_settings s
+CROSS JOIN LATERAL (
+    SELECT coalesce(sum(bytes), 0)::int8 AS bytes, coalesce(sum(entries), 0)::int8 AS entries,
+           min(next_expiry) AS next_expiry
+    FROM kv_leases WHERE project = u.project
+) l
 LEFT JOIN LATERAL (
     SELECT sum(octet_length(e.key) + octet_length(e.value))::int8 AS bytes, count(*) AS entries
     FROM kv_entries e
-    WHERE e.project = u.project AND u.next_expiry <= coalesce($3::timestamptz, now())
+    WHERE e.project = u.project AND least(u.next_expiry, l.next_expiry) <= coalesce($3::timestamptz, now())
       AND e.expires_at <= coalesce($3::timestamptz, now())
 ) x ON true
 WHERE s.name = 'default_quota' AND u.project > $1
@@ -45,14 +51,19 @@ LIMIT $2`
 
 	// sqlProjectUsage is sqlUsage with the quota override.
 	sqlProjectUsage = `
-SELECT coalesce(u.bytes, 0) - coalesce(x.bytes, 0), coalesce(u.entries, 0) - coalesce(x.entries, 0),
+SELECT coalesce(u.bytes, 0) + l.bytes - coalesce(x.bytes, 0), coalesce(u.entries, 0) + l.entries - coalesce(x.entries, 0),
        coalesce(u.quota, s.value), coalesce(u.quota, 0)
 FROM kv_settings s
 LEFT JOIN kv_usage u ON u.project = $1
+CROSS JOIN LATERAL (
+    SELECT coalesce(sum(bytes), 0)::int8 AS bytes, coalesce(sum(entries), 0)::int8 AS entries,
+           min(next_expiry) AS next_expiry
+    FROM kv_leases WHERE project = $1
+) l
 LEFT JOIN LATERAL (
     SELECT sum(octet_length(e.key) + octet_length(e.value))::int8 AS bytes, count(*) AS entries
     FROM kv_entries e
-    WHERE e.project = $1 AND u.next_expiry <= coalesce($2::timestamptz, now())
+    WHERE e.project = $1 AND least(u.next_expiry, l.next_expiry) <= coalesce($2::timestamptz, now())
       AND e.expires_at <= coalesce($2::timestamptz, now())
 ) x ON true
 WHERE s.name = 'default_quota'`
@@ -497,6 +508,10 @@ func (s *Store) importTx(ctx context.Context, tx pgx.Tx, project string, entries
 	var bytes, count, quota int64
 	var version uint64
 	if err := tx.QueryRow(ctx, sqlLockUsage, project).Scan(&bytes, &count, &quota, &version); err != nil {
+		return 0, dbError(err)
+	}
+	// An import decides against exact usage: the project's leases end.
+	if err := tx.QueryRow(ctx, sqlFoldLeases, project).Scan(&bytes, &count); err != nil && !errors.Is(err, pgx.ErrNoRows) {
 		return 0, dbError(err)
 	}
 	var now time.Time

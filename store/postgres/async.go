@@ -54,7 +54,7 @@ func (s *Store) Do(ops []*store.Op) {
 			c.Deadline = op.Deadline
 			sc.reads = append(sc.reads, c)
 		default:
-			i := partition(op.Project, len(s.writeQs))
+			i := s.committerFor(op.Project, op.Key, op.Kind == store.OpSet && !op.Cond.Check)
 			c := s.writeQs[i].NewCall()
 			r := &c.Item
 			r.project, r.async = op.Project, op

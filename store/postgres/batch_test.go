@@ -286,7 +286,8 @@ func checkUsageMatchesRows(t *testing.T, conn *pgx.Conn, project string) {
 	t.Helper()
 	var usageBytes, usageEntries, rowBytes, rows int64
 	err := conn.QueryRow(context.Background(), `
-SELECT u.bytes, u.entries,
+SELECT u.bytes + (SELECT coalesce(sum(bytes), 0) FROM kv_leases WHERE project = $1),
+       u.entries + (SELECT coalesce(sum(entries), 0) FROM kv_leases WHERE project = $1),
        (SELECT coalesce(sum(octet_length(key) + octet_length(value)), 0) FROM kv_entries WHERE project = $1),
        (SELECT count(*) FROM kv_entries WHERE project = $1)
 FROM kv_usage u WHERE u.project = $1`, project).Scan(&usageBytes, &usageEntries, &rowBytes, &rows)

@@ -25,9 +25,9 @@ var errPurgeMore = fmt.Errorf("%w: the purge of expired entries goes on in the n
 // It is the apply function of each committer's queue. A batch that failed
 // on a lost connection before anything of it was committed runs once more,
 // without its Incrs (see retry.go).
-func (s *Store) commit(calls []*writeCall) {
+func (s *Store) commit(h *holder, calls []*writeCall) {
 	waiting := map[string]bool{} // projects with a requeued call
-	failed, err := s.commitCalls(calls, waiting, false)
+	failed, err := s.commitCalls(h, calls, waiting, false)
 	if len(failed) == 0 {
 		return
 	}
@@ -44,7 +44,7 @@ func (s *Store) commit(calls []*writeCall) {
 	}
 	s.log.Info("write batch lost its connection before committing; running it again once",
 		zap.Int("calls", len(again)), zap.Error(err))
-	if failed, err := s.commitCalls(again, waiting, true); len(failed) > 0 {
+	if failed, err := s.commitCalls(h, again, waiting, true); len(failed) > 0 {
 		s.fail(failed, err)
 	}
 }
@@ -53,16 +53,16 @@ func (s *Store) commit(calls []*writeCall) {
 // batch failed on a lost connection before committing anything, the calls
 // it returns with that error, unanswered, for the caller to retry. retry
 // says this is that second attempt.
-func (s *Store) commitCalls(calls []*writeCall, waiting map[string]bool, retry bool) (failed []*writeCall, err error) {
-	// Batches of Sets far from their quota take one round trip; those of a
-	// project another writer committed to while the statement waited, one
-	// more.
+func (s *Store) commitCalls(h *holder, calls []*writeCall, waiting map[string]bool, retry bool) (failed []*writeCall, err error) {
+	// Batches of Sets far from their quota, or under a lease, take one
+	// round trip; those of a project another writer committed to while the
+	// statement waited, or whose lease had ended, one more.
 	if onlySets(requests(calls)) {
-		contended, rest, err := s.commitSets(calls, retry, false)
+		contended, rest, err := s.commitSets(h, calls, retry, false)
 		if err == nil && len(contended) > 0 {
 			// With the rows locked first nobody can come first again, but
 			// whatever is not applied still goes on.
-			again, more, moreErr := s.commitSets(contended, retry, true)
+			again, more, moreErr := s.commitSets(h, contended, retry, true)
 			rest = append(append(again, more...), rest...)
 			err = moreErr
 		}
@@ -79,6 +79,10 @@ func (s *Store) commitCalls(calls []*writeCall, waiting map[string]bool, retry b
 		}
 	}
 
+	// The exact path folds the leases of its projects (lease.go).
+	for _, c := range calls {
+		h.forget(s, c.Item.project)
+	}
 	results, err := s.commitRetrying(requests(calls), retry)
 	if err == nil {
 		s.answer(calls, results, waiting)
@@ -114,8 +118,8 @@ func (s *Store) commitCalls(calls []*writeCall, waiting map[string]bool, retry b
 // others it did not apply (rest: for the general path). On an error of the
 // connection nothing is answered: every call is in rest, and err says
 // whether any may have been committed.
-func (s *Store) commitSets(calls []*writeCall, retry, lockFirst bool) (contended, rest []*writeCall, err error) {
-	applied, busy, versions, err := s.commitFast(requests(calls), retry, lockFirst)
+func (s *Store) commitSets(h *holder, calls []*writeCall, retry, lockFirst bool) (contended, rest []*writeCall, err error) {
+	applied, busy, versions, err := s.commitFast(h, requests(calls), retry, lockFirst)
 	if err != nil && classify(err) == classUnavailable {
 		return nil, calls, err
 	}

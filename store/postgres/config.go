@@ -65,6 +65,14 @@ const (
 	// hold: a quarter, so that at least four projects flooding at once are
 	// needed to fill a committer's queue or the reader's.
 	DefaultProjectQueueShare = 0.25
+	// DefaultLeaseLifetime is how long a quota lease lasts after its last
+	// write (lease.go) before another daemon may fold it: the longest a
+	// daemon that died holding one keeps its unused reservation from its
+	// project. A live holder extends it with every write and returns it
+	// when its queue empties, so it only matters after a crash; ten
+	// seconds is far above any transaction's duration (the statement
+	// timeout is five).
+	DefaultLeaseLifetime = 10 * time.Second
 )
 
 // MaxKeyBytes is the longest key limit the backend accepts: a btree index
@@ -144,6 +152,14 @@ type Config struct {
 	// when their context ends, while other projects' calls still enter.
 	// 0 means DefaultProjectQueueShare.
 	ProjectQueueShare float64
+	// LeaseLifetime is how long a quota lease outlives its last write, for
+	// a daemon that died holding it: after it, any daemon may fold it. A
+	// committer takes a lease on a project whose writes come back to back,
+	// so that the project's transactions overlap (lease.go). 0 means
+	// DefaultLeaseLifetime; < 0 takes no leases, so that every write of a
+	// project waits for the one before it to commit, as a daemon of an
+	// older version does.
+	LeaseLifetime time.Duration
 	// Now, if set, is the clock used for TTLs: its reading is sent as a
 	// parameter with every statement that needs the time. nil means the
 	// database's clock (now()), so that every daemon of a cluster agrees on
@@ -209,6 +225,9 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	if c.ProjectQueueShare < 0 || c.ProjectQueueShare > 1 {
 		return c, fmt.Errorf("config: ProjectQueueShare is %g, want a share in (0, 1]", c.ProjectQueueShare)
+	}
+	if c.LeaseLifetime == 0 {
+		c.LeaseLifetime = DefaultLeaseLifetime
 	}
 	if c.ObserveBatch == nil {
 		c.ObserveBatch = func(int) {}

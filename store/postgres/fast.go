@@ -1,6 +1,7 @@
 package postgres
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"slices"
@@ -49,6 +50,10 @@ type fastSets struct {
 	base         uint64  // the project's version counter before the batch
 	applied      bool
 	contended    bool // another writer came first; not applied
+	// Under a lease (lease.go): lease says the batch is written under the
+	// committer's lease, grant that the lease is granted in the same round
+	// trip, and granted that it was.
+	lease, grant, granted bool
 }
 
 // onlySets reports whether every call of a batch is an unconditional Set or
@@ -79,7 +84,15 @@ func onlySets(reqs []*writeReq) bool {
 // when its project was applied. An error means nothing was committed, or,
 // during the commit, that the outcome is unknown; it is wrapped by
 // notCommitted when nothing was. retry takes a checked connection.
-func (s *Store) commitFast(reqs []*writeReq, retry, lockFirst bool) (applied, contended map[string]bool, versions []uint64, err error) {
+//
+// A project h leases, or whose calls come back to back (leaseMinCalls, or
+// another committer of this Store leases it), is written under h's lease
+// instead (sqlLeaseSet), granted first in the same round trip if h has
+// none. A project whose lease turned out to have ended (folded by another
+// transaction, or used up) is contended too, and is granted a new one on
+// the second run; one that was granted none (too little room) or could not
+// write under a fresh one goes to the general path.
+func (s *Store) commitFast(h *holder, reqs []*writeReq, retry, lockFirst bool) (applied, contended map[string]bool, versions []uint64, err error) {
 	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.StatementTimeout)
 	defer cancel()
 
@@ -123,6 +136,19 @@ func (s *Store) commitFast(reqs []*writeReq, retry, lockFirst bool) (applied, co
 	if err := s.ensureUsageRows(ctx, names); err != nil {
 		return nil, nil, nil, notCommitted(err)
 	}
+	var grants []string
+	if s.leasesOn() {
+		for _, name := range names {
+			p := projects[name]
+			switch {
+			case h.leases[name]:
+				p.lease = true
+			case p.calls >= leaseMinCalls || s.spread(name):
+				p.lease, p.grant = true, true
+				grants = append(grants, name)
+			}
+		}
+	}
 
 	conn, err := s.acquire(ctx, retry)
 	if err != nil {
@@ -135,8 +161,15 @@ func (s *Store) commitFast(reqs []*writeReq, retry, lockFirst bool) (applied, co
 	// statement fails. Each statement locks its project's usage row itself
 	// (or after sqlLockUsage, with lockFirst), in the order of names.
 	b := &pgx.Batch{}
+	if len(grants) > 0 {
+		s.queueGrants(b, h, grants, projects, now)
+	}
 	for _, name := range names {
 		p := projects[name]
+		if p.lease {
+			s.queueLeaseSet(b, h, name, p, now)
+			continue
+		}
 		if lockFirst || s.takeLockFirst(name) {
 			b.Queue(sqlLockUsage, name).QueryRow(func(row pgx.Row) error {
 				var bytes, entries, quota int64
@@ -182,6 +215,20 @@ func (s *Store) commitFast(reqs []*writeReq, retry, lockFirst bool) (applied, co
 	}
 	applied, contended = map[string]bool{}, map[string]bool{}
 	for name, p := range projects {
+		if p.lease {
+			switch {
+			case p.applied:
+				applied[name] = true
+				h.take(s, name)
+			case !p.grant && !lockFirst:
+				// The lease h thought it held had ended: a new one, once.
+				h.forget(s, name)
+				contended[name] = true
+			default:
+				h.forget(s, name) // the general path
+			}
+			continue
+		}
 		if p.applied {
 			applied[name] = true
 		}
@@ -195,4 +242,37 @@ func (s *Store) commitFast(reqs []*writeReq, retry, lockFirst bool) (applied, co
 		versions[i] = projects[r.project].base + uint64(ords[i])
 	}
 	return applied, contended, versions, nil
+}
+
+// queueLeaseSet queues, in b, the write of p's Sets under h's lease on
+// project name; its callback sets p.applied and p.base when it wrote.
+func (s *Store) queueLeaseSet(b *pgx.Batch, h *holder, name string, p *fastSets, now any) {
+	// Keys in byte order, so that two holders (of two daemons) writing
+	// the same keys lock their rows in the same order and never deadlock.
+	order := make([]int, len(p.keys))
+	for i := range order {
+		order[i] = i
+	}
+	slices.SortFunc(order, func(a, b int) int { return bytes.Compare(p.keys[a], p.keys[b]) })
+	keys := make([][]byte, len(order))
+	values := make([][]byte, len(order))
+	ttls := make([]int64, len(order))
+	ords := make([]int64, len(order))
+	for i, j := range order {
+		keys[i], values[i], ttls[i], ords[i] = p.keys[j], p.values[j], p.ttls[j], p.ords[j]
+	}
+	b.Queue(sqlLeaseSet, name, keys, values, ttls, now, p.finalBytes, p.boundBytes, p.minTTL, ords, p.calls,
+		h.id, s.cfg.LeaseLifetime.Microseconds()).QueryRow(func(row pgx.Row) error {
+		var base int64
+		var conflict *int64
+		err := row.Scan(&base, &conflict)
+		switch {
+		case errors.Is(err, pgx.ErrNoRows):
+			return nil // no lease, or no room or versions left in it
+		case err != nil:
+			return err
+		}
+		p.applied, p.base = true, uint64(base)
+		return nil
+	})
 }

@@ -136,6 +136,11 @@ type Store struct {
 	// lockFirst holds, per project whose fast path recently found another
 	// writer ahead, how many more batches lock its usage row first (fast.go).
 	lockFirst sync.Map
+	// holders are the committers' sides of their quota leases, one per
+	// committer; leased counts, per project, the committers holding a
+	// lease on it (lease.go).
+	holders []*holder
+	leased  sync.Map
 
 	stopSweeper context.CancelFunc
 	sweeperDone chan struct{}
@@ -181,18 +186,24 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		return nil, fmt.Errorf("open postgres: %w", dbError(err))
 	}
 
+	holders, err := newHolders(cfg.Committers)
+	if err != nil {
+		pool.Close()
+		return nil, fmt.Errorf("open postgres: %w", err)
+	}
 	s := &Store{
 		cfg:         cfg,
 		pool:        pool,
 		log:         cfg.Logger,
 		writeQs:     make([]*batch.Queue[writeReq, writeResult], cfg.Committers),
+		holders:     holders,
 		sweeperDone: make(chan struct{}),
 	}
 	// Each committer's queue gets its share of QueueSize (at least one
 	// full batch), so a hot project cannot take the slots of the others.
 	perQueue := max(cfg.QueueSize/cfg.Committers, 1)
 	for i := range s.writeQs {
-		s.writeQs[i] = s.newWriteQueue(perQueue)
+		s.writeQs[i] = s.newWriteQueue(holders[i], perQueue)
 	}
 	s.readQ = s.newReadQueue()
 
@@ -242,6 +253,10 @@ func (s *Store) Close() error {
 	}
 	queues.Go(s.readQ.Close)
 	queues.Wait()
+	// The committers have ended; what they still lease goes back.
+	for _, h := range s.holders {
+		s.returnLeases(h)
+	}
 	s.stopSweeper()
 	<-s.sweeperDone
 	s.pool.Close()

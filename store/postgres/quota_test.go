@@ -58,7 +58,7 @@ func TestQuotaExactAcrossDaemons(t *testing.T) {
 			default:
 			}
 			var m int64
-			if err := conn.QueryRow(ctx, `SELECT coalesce(max(bytes), 0) FROM kv_usage`).Scan(&m); err != nil {
+			if err := conn.QueryRow(ctx, `SELECT coalesce(max(u.bytes + (SELECT coalesce(sum(l.bytes), 0) FROM kv_leases l WHERE l.project = u.project)), 0) FROM kv_usage u`).Scan(&m); err != nil {
 				t.Errorf("watch usage: %v", err)
 				return
 			}

@@ -204,18 +204,24 @@ WHERE project = $1 AND key > $2::bytea AND key >= $3::bytea
 ORDER BY key
 LIMIT $6`
 
-	// sqlUsage reads a project's stored usage, its quota in force and, when
-	// its next expiry has passed, what its expired entries use, all in one
-	// snapshot: Usage reports stored minus expired.
+	// sqlUsage reads a project's stored usage (its usage row's and its
+	// leases'), its quota in force and, when its next expiry has passed,
+	// what its expired entries use, all in one snapshot: Usage reports
+	// stored minus expired.
 	sqlUsage = `
-SELECT coalesce(u.bytes, 0), coalesce(u.entries, 0), coalesce(u.quota, s.value),
+SELECT coalesce(u.bytes, 0) + l.bytes, coalesce(u.entries, 0) + l.entries, coalesce(u.quota, s.value),
        coalesce(x.bytes, 0), coalesce(x.entries, 0)
 FROM kv_settings s
 LEFT JOIN kv_usage u ON u.project = $1
+CROSS JOIN LATERAL (
+    SELECT coalesce(sum(bytes), 0)::int8 AS bytes, coalesce(sum(entries), 0)::int8 AS entries,
+           min(next_expiry) AS next_expiry
+    FROM kv_leases WHERE project = $1
+) l
 LEFT JOIN LATERAL (
     SELECT sum(octet_length(e.key) + octet_length(e.value))::int8 AS bytes, count(*) AS entries
     FROM kv_entries e
-    WHERE e.project = $1 AND u.next_expiry <= coalesce($2::timestamptz, now())
+    WHERE e.project = $1 AND least(u.next_expiry, l.next_expiry) <= coalesce($2::timestamptz, now())
       AND e.expires_at <= coalesce($2::timestamptz, now())
 ) x ON true
 WHERE s.name = 'default_quota'`
@@ -235,12 +241,18 @@ INSERT INTO kv_settings (name, value) VALUES ('default_quota', $1)
 ON CONFLICT (name) DO NOTHING`
 
 	// sqlSweepCandidates finds projects whose earliest expiry has passed,
-	// most overdue first. It is the one statement that spans projects; it
-	// reads only kv_usage, one small row per project.
+	// most overdue first (the earliest expiry of what was written under a
+	// lease is in the lease row until it is folded). It is the one
+	// statement that spans projects; it reads only kv_usage, one small row
+	// per project, and kv_leases, a few rows per project writing at once.
 	sqlSweepCandidates = `
-SELECT project FROM kv_usage
-WHERE next_expiry <= coalesce($1::timestamptz, now())
-ORDER BY next_expiry
+SELECT project FROM (
+    SELECT project, next_expiry FROM kv_usage WHERE next_expiry <= coalesce($1::timestamptz, now())
+    UNION ALL
+    SELECT project, next_expiry FROM kv_leases WHERE next_expiry <= coalesce($1::timestamptz, now())
+) c
+GROUP BY project
+ORDER BY min(next_expiry)
 LIMIT $2`
 
 	// sqlSweepLock locks a project's usage row for a sweep, skipping a
@@ -301,7 +313,8 @@ RETURNING (SELECT count(*) FROM d)`
 const sqlFastSet = `
 WITH seen AS (
     SELECT u.xmin AS x,
-           u.bytes + $7 <= coalesce(u.quota, (SELECT s.value FROM kv_settings s WHERE s.name = 'default_quota')) AS room
+           u.bytes + u.reserved + $7 <= coalesce(u.quota, (SELECT s.value FROM kv_settings s WHERE s.name = 'default_quota'))
+           AND NOT EXISTS (SELECT FROM kv_leases l WHERE l.project = $1) AS room
     FROM kv_usage u WHERE u.project = $1
 ), old AS (
     SELECT octet_length(e.key) + octet_length(e.value) AS size
@@ -337,7 +350,8 @@ SELECT NULL FROM seen WHERE seen.room AND NOT EXISTS (SELECT FROM usage)`
 const sqlFastSetOne = `
 WITH seen AS (
     SELECT u.xmin AS x,
-           u.bytes + $7 <= coalesce(u.quota, (SELECT s.value FROM kv_settings s WHERE s.name = 'default_quota')) AS room
+           u.bytes + u.reserved + $7 <= coalesce(u.quota, (SELECT s.value FROM kv_settings s WHERE s.name = 'default_quota'))
+           AND NOT EXISTS (SELECT FROM kv_leases l WHERE l.project = $1) AS room
     FROM kv_usage u WHERE u.project = $1
 ), old AS (
     SELECT octet_length(e.key) + octet_length(e.value) AS size
@@ -363,3 +377,188 @@ WITH seen AS (
 SELECT base FROM usage
 UNION ALL
 SELECT NULL FROM seen WHERE seen.room AND NOT EXISTS (SELECT FROM usage)`
+
+// Statements of quota leases (lease.go). Every transaction that takes a
+// project's usage row lock and then touches its lease rows does so in that
+// order (usage row, then lease rows), so none of them deadlock; a write
+// under a lease touches its own lease row and then entries, never the usage
+// row.
+const (
+	// sqlFoldLeases ends every lease of a project, under its usage row's
+	// lock: what the writes under them added moves into the usage row, and
+	// their reservations are released. Every exact-path transaction runs
+	// it right after that lock (the general path of the committers, the
+	// sweeper, Import, quota changes), so it decides against exact usage,
+	// and a write under a lease that was folded finds no lease row and
+	// writes nothing. It waits for the writes in flight under those leases
+	// (they hold their lease rows) and then sees their effect. It returns
+	// the new usage, and no row when there was no lease.
+	sqlFoldLeases = `
+WITH gone AS (
+    DELETE FROM kv_leases WHERE project = $1
+    RETURNING reserved, bytes, entries, next_expiry
+), g AS (
+    SELECT coalesce(sum(reserved), 0)::int8 AS r, coalesce(sum(bytes), 0)::int8 AS b,
+           coalesce(sum(entries), 0)::int8 AS e, min(next_expiry) AS x, count(*) AS n
+    FROM gone
+)
+UPDATE kv_usage u
+SET bytes = u.bytes + g.b, entries = u.entries + g.e, reserved = u.reserved - g.r,
+    next_expiry = least(u.next_expiry, g.x)
+FROM g
+WHERE u.project = $1 AND g.n > 0
+RETURNING u.bytes, u.entries`
+
+	// sqlFoldStaleLeases is sqlFoldLeases for the leases whose deadline has
+	// passed: those of a daemon that died holding them (or lost its
+	// database connection for that long). A grant runs it first, so a dead
+	// daemon's reservation is lost to its project for at most a lease's
+	// lifetime.
+	sqlFoldStaleLeases = `
+WITH gone AS (
+    DELETE FROM kv_leases WHERE project = $1 AND deadline <= coalesce($2::timestamptz, now())
+    RETURNING reserved, bytes, entries, next_expiry
+), g AS (
+    SELECT coalesce(sum(reserved), 0)::int8 AS r, coalesce(sum(bytes), 0)::int8 AS b,
+           coalesce(sum(entries), 0)::int8 AS e, min(next_expiry) AS x, count(*) AS n
+    FROM gone
+)
+UPDATE kv_usage u
+SET bytes = u.bytes + g.b, entries = u.entries + g.e, reserved = u.reserved - g.r,
+    next_expiry = least(u.next_expiry, g.x)
+FROM g
+WHERE u.project = $1 AND g.n > 0`
+
+	// sqlGrantLease grants holder $2 a lease on project $1, after
+	// sqlLockUsage in the same transaction: a reservation of an eighth of
+	// the room left (bytes and every reservation taken from the quota), at
+	// most $3 bytes, and only if that is at least $4 bytes; and the next $5
+	// versions of the project's counter. The quota in force is read under a
+	// share lock of the default quota's row, so that a change of the
+	// default (which folds the leases it affects) and a grant never pass
+	// each other. A holder that still has a row (its return failed) gets the
+	// new reservation added and the new versions. It returns the
+	// reservation granted, or no row when the room is too small.
+	sqlGrantLease = `
+WITH d AS (
+    SELECT value FROM kv_settings WHERE name = 'default_quota' FOR SHARE
+), q AS (
+    SELECT least($3::int8, (coalesce(u.quota, (SELECT value FROM d)) - u.bytes - u.reserved) / 8) AS n
+    FROM kv_usage u WHERE u.project = $1
+), g AS (
+    UPDATE kv_usage u
+    SET reserved = u.reserved + q.n, version = u.version + $5
+    FROM q
+    WHERE u.project = $1 AND q.n >= $4
+    RETURNING q.n, u.version - $5 AS base
+)
+INSERT INTO kv_leases (project, holder, reserved, next, hi, deadline)
+SELECT $1::text, $2::text, g.n, g.base, g.base + $5,
+       coalesce($6::timestamptz, now()) + $7::int8 * interval '1 microsecond'
+FROM g
+ON CONFLICT (project, holder) DO UPDATE
+SET reserved = kv_leases.reserved + excluded.reserved, next = excluded.next, hi = excluded.hi,
+    deadline = excluded.deadline
+RETURNING reserved`
+
+	// sqlReturnLease ends holder $2's lease on project $1, after
+	// sqlLockUsage in the same transaction: its figures move into the usage
+	// row and its reservation is released. Nothing happens when the lease
+	// was folded already.
+	sqlReturnLease = `
+WITH l AS (
+    DELETE FROM kv_leases WHERE project = $1 AND holder = $2
+    RETURNING reserved, bytes, entries, next_expiry
+)
+UPDATE kv_usage u
+SET bytes = u.bytes + l.bytes, entries = u.entries + l.entries, reserved = u.reserved - l.reserved,
+    next_expiry = least(u.next_expiry, l.next_expiry)
+FROM l
+WHERE u.project = $1`
+
+	// sqlLockLeasedDefault locks, in project order, the usage rows of the
+	// projects without a quota override that have leases: a change of the
+	// default quota folds those leases (sqlFoldLeasedDefault) under them.
+	sqlLockLeasedDefault = `
+SELECT u.project FROM kv_usage u
+WHERE u.quota IS NULL AND u.project IN (SELECT project FROM kv_leases)
+ORDER BY u.project
+FOR UPDATE`
+
+	// sqlFoldLeasedDefault is sqlFoldLeases for every project without a
+	// quota override; like sqlProjects it spans projects, and runs only
+	// when an administrator changes the default quota.
+	sqlFoldLeasedDefault = `
+WITH gone AS (
+    DELETE FROM kv_leases l USING kv_usage u
+    WHERE u.project = l.project AND u.quota IS NULL
+    RETURNING l.project, l.reserved, l.bytes, l.entries, l.next_expiry
+), g AS (
+    SELECT project, sum(reserved)::int8 AS r, sum(bytes)::int8 AS b, sum(entries)::int8 AS e,
+           min(next_expiry) AS x
+    FROM gone GROUP BY project
+)
+UPDATE kv_usage u
+SET bytes = u.bytes + g.b, entries = u.entries + g.e, reserved = u.reserved - g.r,
+    next_expiry = least(u.next_expiry, g.x)
+FROM g
+WHERE u.project = g.project`
+)
+
+// sqlLeaseSet writes a batch's Sets of one project under holder $11's lease,
+// in one statement that touches the lease row and the entries but not the
+// usage row. Parameters as sqlFastSet's ($2..$4 each key once, sorted, so
+// that two holders writing the same keys lock them in the same order; $6
+// their sizes, $7 the bound of every item, $8 the shortest TTL, $9 each
+// key's call position, $10 the number of calls), and $12 the lease's
+// lifetime in microseconds, by which a write extends its deadline.
+//
+// It writes only if the lease row exists (no exact-path transaction folded
+// it), its reservation holds the bound of the batch on top of what it
+// holds already, it has $10 versions left, and every key's stored version
+// is at most the lease's counter — so the versions it gives are above every
+// version the keys had. It returns the counter from before the batch, or no
+// row when it wrote nothing (for the exact path).
+//
+// The replaced rows' sizes are read in the statement's snapshot; another
+// writer (a holder of another daemon) may change one of those keys before
+// the upsert reaches it. The upsert therefore replaces a row only if it
+// still has the version read (versions grow on every write, so the same
+// version is the same row), and the statement checks that every key was
+// replaced or inserted as read; if not, kv_lease_conflict fails it, the
+// transaction rolls back, and the calls go to the exact path.
+const sqlLeaseSet = `
+WITH old AS (
+    SELECT e.key, octet_length(e.key) + octet_length(e.value) AS size, e.version
+    FROM unnest($2::bytea[]) AS q(k)
+    CROSS JOIN LATERAL (
+        SELECT key, value, version FROM kv_entries WHERE project = $1 AND key = q.k OFFSET 0
+    ) e
+), lease AS (
+    UPDATE kv_leases l
+    SET bytes = l.bytes + $6 - (SELECT coalesce(sum(size), 0) FROM old),
+        entries = l.entries + cardinality($2::bytea[]) - (SELECT count(*) FROM old),
+        next = l.next + $10,
+        next_expiry = least(l.next_expiry, coalesce($5::timestamptz, now()) + $8::int8 * interval '1 microsecond'),
+        deadline = coalesce($5::timestamptz, now()) + $12::int8 * interval '1 microsecond'
+    WHERE l.project = $1 AND l.holder = $11
+      AND l.bytes + $7 <= l.reserved
+      AND l.next + $10 <= l.hi
+      AND coalesce((SELECT max(version) FROM old), 0) <= l.next
+    RETURNING l.next - $10 AS base
+), up AS (
+    INSERT INTO kv_entries (project, key, value, expires_at, version)
+    SELECT $1::text, u.k, u.v,
+           CASE WHEN u.t > 0 THEN coalesce($5::timestamptz, now()) + u.t * interval '1 microsecond' END,
+           lease.base + u.o
+    FROM unnest($2::bytea[], $3::bytea[], $4::int8[], $9::int8[]) AS u(k, v, t, o), lease
+    ON CONFLICT (project, key) DO UPDATE
+    SET value = excluded.value, expires_at = excluded.expires_at, version = excluded.version
+    WHERE kv_entries.version = (SELECT o.version FROM old o WHERE o.key = excluded.key)
+    RETURNING xmax = 0 AS inserted
+)
+SELECT base,
+       CASE WHEN (SELECT count(*) FROM up) <> cardinality($2::bytea[])
+              OR (SELECT count(*) FROM up WHERE inserted) <> cardinality($2::bytea[]) - (SELECT count(*) FROM old)
+            THEN kv_lease_conflict($1) END
+FROM lease`

@@ -75,6 +75,12 @@ func (s *Store) sweepProject(ctx context.Context, project string, limit int64, n
 		if err != nil {
 			return err
 		}
+		// A key deleted here and written again under a lease granted
+		// before would take a version from below the one it had: the
+		// project's leases end first (lease.go).
+		if _, err := tx.Exec(ctx, sqlFoldLeases, project); err != nil {
+			return err
+		}
 		if err := tx.QueryRow(ctx, sqlSweepDelete, project, now, limit).Scan(&n); err != nil {
 			return err
 		}

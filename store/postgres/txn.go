@@ -151,6 +151,15 @@ func (t *txn) run(ctx context.Context) error {
 			}
 			return err
 		})
+		// The calls are decided against exact usage: the project's leases
+		// end first (lease.go).
+		b.Queue(sqlFoldLeases, p.name).QueryRow(func(row pgx.Row) error {
+			err := row.Scan(&p.bytes, &p.entries)
+			if errors.Is(err, pgx.ErrNoRows) {
+				return nil // no lease
+			}
+			return err
+		})
 	}
 	for i := 0; ; {
 		j := i

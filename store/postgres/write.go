@@ -70,8 +70,13 @@ func (r writeReq) bytes() int {
 // newWriteQueue returns the queue of one committer, whose goroutine runs
 // commit until Close. A caller whose ctx ends while its call is queued
 // stops waiting, and the call is dropped unless its batch has started.
-func (s *Store) newWriteQueue(capacity int) *batch.Queue[writeReq, writeResult] {
-	return batch.New(batch.Config[writeReq, writeResult]{
+func (s *Store) newWriteQueue(h *holder, capacity int) *batch.Queue[writeReq, writeResult] {
+	return batch.New(s.writeQueueConfig(h, capacity))
+}
+
+// writeQueueConfig is the configuration of a committer's queue.
+func (s *Store) writeQueueConfig(h *holder, capacity int) batch.Config[writeReq, writeResult] {
+	return batch.Config[writeReq, writeResult]{
 		Name:             "write",
 		Capacity:         capacity,
 		Key:              func(r writeReq) string { return r.project },
@@ -83,20 +88,26 @@ func (s *Store) newWriteQueue(capacity int) *batch.Queue[writeReq, writeResult] 
 		TurnBytes:        turnBytes,
 		Abandonable:      true,
 		AbandonedMessage: "gave up waiting for the commit, the write may or may not be applied",
-		Apply:            s.commit,
+		Apply:            func(calls []*writeCall) { s.commit(h, calls) },
+		Idle:             func() { s.returnLeases(h) },
 		Notify:           notifyWrite,
 		Logger:           s.log,
-	})
+	}
 }
 
-// write queues r on its project's committer and waits for the result.
+// write queues r on its committer (committerFor) and waits for the result.
 //
 // While the queue is full the caller waits, within ctx; when ctx ends first
 // the call fails with store.ErrBusy and nothing is written. Once queued, a
 // caller whose ctx ends gets store.ErrUnavailable: the write may still
 // commit (if its batch had started) or not.
 func (s *Store) write(ctx context.Context, r writeReq) writeResult {
-	res, err := s.writeQs[partition(r.project, len(s.writeQs))].Submit(ctx, r)
+	set := r.op == opSet && !r.items[0].Cond.Check
+	key := ""
+	if set {
+		key = r.items[0].Key
+	}
+	res, err := s.writeQs[s.committerFor(r.project, key, set)].Submit(ctx, r)
 	if err != nil {
 		return writeResult{err: err}
 	}

@@ -139,6 +139,11 @@ type Config[T, R any] struct {
 	// logged and ends that call's notification alone. Required for
 	// SubmitAll.
 	Notify func(item *T, r R, err error)
+	// Idle, if set, is called on the drain goroutine when it finds the
+	// queue empty, before it waits for items: once at the start and once
+	// after each batch that emptied it. Items queued while it runs wait
+	// for it. A panic of Idle is logged.
+	Idle func()
 }
 
 // Queue is a bounded queue of items drained in batches by one goroutine,
@@ -569,13 +574,19 @@ func (q *Queue[T, R]) run() {
 // empty.
 func (q *Queue[T, R]) next() (batch []*Call[T, R], ok bool) {
 	q.mu.Lock()
+	idled := q.cfg.Idle == nil
 	for q.n == 0 {
 		if q.closed {
 			q.mu.Unlock()
 			return nil, false
 		}
 		q.mu.Unlock()
-		<-q.wake
+		if !idled {
+			idled = true
+			q.idle()
+		} else {
+			<-q.wake
+		}
 		q.mu.Lock()
 	}
 	batch = q.batch[:0]
@@ -626,6 +637,17 @@ func (q *Queue[T, R]) next() (batch []*Call[T, R], ok bool) {
 	q.mu.Unlock()
 	q.batch = batch
 	return batch, true
+}
+
+// idle runs Config.Idle, logging its panic.
+func (q *Queue[T, R]) idle() {
+	defer func() {
+		if v := recover(); v != nil {
+			q.cfg.Logger.Error("batch: Idle panicked", zap.String("queue", q.cfg.Name),
+				zap.Any("panic", v), zap.StackSkip("stack", 1))
+		}
+	}()
+	q.cfg.Idle()
 }
 
 // putBack returns the calls Apply requeued, in batch order, to the heads of

@@ -1,0 +1,229 @@
+package postgres
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"slices"
+	"sync/atomic"
+
+	"github.com/jackc/pgx/v5"
+	"go.uber.org/zap"
+)
+
+// Quota leases: how transactions of one project overlap.
+//
+// Every transaction of the exact path updates its project's usage row and
+// holds that row's lock until its commit has flushed, so one project's
+// transactions run one after another, in every daemon. A committer whose
+// batch holds several calls of a project (they queued while its previous
+// transaction was in flight), or whose daemon already leases the project,
+// takes a lease instead: a slice of the project's remaining quota and a
+// range of its version counter, reserved in the usage row by a short
+// transaction of its own (sqlGrantLease). Its batches of Sets then update
+// only its own lease row (sqlLeaseSet), so the transactions of several
+// committers — of this daemon and of others — commit at once and share
+// their WAL flushes. While a project has leases its unconditional Sets are
+// spread over every committer of the daemon by key (committerFor), each
+// key on one committer, so that they overlap in this daemon too. A
+// committer returns its leases when its queue empties.
+//
+// Why the quota stays exact: a lease is granted only while the usage row's
+// bytes plus every reservation stays within the quota, and a write under a
+// lease only while the bytes it added stay within its reservation, checked
+// by the statement that writes. Everything else — Delete, Clear, Incr,
+// Expire, conditional writes, a Set near the limit, the sweeper, Import and
+// quota changes — takes the exact path, which first folds every lease of
+// the project into its usage row under the row's lock (sqlFoldLeases),
+// waiting for the writes in flight under them, and decides against exact
+// usage; a write under a folded lease finds no lease row and writes
+// nothing, and its calls go to the exact path as well.
+//
+// Why versions stay strictly increasing per key: a lease's range is taken
+// from the project's counter, above every version given before; a write
+// under a lease gives a key a version only if the key's stored version is
+// below the range's next one, and a key another writer changes between the
+// statement's read and its write fails the statement (kv_lease_conflict).
+// A key deleted (by the exact path, the sweeper or Clear) and written
+// again never takes a version from a range granted before its delete,
+// because that delete folded every lease of its project first.
+//
+// What a lease costs: the grant and the return each take a usage row lock
+// for one statement, in a transaction that does not wait for its WAL flush
+// (synchronous_commit off: a write under the lease commits after the grant
+// and flushes it, and a return lost in a crash leaves a lease row whose
+// figures are exact, folded later). A grant shares its round trip with the
+// batch's writes.
+
+// Bounds of a lease.
+const (
+	// leaseVersions is the number of versions a lease reserves: a batch
+	// uses one per call, so a holder writing 64-call batches takes a new
+	// lease after about a thousand of them. Versions are 63-bit; at this
+	// size a project could take a lease every microsecond for 4,000 years.
+	leaseVersions = 1 << 16
+	// leaseMaxBytes bounds the reservation of one lease, which is an
+	// eighth of the project's room: a project with room for gigabytes does
+	// not lend it all to one committer that might die holding it.
+	leaseMaxBytes = 64 << 20
+	// leaseMinBatches is how many batches of the size at hand a lease must
+	// hold for it to be worth granting: below that the project is close to
+	// its quota, and its writes take the exact path.
+	leaseMinBatches = 4
+	// leaseMinCalls is the number of a project's calls in one batch from
+	// which a committer takes a lease: they queued while its previous
+	// transaction was in flight, so the project writes back to back.
+	leaseMinCalls = 2
+)
+
+// sqlAsyncCommit makes the transaction it runs in commit without waiting
+// for its WAL flush: grants and returns of leases, which acknowledge
+// nothing to a caller.
+const sqlAsyncCommit = `SELECT set_config('synchronous_commit', 'off', true)`
+
+// holder is one committer's side of its leases. Only the committer's
+// goroutine touches it (commit and the queue's Idle), and Close once that
+// goroutine has ended.
+type holder struct {
+	id     string          // the lease rows' holder: the daemon's id and the committer's number
+	leases map[string]bool // projects it holds a lease on, as far as it knows
+}
+
+// newHolders returns one holder per committer, named after a random id of
+// this Store, so that two daemons (or two Opens in one process) never share
+// a lease row.
+func newHolders(n int) ([]*holder, error) {
+	var b [8]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return nil, fmt.Errorf("draw the daemon's lease id: %w", err)
+	}
+	id := hex.EncodeToString(b[:])
+	hs := make([]*holder, n)
+	for i := range hs {
+		hs[i] = &holder{id: fmt.Sprintf("%s/%d", id, i), leases: map[string]bool{}}
+	}
+	return hs, nil
+}
+
+// leasesOn reports whether committers take leases (Config.LeaseLifetime).
+func (s *Store) leasesOn() bool { return s.cfg.LeaseLifetime > 0 }
+
+// leaseHolders is the number of this Store's committers holding a lease on
+// project.
+func (s *Store) leaseHolders(project string) *atomic.Int32 {
+	if v, ok := s.leased.Load(project); ok {
+		return v.(*atomic.Int32)
+	}
+	v, _ := s.leased.LoadOrStore(project, new(atomic.Int32))
+	return v.(*atomic.Int32)
+}
+
+// spread reports whether a committer of this Store holds a lease on
+// project, so that its Sets go to every committer (committerFor).
+func (s *Store) spread(project string) bool {
+	v, ok := s.leased.Load(project)
+	return ok && v.(*atomic.Int32).Load() > 0
+}
+
+// take notes that h holds a lease on project.
+func (h *holder) take(s *Store, project string) {
+	if !h.leases[project] {
+		h.leases[project] = true
+		s.leaseHolders(project).Add(1)
+	}
+}
+
+// forget notes that h holds no lease on project (any more).
+func (h *holder) forget(s *Store, project string) {
+	if h.leases[project] {
+		delete(h.leases, project)
+		s.leaseHolders(project).Add(-1)
+	}
+}
+
+// committerFor returns the committer of a write of project: the project's
+// own, or, for an unconditional Set (set) of a project this Store holds a
+// lease on, the key's, so that a hot project's Sets spread over every
+// committer and their transactions overlap. A key always maps to the same
+// committer, so one key's Sets are not written by two of them at once.
+func (s *Store) committerFor(project, key string, set bool) int {
+	n := len(s.writeQs)
+	if set && n > 1 && s.spread(project) {
+		return int(fnv32a(project, key) % uint32(n))
+	}
+	return partition(project, n)
+}
+
+// fnv32a is FNV-1a of project, a NUL and key, without allocating.
+func fnv32a(project, key string) uint32 {
+	const prime = 16777619
+	h := uint32(2166136261)
+	for i := 0; i < len(project); i++ {
+		h = (h ^ uint32(project[i])) * prime
+	}
+	h *= prime // the NUL
+	for i := 0; i < len(key); i++ {
+		h = (h ^ uint32(key[i])) * prime
+	}
+	return h
+}
+
+// returnLeases ends every lease h holds, in one transaction that does not
+// wait for its flush; the committer calls it when its queue empties, and
+// Close once more. A return that fails leaves lease rows whose figures are
+// exact: the next exact-path transaction of their project, or a grant
+// after their deadline, folds them.
+func (s *Store) returnLeases(h *holder) {
+	if len(h.leases) == 0 {
+		return
+	}
+	names := make([]string, 0, len(h.leases))
+	for name := range h.leases {
+		names = append(names, name)
+	}
+	slices.Sort(names) // the order usage rows are locked in
+	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.StatementTimeout)
+	defer cancel()
+	b := &pgx.Batch{}
+	b.Queue("begin")
+	b.Queue(sqlAsyncCommit)
+	for _, name := range names {
+		b.Queue(sqlLockUsage, name)
+		b.Queue(sqlReturnLease, name, h.id)
+	}
+	b.Queue("commit")
+	err := s.pool.SendBatch(ctx, b).Close()
+	for _, name := range names {
+		h.forget(s, name)
+	}
+	if err != nil {
+		s.log.Info("return quota leases; their projects fold them later", zap.Strings("projects", names), zap.Error(err))
+	}
+}
+
+// queueGrants queues, in b, one transaction that grants h a lease on each
+// project of names (sorted) — p.grant is set for each — and does not wait
+// for its flush; each callback sets p.granted when the lease was granted.
+func (s *Store) queueGrants(b *pgx.Batch, h *holder, names []string, projects map[string]*fastSets, now any) {
+	b.Queue("begin")
+	b.Queue(sqlAsyncCommit)
+	for _, name := range names {
+		p := projects[name]
+		b.Queue(sqlLockUsage, name)
+		b.Queue(sqlFoldStaleLeases, name, now)
+		b.Queue(sqlGrantLease, name, h.id, int64(leaseMaxBytes), leaseMinBatches*p.boundBytes,
+			int64(leaseVersions), now, s.cfg.LeaseLifetime.Microseconds()).QueryRow(func(row pgx.Row) error {
+			var reserved int64
+			err := row.Scan(&reserved)
+			if err == pgx.ErrNoRows {
+				return nil // too little room: the exact path
+			}
+			if err == nil {
+				p.granted = true
+			}
+			return err
+		})
+	}
+	b.Queue("commit")
+}
