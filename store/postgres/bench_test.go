@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -44,12 +45,16 @@ func setParallelism(b *testing.B) {
 }
 
 // BenchmarkSetParallel measures durable Sets of ~100-byte values from 64
-// concurrent callers.
+// concurrent callers. cpu-µs/op is the CPU time of this process (store and
+// callers) per Set, pg-cpu-µs/op that of the database's backends (see
+// BenchmarkSetSequential).
 func BenchmarkSetParallel(b *testing.B) {
 	s, batches := benchStore(b)
+	pg := dbConn(b, s.cfg.DSN)
 	ctx := context.Background()
 	setParallelism(b)
 	var seed atomic.Uint64
+	pgBefore, before := backendsCPU(b, pg), processCPU(b)
 	b.ResetTimer()
 	b.RunParallel(func(pb *testing.PB) {
 		rng := rand.New(rand.NewPCG(seed.Add(1), 1))
@@ -61,9 +66,21 @@ func BenchmarkSetParallel(b *testing.B) {
 		}
 	})
 	b.StopTimer()
+	b.ReportMetric(float64((processCPU(b)-before).Microseconds())/float64(b.N), "cpu-µs/op")
+	b.ReportMetric(float64((backendsCPU(b, pg)-pgBefore).Microseconds())/float64(b.N), "pg-cpu-µs/op")
 	if n := batches.Load(); n > 0 {
 		b.ReportMetric(float64(b.N)/float64(n), "calls/txn")
 	}
+}
+
+// processCPU is the user and system CPU time this process has used.
+func processCPU(b *testing.B) time.Duration {
+	b.Helper()
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		b.Fatal(err)
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // BenchmarkSetParallelTwoDaemons is BenchmarkSetParallel with the 64
