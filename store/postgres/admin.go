@@ -511,7 +511,7 @@ func (s *Store) importTx(ctx context.Context, tx pgx.Tx, project string, entries
 		return 0, dbError(err)
 	}
 	// An import decides against exact usage: the project's leases end.
-	if err := tx.QueryRow(ctx, sqlFoldLeases, project).Scan(&bytes, &count); err != nil && !errors.Is(err, pgx.ErrNoRows) {
+	if err := tx.QueryRow(ctx, sqlFoldLeases, project).Scan(&bytes, &count, &version); err != nil && !errors.Is(err, pgx.ErrNoRows) {
 		return 0, dbError(err)
 	}
 	var now time.Time

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"go.uber.org/zap"
 
@@ -26,6 +27,8 @@ var errPurgeMore = fmt.Errorf("%w: the purge of expired entries goes on in the n
 // on a lost connection before anything of it was committed runs once more,
 // without its Incrs (see retry.go).
 func (s *Store) commit(h *holder, calls []*writeCall) {
+	h.busySince.Store(time.Now().UnixNano())
+	defer h.busySince.Store(0)
 	waiting := map[string]bool{} // projects with a requeued call
 	failed, err := s.commitCalls(h, calls, waiting, false)
 	if len(failed) == 0 {

@@ -58,11 +58,6 @@ import (
 
 // Bounds of a lease.
 const (
-	// leaseVersions is the number of versions a lease reserves: a batch
-	// uses one per call, so a holder writing 64-call batches takes a new
-	// lease after about a thousand of them. Versions are 63-bit; at this
-	// size a project could take a lease every microsecond for 4,000 years.
-	leaseVersions = 1 << 16
 	// leaseMaxBytes bounds the reservation of one lease, which is an
 	// eighth of the project's room: a project with room for gigabytes does
 	// not lend it all to one committer that might die holding it.
@@ -88,6 +83,10 @@ const sqlAsyncCommit = `SELECT set_config('synchronous_commit', 'off', true)`
 type holder struct {
 	id     string          // the lease rows' holder: the daemon's id and the committer's number
 	leases map[string]bool // projects it holds a lease on, as far as it knows
+	// busySince is when the committer started the batch it is applying,
+	// in Unix nanoseconds, 0 while it waits for one: committerFor reads it
+	// from other goroutines.
+	busySince atomic.Int64
 }
 
 // newHolders returns one holder per committer, named after a random id of
@@ -144,29 +143,36 @@ func (h *holder) forget(s *Store, project string) {
 
 // committerFor returns the committer of a write of project: the project's
 // own, or, for an unconditional Set (set) of a project this Store holds a
-// lease on, the key's, so that a hot project's Sets spread over every
-// committer and their transactions overlap. A key always maps to the same
-// committer, so one key's Sets are not written by two of them at once.
+// lease on, the first committer that is waiting for work, else the one
+// whose transaction started first (it should be the first to take its next
+// batch), looking from the project's own. So a hot project's Sets go into
+// whichever transaction starts next instead of each waiting for one
+// committer's transaction in flight, and that project's transactions
+// overlap.
+//
+// Two Sets of one key may then be in flight in two transactions at once;
+// the store never ordered concurrent calls (the daemon sends a request on a
+// key only once the one before it on that key is answered), and the
+// statement that writes under a lease fails, for the exact path, if a key
+// changed under it.
 func (s *Store) committerFor(project, key string, set bool) int {
 	n := len(s.writeQs)
-	if set && n > 1 && s.spread(project) {
-		return int(fnv32a(project, key) % uint32(n))
+	home := partition(project, n)
+	if !set || n == 1 || !s.spread(project) {
+		return home
 	}
-	return partition(project, n)
-}
-
-// fnv32a is FNV-1a of project, a NUL and key, without allocating.
-func fnv32a(project, key string) uint32 {
-	const prime = 16777619
-	h := uint32(2166136261)
-	for i := 0; i < len(project); i++ {
-		h = (h ^ uint32(project[i])) * prime
+	best, first := home, int64(0)
+	for j := range n {
+		i := (home + j) % n
+		since := s.holders[i].busySince.Load()
+		if since == 0 {
+			return i
+		}
+		if first == 0 || since < first {
+			best, first = i, since
+		}
 	}
-	h *= prime // the NUL
-	for i := 0; i < len(key); i++ {
-		h = (h ^ uint32(key[i])) * prime
-	}
-	return h
+	return best
 }
 
 // returnLeases ends every lease h holds, in one transaction that does not
@@ -213,7 +219,7 @@ func (s *Store) queueGrants(b *pgx.Batch, h *holder, names []string, projects ma
 		b.Queue(sqlLockUsage, name)
 		b.Queue(sqlFoldStaleLeases, name, now)
 		b.Queue(sqlGrantLease, name, h.id, int64(leaseMaxBytes), leaseMinBatches*p.boundBytes,
-			int64(leaseVersions), now, s.cfg.LeaseLifetime.Microseconds()).QueryRow(func(row pgx.Row) error {
+			now, s.cfg.LeaseLifetime.Microseconds()).QueryRow(func(row pgx.Row) error {
 			var reserved int64
 			err := row.Scan(&reserved)
 			if err == pgx.ErrNoRows {
@@ -221,6 +227,7 @@ func (s *Store) queueGrants(b *pgx.Batch, h *holder, names []string, projects ma
 			}
 			if err == nil {
 				p.granted = true
+				s.grants.Add(1)
 			}
 			return err
 		})

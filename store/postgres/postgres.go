@@ -104,6 +104,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -141,6 +142,7 @@ type Store struct {
 	// lease on it (lease.go).
 	holders []*holder
 	leased  sync.Map
+	grants  atomic.Int64 // leases granted, for tests
 
 	stopSweeper context.CancelFunc
 	sweeperDone chan struct{}

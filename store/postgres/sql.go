@@ -396,18 +396,18 @@ const (
 	sqlFoldLeases = `
 WITH gone AS (
     DELETE FROM kv_leases WHERE project = $1
-    RETURNING reserved, bytes, entries, next_expiry
+    RETURNING reserved, bytes, entries, next_expiry, version
 ), g AS (
     SELECT coalesce(sum(reserved), 0)::int8 AS r, coalesce(sum(bytes), 0)::int8 AS b,
-           coalesce(sum(entries), 0)::int8 AS e, min(next_expiry) AS x, count(*) AS n
+           coalesce(sum(entries), 0)::int8 AS e, min(next_expiry) AS x, max(version) AS v, count(*) AS n
     FROM gone
 )
 UPDATE kv_usage u
 SET bytes = u.bytes + g.b, entries = u.entries + g.e, reserved = u.reserved - g.r,
-    next_expiry = least(u.next_expiry, g.x)
+    next_expiry = least(u.next_expiry, g.x), version = greatest(u.version, g.v)
 FROM g
 WHERE u.project = $1 AND g.n > 0
-RETURNING u.bytes, u.entries`
+RETURNING u.bytes, u.entries, u.version`
 
 	// sqlFoldStaleLeases is sqlFoldLeases for the leases whose deadline has
 	// passed: those of a daemon that died holding them (or lost its
@@ -417,28 +417,28 @@ RETURNING u.bytes, u.entries`
 	sqlFoldStaleLeases = `
 WITH gone AS (
     DELETE FROM kv_leases WHERE project = $1 AND deadline <= coalesce($2::timestamptz, now())
-    RETURNING reserved, bytes, entries, next_expiry
+    RETURNING reserved, bytes, entries, next_expiry, version
 ), g AS (
     SELECT coalesce(sum(reserved), 0)::int8 AS r, coalesce(sum(bytes), 0)::int8 AS b,
-           coalesce(sum(entries), 0)::int8 AS e, min(next_expiry) AS x, count(*) AS n
+           coalesce(sum(entries), 0)::int8 AS e, min(next_expiry) AS x, max(version) AS v, count(*) AS n
     FROM gone
 )
 UPDATE kv_usage u
 SET bytes = u.bytes + g.b, entries = u.entries + g.e, reserved = u.reserved - g.r,
-    next_expiry = least(u.next_expiry, g.x)
+    next_expiry = least(u.next_expiry, g.x), version = greatest(u.version, g.v)
 FROM g
 WHERE u.project = $1 AND g.n > 0`
 
 	// sqlGrantLease grants holder $2 a lease on project $1, after
 	// sqlLockUsage in the same transaction: a reservation of an eighth of
 	// the room left (bytes and every reservation taken from the quota), at
-	// most $3 bytes, and only if that is at least $4 bytes; and the next $5
-	// versions of the project's counter. The quota in force is read under a
+	// most $3 bytes, and only if that is at least $4 bytes. Its version
+	// starts at the project's counter. The quota in force is read under a
 	// share lock of the default quota's row, so that a change of the
 	// default (which folds the leases it affects) and a grant never pass
 	// each other. A holder that still has a row (its return failed) gets the
-	// new reservation added and the new versions. It returns the
-	// reservation granted, or no row when the room is too small.
+	// new reservation added. It returns the reservation granted, or no row
+	// when the room is too small.
 	sqlGrantLease = `
 WITH d AS (
     SELECT value FROM kv_settings WHERE name = 'default_quota' FOR SHARE
@@ -447,18 +447,18 @@ WITH d AS (
     FROM kv_usage u WHERE u.project = $1
 ), g AS (
     UPDATE kv_usage u
-    SET reserved = u.reserved + q.n, version = u.version + $5
+    SET reserved = u.reserved + q.n
     FROM q
     WHERE u.project = $1 AND q.n >= $4
-    RETURNING q.n, u.version - $5 AS base
+    RETURNING q.n, u.version
 )
-INSERT INTO kv_leases (project, holder, reserved, next, hi, deadline)
-SELECT $1::text, $2::text, g.n, g.base, g.base + $5,
-       coalesce($6::timestamptz, now()) + $7::int8 * interval '1 microsecond'
+INSERT INTO kv_leases (project, holder, reserved, version, deadline)
+SELECT $1::text, $2::text, g.n, g.version,
+       coalesce($5::timestamptz, now()) + $6::int8 * interval '1 microsecond'
 FROM g
 ON CONFLICT (project, holder) DO UPDATE
-SET reserved = kv_leases.reserved + excluded.reserved, next = excluded.next, hi = excluded.hi,
-    deadline = excluded.deadline
+SET reserved = kv_leases.reserved + excluded.reserved,
+    version = greatest(kv_leases.version, excluded.version), deadline = excluded.deadline
 RETURNING reserved`
 
 	// sqlReturnLease ends holder $2's lease on project $1, after
@@ -468,11 +468,11 @@ RETURNING reserved`
 	sqlReturnLease = `
 WITH l AS (
     DELETE FROM kv_leases WHERE project = $1 AND holder = $2
-    RETURNING reserved, bytes, entries, next_expiry
+    RETURNING reserved, bytes, entries, next_expiry, version
 )
 UPDATE kv_usage u
 SET bytes = u.bytes + l.bytes, entries = u.entries + l.entries, reserved = u.reserved - l.reserved,
-    next_expiry = least(u.next_expiry, l.next_expiry)
+    next_expiry = least(u.next_expiry, l.next_expiry), version = greatest(u.version, l.version)
 FROM l
 WHERE u.project = $1`
 
@@ -492,15 +492,15 @@ FOR UPDATE`
 WITH gone AS (
     DELETE FROM kv_leases l USING kv_usage u
     WHERE u.project = l.project AND u.quota IS NULL
-    RETURNING l.project, l.reserved, l.bytes, l.entries, l.next_expiry
+    RETURNING l.project, l.reserved, l.bytes, l.entries, l.next_expiry, l.version
 ), g AS (
     SELECT project, sum(reserved)::int8 AS r, sum(bytes)::int8 AS b, sum(entries)::int8 AS e,
-           min(next_expiry) AS x
+           min(next_expiry) AS x, max(version) AS v
     FROM gone GROUP BY project
 )
 UPDATE kv_usage u
 SET bytes = u.bytes + g.b, entries = u.entries + g.e, reserved = u.reserved - g.r,
-    next_expiry = least(u.next_expiry, g.x)
+    next_expiry = least(u.next_expiry, g.x), version = greatest(u.version, g.v)
 FROM g
 WHERE u.project = g.project`
 )
@@ -514,19 +514,22 @@ WHERE u.project = g.project`
 // lifetime in microseconds, by which a write extends its deadline.
 //
 // It writes only if the lease row exists (no exact-path transaction folded
-// it), its reservation holds the bound of the batch on top of what it
-// holds already, it has $10 versions left, and every key's stored version
-// is at most the lease's counter — so the versions it gives are above every
-// version the keys had. It returns the counter from before the batch, or no
-// row when it wrote nothing (for the exact path).
+// it) and its reservation holds the bound of the batch on top of what the
+// lease holds already. The batch's versions are base + 1 .. base + $10,
+// where base is the highest of the lease's version and the stored versions
+// of the keys: above what each key has, and for a key not stored, above
+// what it had before it was deleted (a delete folds every lease of its
+// project, so this lease was granted after it, from the counter). It
+// returns base, or no row when it wrote nothing (for the exact path).
 //
-// The replaced rows' sizes are read in the statement's snapshot; another
-// writer (a holder of another daemon) may change one of those keys before
-// the upsert reaches it. The upsert therefore replaces a row only if it
-// still has the version read (versions grow on every write, so the same
-// version is the same row), and the statement checks that every key was
-// replaced or inserted as read; if not, kv_lease_conflict fails it, the
-// transaction rolls back, and the calls go to the exact path.
+// The replaced rows' sizes and versions are read in the statement's
+// snapshot; another writer (a holder of another committer or daemon) may
+// change one of those keys before the upsert reaches it. The upsert
+// therefore replaces a row only if it still has the version read (versions
+// grow on every write, so the same version is the same row), and the
+// statement checks that every key was replaced or inserted as read; if
+// not, kv_lease_conflict fails it, the transaction rolls back, and the
+// calls go to the exact path.
 const sqlLeaseSet = `
 WITH old AS (
     SELECT e.key, octet_length(e.key) + octet_length(e.value) AS size, e.version
@@ -538,14 +541,12 @@ WITH old AS (
     UPDATE kv_leases l
     SET bytes = l.bytes + $6 - (SELECT coalesce(sum(size), 0) FROM old),
         entries = l.entries + cardinality($2::bytea[]) - (SELECT count(*) FROM old),
-        next = l.next + $10,
+        version = greatest(l.version, (SELECT coalesce(max(version), 0) FROM old)) + $10,
         next_expiry = least(l.next_expiry, coalesce($5::timestamptz, now()) + $8::int8 * interval '1 microsecond'),
         deadline = coalesce($5::timestamptz, now()) + $12::int8 * interval '1 microsecond'
     WHERE l.project = $1 AND l.holder = $11
       AND l.bytes + $7 <= l.reserved
-      AND l.next + $10 <= l.hi
-      AND coalesce((SELECT max(version) FROM old), 0) <= l.next
-    RETURNING l.next - $10 AS base
+    RETURNING l.version - $10 AS base
 ), up AS (
     INSERT INTO kv_entries (project, key, value, expires_at, version)
     SELECT $1::text, u.k, u.v,

@@ -154,7 +154,7 @@ func (t *txn) run(ctx context.Context) error {
 		// The calls are decided against exact usage: the project's leases
 		// end first (lease.go).
 		b.Queue(sqlFoldLeases, p.name).QueryRow(func(row pgx.Row) error {
-			err := row.Scan(&p.bytes, &p.entries)
+			err := row.Scan(&p.bytes, &p.entries, &p.version)
 			if errors.Is(err, pgx.ErrNoRows) {
 				return nil // no lease
 			}

@@ -15,9 +15,10 @@ ALTER TABLE kv_usage ADD COLUMN reserved bigint NOT NULL DEFAULT 0;
 -- One row per lease: project and holder (a committer of one daemon, named
 -- by a random id the daemon draws at start). bytes and entries are what the
 -- writes under it added (negative when they shrank entries); next_expiry
--- the earliest expiry they wrote; versions next+1 .. hi are the holder's to
--- give; deadline is when another daemon may fold the lease, if its holder
--- has not written or returned it by then.
+-- the earliest expiry they wrote; version the highest version they gave
+-- (at the grant, the project's counter), which a fold moves into the
+-- counter; deadline is when another daemon may fold the lease, if its
+-- holder has not written or returned it by then.
 CREATE TABLE kv_leases (
     project     text COLLATE "C" NOT NULL,
     holder      text COLLATE "C" NOT NULL,
@@ -25,8 +26,7 @@ CREATE TABLE kv_leases (
     bytes       bigint NOT NULL DEFAULT 0,
     entries     bigint NOT NULL DEFAULT 0,
     next_expiry timestamptz,
-    next        bigint NOT NULL,
-    hi          bigint NOT NULL,
+    version     bigint NOT NULL,
     deadline    timestamptz NOT NULL,
     PRIMARY KEY (project, holder)
 ) WITH (fillfactor = 50);
