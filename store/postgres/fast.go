@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"slices"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -141,7 +142,7 @@ func (s *Store) commitFast(h *holder, reqs []*writeReq, retry, lockFirst bool) (
 		for _, name := range names {
 			p := projects[name]
 			switch {
-			case h.leases[name]:
+			case h.holds(name):
 				p.lease = true
 			case p.calls >= leaseMinCalls || s.spread(name):
 				p.lease, p.grant = true, true
@@ -214,12 +215,16 @@ func (s *Store) commitFast(h *holder, reqs []*writeReq, retry, lockFirst bool) (
 		return nil, nil, nil, err
 	}
 	applied, contended = map[string]bool{}, map[string]bool{}
+	var wrote time.Time // for a lease's idle time, read once
 	for name, p := range projects {
 		if p.lease {
 			switch {
 			case p.applied:
 				applied[name] = true
-				h.take(s, name)
+				if wrote.IsZero() {
+					wrote = time.Now()
+				}
+				h.take(s, name, wrote)
 			case !p.grant && !lockFirst:
 				// The lease h thought it held had ended: a new one, once.
 				h.forget(s, name)

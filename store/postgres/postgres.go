@@ -257,7 +257,7 @@ func (s *Store) Close() error {
 	queues.Wait()
 	// The committers have ended; what they still lease goes back.
 	for _, h := range s.holders {
-		s.returnLeases(h)
+		s.returnAllLeases(h)
 	}
 	s.stopSweeper()
 	<-s.sweeperDone

@@ -89,7 +89,7 @@ func (s *Store) writeQueueConfig(h *holder, capacity int) batch.Config[writeReq,
 		Abandonable:      true,
 		AbandonedMessage: "gave up waiting for the commit, the write may or may not be applied",
 		Apply:            func(calls []*writeCall) { s.commit(h, calls) },
-		Idle:             func() { s.returnLeases(h) },
+		Idle:             func() time.Duration { return s.idleLeases(h) },
 		Notify:           notifyWrite,
 		Logger:           s.log,
 	}

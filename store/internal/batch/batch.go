@@ -141,9 +141,11 @@ type Config[T, R any] struct {
 	Notify func(item *T, r R, err error)
 	// Idle, if set, is called on the drain goroutine when it finds the
 	// queue empty, before it waits for items: once at the start and once
-	// after each batch that emptied it. Items queued while it runs wait
-	// for it. A panic of Idle is logged.
-	Idle func()
+	// after each batch that emptied it, and again, while the queue stays
+	// empty, after the duration it returned if that is positive. Items
+	// queued while it runs wait for it. A panic of Idle is logged, and
+	// counts as a return of 0.
+	Idle func() time.Duration
 }
 
 // Queue is a bounded queue of items drained in batches by one goroutine,
@@ -575,16 +577,27 @@ func (q *Queue[T, R]) run() {
 func (q *Queue[T, R]) next() (batch []*Call[T, R], ok bool) {
 	q.mu.Lock()
 	idled := q.cfg.Idle == nil
+	var again time.Duration // when Idle wants to run again
 	for q.n == 0 {
 		if q.closed {
 			q.mu.Unlock()
 			return nil, false
 		}
 		q.mu.Unlock()
-		if !idled {
+		switch {
+		case !idled:
 			idled = true
-			q.idle()
-		} else {
+			again = q.idle()
+		case again > 0:
+			t := time.NewTimer(again)
+			select {
+			case <-q.wake:
+				again = 0
+			case <-t.C:
+				again = q.idle()
+			}
+			t.Stop()
+		default:
 			<-q.wake
 		}
 		q.mu.Lock()
@@ -640,14 +653,15 @@ func (q *Queue[T, R]) next() (batch []*Call[T, R], ok bool) {
 }
 
 // idle runs Config.Idle, logging its panic.
-func (q *Queue[T, R]) idle() {
+func (q *Queue[T, R]) idle() (again time.Duration) {
 	defer func() {
 		if v := recover(); v != nil {
 			q.cfg.Logger.Error("batch: Idle panicked", zap.String("queue", q.cfg.Name),
 				zap.Any("panic", v), zap.StackSkip("stack", 1))
+			again = 0
 		}
 	}()
-	q.cfg.Idle()
+	return q.cfg.Idle()
 }
 
 // putBack returns the calls Apply requeued, in batch order, to the heads of
