@@ -152,13 +152,20 @@ type Config struct {
 	// when their context ends, while other projects' calls still enter.
 	// 0 means DefaultProjectQueueShare.
 	ProjectQueueShare float64
+	// Leases lets committers take quota leases (lease.go): a committer
+	// whose batches of a project come back to back reserves a slice of
+	// its remaining quota and writes its Sets under it, so that the
+	// project's transactions overlap instead of each waiting for the one
+	// before it to commit. Quotas stay exact and versions increasing
+	// either way. Off by default: on the reference machine (two cores
+	// shared by the daemon, PostgreSQL and the load) the smaller
+	// transactions cost PostgreSQL more CPU per write than the overlap
+	// saved in waiting (docs/PERFORMANCE.md). Daemons with and without it
+	// may share a database.
+	Leases bool
 	// LeaseLifetime is how long a quota lease outlives its last write, for
-	// a daemon that died holding it: after it, any daemon may fold it. A
-	// committer takes a lease on a project whose writes come back to back,
-	// so that the project's transactions overlap (lease.go). 0 means
-	// DefaultLeaseLifetime; < 0 takes no leases, so that every write of a
-	// project waits for the one before it to commit, as a daemon of an
-	// older version does.
+	// a daemon that died holding it: after it, any daemon may fold it. 0
+	// means DefaultLeaseLifetime.
 	LeaseLifetime time.Duration
 	// Now, if set, is the clock used for TTLs: its reading is sent as a
 	// parameter with every statement that needs the time. nil means the
@@ -226,7 +233,7 @@ func (c Config) withDefaults() (Config, error) {
 	if c.ProjectQueueShare < 0 || c.ProjectQueueShare > 1 {
 		return c, fmt.Errorf("config: ProjectQueueShare is %g, want a share in (0, 1]", c.ProjectQueueShare)
 	}
-	if c.LeaseLifetime == 0 {
+	if c.LeaseLifetime <= 0 {
 		c.LeaseLifetime = DefaultLeaseLifetime
 	}
 	if c.ObserveBatch == nil {

@@ -12,6 +12,11 @@ import (
 // harness opens stores on new schemas of the test database, and reopens
 // one with the Config it was opened with.
 func harness(t *testing.T) storetest.Harness {
+	return harnessWith(t, func(*Config) {})
+}
+
+// harnessWith is harness with each Config changed by configure.
+func harnessWith(t *testing.T, configure func(*Config)) storetest.Harness {
 	dsn := pgtest.Database(t)
 	var configs sync.Map // *Store → the Config it was opened with
 	return storetest.Harness{
@@ -20,6 +25,7 @@ func harness(t *testing.T) storetest.Harness {
 			cfg.Limits = opts.Limits
 			cfg.DefaultQuota = opts.DefaultQuota
 			cfg.Now = opts.Now
+			configure(&cfg)
 			s := openStore(t, cfg)
 			configs.Store(s, cfg)
 			return s
@@ -66,4 +72,12 @@ func TestConformanceShortScans(t *testing.T) {
 // operation going through Do (store.Async), and then Do's own tests.
 func TestConformanceThroughDo(t *testing.T) {
 	storetest.RunAsync(t, harness(t))
+}
+
+// TestConformanceWithLeases runs the suite, waiting calls and through Do,
+// with quota leases.
+func TestConformanceWithLeases(t *testing.T) {
+	leases := func(cfg *Config) { cfg.Leases = true }
+	t.Run("sync", func(t *testing.T) { storetest.Run(t, harnessWith(t, leases)) })
+	t.Run("async", func(t *testing.T) { storetest.RunAsync(t, harnessWith(t, leases)) })
 }

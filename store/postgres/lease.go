@@ -78,6 +78,9 @@ const (
 	// and a grant per batch. A tenth of a second spans those gaps and
 	// leaves the usage row exact soon after a burst.
 	leaseIdle = 100 * time.Millisecond
+	// leaseSpread is how many committers a leased project's Sets spread
+	// over.
+	leaseSpread = 2
 )
 
 // sqlAsyncCommit makes the transaction it runs in commit without waiting
@@ -115,8 +118,8 @@ func newHolders(n int) ([]*holder, error) {
 	return hs, nil
 }
 
-// leasesOn reports whether committers take leases (Config.LeaseLifetime).
-func (s *Store) leasesOn() bool { return s.cfg.LeaseLifetime > 0 }
+// leasesOn reports whether committers take leases (Config.Leases).
+func (s *Store) leasesOn() bool { return s.cfg.Leases }
 
 // leaseHolders is the number of this Store's committers holding a lease on
 // project.
@@ -178,7 +181,7 @@ func (s *Store) committerFor(project, key string, set bool) int {
 		return home
 	}
 	best, first := home, int64(0)
-	for j := range n {
+	for j := range min(n, leaseSpread) {
 		i := (home + j) % n
 		since := s.holders[i].busySince.Load()
 		if since == 0 {
@@ -257,6 +260,7 @@ func (s *Store) returnLeases(h *holder, names []string) {
 func (s *Store) queueGrants(b *pgx.Batch, h *holder, names []string, projects map[string]*fastSets, now any) {
 	b.Queue("begin")
 	b.Queue(sqlAsyncCommit)
+	b.Queue(sqlShareDefaultQuota)
 	for _, name := range names {
 		p := projects[name]
 		b.Queue(sqlLockUsage, name)

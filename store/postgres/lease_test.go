@@ -56,6 +56,7 @@ func testLeaseQuotaExact(t *testing.T, committers int) {
 		cfg := testConfig(dsn)
 		cfg.DefaultQuota = quota
 		cfg.Committers = committers
+		cfg.Leases = true
 		daemons[i] = openStore(t, cfg)
 	}
 
@@ -180,7 +181,9 @@ func TestLeaseVersionsIncrease(t *testing.T) {
 	ctx := context.Background()
 	daemons := make([]*Store, 2)
 	for i := range daemons {
-		daemons[i] = openStore(t, testConfig(dsn))
+		cfg := testConfig(dsn)
+		cfg.Leases = true
+		daemons[i] = openStore(t, cfg)
 	}
 	var mu sync.Mutex
 	last := map[string]uint64{}
@@ -264,6 +267,7 @@ func TestLeaseOfDeadDaemonFolded(t *testing.T) {
 
 	deadCfg := testConfig(dsn)
 	deadCfg.Committers = 1
+	deadCfg.Leases = true
 	dead := openStore(t, deadCfg)
 	// Its committer never returns its lease when its queue empties, and
 	// forgets it before Close: a daemon that died holding it.
@@ -285,6 +289,7 @@ func TestLeaseOfDeadDaemonFolded(t *testing.T) {
 	var offset atomic.Int64
 	liveCfg := testConfig(dsn)
 	liveCfg.Committers = 1
+	liveCfg.Leases = true
 	liveCfg.Now = func() time.Time { return time.Now().Add(time.Duration(offset.Load())) }
 	live := openStore(t, liveCfg)
 	u, err := live.Usage(ctx, "p")
@@ -313,5 +318,71 @@ func TestLeaseOfDeadDaemonFolded(t *testing.T) {
 	want := 16*size + 8*store.EntrySize("later0", []byte("value"))
 	if err != nil || u.Bytes != want || u.Entries != 24 {
 		t.Errorf("Usage after the fold = %+v, %v; want %d bytes in 24 entries", u, err, want)
+	}
+}
+
+// TestLeaseEndsWithQuotaChange lowers a project's quota, and then the
+// default quota, while a committer holds a lease on it, and checks that the
+// lease ends and the lowered quota holds at once.
+func TestLeaseEndsWithQuotaChange(t *testing.T) {
+	dsn := pgtest.Database(t)
+	ctx := context.Background()
+	conn := dbConn(t, dsn)
+	cfg := testConfig(dsn)
+	cfg.Committers = 1
+	cfg.Leases = true
+	s := openStore(t, cfg)
+	burst := func(project, prefix string) {
+		t.Helper()
+		var done sync.WaitGroup
+		ops := make([]*store.Op, 8)
+		done.Add(len(ops))
+		for i := range ops {
+			ops[i] = &store.Op{Kind: store.OpSet, Project: project, Key: prefix + strconv.Itoa(i), Value: []byte("value"),
+				Done: func(op *store.Op) {
+					if op.Err != nil {
+						t.Errorf("Set %s: %v", op.Key, op.Err)
+					}
+					done.Done()
+				}}
+		}
+		s.Do(ops)
+		done.Wait()
+		if n := leaseRows(t, conn, project); n != 1 {
+			t.Fatalf("%d lease rows after a batch of 8 Sets, want 1", n)
+		}
+	}
+	for _, change := range []struct {
+		name string
+		set  func(quota int64) error
+	}{
+		{"override", func(q int64) error { return s.SetQuota(ctx, "p", q) }},
+		{"default", func(q int64) error {
+			if err := s.SetQuota(ctx, "p", 0); err != nil {
+				return err
+			}
+			return s.SetDefaultQuota(ctx, q)
+		}},
+	} {
+		t.Run(change.name, func(t *testing.T) {
+			burst("p", change.name)
+			u, err := s.Usage(ctx, "p")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := change.set(u.Bytes + 10); err != nil {
+				t.Fatal(err)
+			}
+			if n := leaseRows(t, conn, "p"); n != 0 {
+				t.Errorf("%d lease rows after the quota change, want 0", n)
+			}
+			if err := s.Set(ctx, "p", change.name+"-big", make([]byte, 20), 0); !errors.Is(err, store.ErrQuotaExceeded) {
+				t.Errorf("a Set of 20 bytes over 10 bytes of room: %v, want quota exceeded", err)
+			}
+			checkUsageMatchesRows(t, conn, "p")
+			if err := s.SetQuota(ctx, "p", 1<<30); err != nil {
+				t.Fatal(err)
+			}
+		})
 	}
 }

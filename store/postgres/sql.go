@@ -433,15 +433,15 @@ WHERE u.project = $1 AND g.n > 0`
 	// sqlLockUsage in the same transaction: a reservation of an eighth of
 	// the room left (bytes and every reservation taken from the quota), at
 	// most $3 bytes, and only if that is at least $4 bytes. Its version
-	// starts at the project's counter. The quota in force is read under a
-	// share lock of the default quota's row, so that a change of the
-	// default (which folds the leases it affects) and a grant never pass
-	// each other. A holder that still has a row (its return failed) gets the
-	// new reservation added. It returns the reservation granted, or no row
+	// starts at the project's counter. The grant's transaction holds
+	// sqlShareDefaultQuota, so that a change of the default quota (which
+	// folds the leases it affects) and a grant never pass each other. A
+	// holder that still has a row (its return failed) gets the new
+	// reservation added. It returns the reservation granted, or no row
 	// when the room is too small.
 	sqlGrantLease = `
 WITH d AS (
-    SELECT value FROM kv_settings WHERE name = 'default_quota' FOR SHARE
+    SELECT value FROM kv_settings WHERE name = 'default_quota'
 ), q AS (
     SELECT least($3::int8, (coalesce(u.quota, (SELECT value FROM d)) - u.bytes - u.reserved) / 8) AS n
     FROM kv_usage u WHERE u.project = $1
@@ -460,6 +460,11 @@ ON CONFLICT (project, holder) DO UPDATE
 SET reserved = kv_leases.reserved + excluded.reserved,
     version = greatest(kv_leases.version, excluded.version), deadline = excluded.deadline
 RETURNING reserved`
+
+	// sqlShareDefaultQuota locks the default quota's row against a change
+	// for the rest of a transaction that grants leases; it comes before
+	// any usage row lock, as in a change of the default.
+	sqlShareDefaultQuota = `SELECT 1 FROM kv_settings WHERE name = 'default_quota' FOR SHARE`
 
 	// sqlReturnLease ends holder $2's lease on project $1, after
 	// sqlLockUsage in the same transaction: its figures move into the usage

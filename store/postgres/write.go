@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+
 	"github.com/kvsidecar/kvsidecar/store"
 	"github.com/kvsidecar/kvsidecar/store/internal/batch"
 )
@@ -277,9 +279,13 @@ func (s *Store) SetQuota(ctx context.Context, project string, quota int64) error
 	}
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.StatementTimeout)
 	defer cancel()
+	// The project's leases end with the change (lease.go): a lowered
+	// quota holds for them too. The upsert locks the usage row first.
 	err := s.twice(ctx, func(q querier) error {
-		_, err := q.Exec(ctx, sqlSetQuota, project, arg)
-		return err
+		b := &pgx.Batch{}
+		b.Queue(sqlSetQuota, project, arg)
+		b.Queue(sqlFoldLeases, project)
+		return q.SendBatch(ctx, b).Close()
 	})
 	if err != nil {
 		return dbError(err)
@@ -299,9 +305,15 @@ func (s *Store) SetDefaultQuota(ctx context.Context, quota int64) error {
 	}
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.StatementTimeout)
 	defer cancel()
+	// The leases of the projects without an override end with the change
+	// (lease.go). The default's row is locked first, then their usage rows,
+	// as a grant does.
 	err := s.twice(ctx, func(q querier) error {
-		_, err := q.Exec(ctx, sqlSetDefaultQuota, quota)
-		return err
+		b := &pgx.Batch{}
+		b.Queue(sqlSetDefaultQuota, quota)
+		b.Queue(sqlLockLeasedDefault)
+		b.Queue(sqlFoldLeasedDefault)
+		return q.SendBatch(ctx, b).Close()
 	})
 	if err != nil {
 		return dbError(err)
