@@ -705,3 +705,59 @@ func TestTurnBytes(t *testing.T) {
 		t.Fatalf("batches = %v, want %v", got, want)
 	}
 }
+
+// TestIdle checks when the drain calls Idle: at the start and after a batch
+// that emptied the queue, never while items wait, and again after the
+// duration it asked for while the queue stays empty — until it asks for 0.
+func TestIdle(t *testing.T) {
+	f := newFake()
+	cfg := config(f)
+	var mu sync.Mutex
+	var seen []int // the queue's length at each call
+	var q *Queue[item, string]
+	again := 3 // calls that ask to run again
+	cfg.Idle = func() time.Duration {
+		mu.Lock()
+		defer mu.Unlock()
+		seen = append(seen, q.Len())
+		if again > 0 {
+			again--
+			return time.Millisecond
+		}
+		return 0
+	}
+	calls := func() int {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(seen)
+	}
+	mu.Lock()
+	q = open(t, cfg)
+	mu.Unlock()
+	// At the start, and three times more as it asked; then it waits.
+	waitFor(t, "Idle at the start and three times again", func() bool { return calls() == 4 })
+	if _, err := q.Submit(context.Background(), item{id: "a"}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "Idle after the batch", func() bool { return calls() == 5 })
+	// Items lined up behind a held batch are drawn without an Idle
+	// between the batches.
+	released := hold(t, q, f)
+	queued := []<-chan answer{
+		submitQueued(t, context.Background(), q, item{id: "b"}),
+		submitQueued(t, context.Background(), q, item{id: "c", weight: 4}),
+	}
+	close(f.release)
+	<-released
+	for _, a := range queued {
+		<-a
+	}
+	waitFor(t, "Idle once the queue emptied", func() bool { return calls() == 6 })
+	mu.Lock()
+	defer mu.Unlock()
+	for i, n := range seen {
+		if n != 0 {
+			t.Errorf("Idle call %d saw %d items queued, want none", i, n)
+		}
+	}
+}
