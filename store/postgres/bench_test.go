@@ -49,7 +49,21 @@ func setParallelism(b *testing.B) {
 // callers) per Set, pg-cpu-µs/op that of the database's backends (see
 // BenchmarkSetSequential).
 func BenchmarkSetParallel(b *testing.B) {
-	s, batches := benchStore(b)
+	benchmarkSetParallel(b, false)
+}
+
+// BenchmarkSetParallelLeases is BenchmarkSetParallel with quota leases
+// (Config.Leases), so that the project's transactions overlap.
+func BenchmarkSetParallelLeases(b *testing.B) {
+	benchmarkSetParallel(b, true)
+}
+
+func benchmarkSetParallel(b *testing.B, leases bool) {
+	var batches atomic.Int64
+	cfg := testConfig(pgtest.Database(b))
+	cfg.ObserveBatch = func(int) { batches.Add(1) }
+	cfg.Leases = leases
+	s := openStore(b, cfg)
 	pg := dbConn(b, s.cfg.DSN)
 	ctx := context.Background()
 	setParallelism(b)
@@ -70,6 +84,9 @@ func BenchmarkSetParallel(b *testing.B) {
 	b.ReportMetric(float64((backendsCPU(b, pg)-pgBefore).Microseconds())/float64(b.N), "pg-cpu-µs/op")
 	if n := batches.Load(); n > 0 {
 		b.ReportMetric(float64(b.N)/float64(n), "calls/txn")
+	}
+	if leases {
+		b.ReportMetric(float64(s.grants.Load())/float64(b.N)*1000, "grants/kop")
 	}
 }
 

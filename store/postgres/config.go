@@ -117,8 +117,8 @@ type Config struct {
 	StatementTimeout time.Duration
 	// Committers is the number of goroutines that commit writes, each with
 	// its own queue and at most one transaction in flight. Writes are
-	// partitioned by project, so the writes of one project stay in order.
-	// 0 means DefaultCommitters.
+	// partitioned by project, so the writes of one project stay in order
+	// (but see Leases). 0 means DefaultCommitters.
 	Committers int
 	// QueueSize bounds the write calls waiting to be committed, over all
 	// committers, and separately the point reads waiting for the reader.

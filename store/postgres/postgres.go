@@ -4,8 +4,9 @@
 // # Writes: group commit
 //
 // Set, SetMany, Delete, DeleteMany, Clear and Incr go into bounded queues,
-// one per committer goroutine; a project always maps to the same committer,
-// so its writes stay in order. A committer takes everything queued at that
+// one per committer goroutine; a project maps to one committer, so its
+// writes stay in order (with Config.Leases, the Sets of a project under a
+// quota lease go to whichever committer is free: lease.go). A committer takes everything queued at that
 // moment (there is no linger timer: a lone write on an idle daemon commits at
 // once) and applies it in one transaction:
 //
@@ -54,7 +55,11 @@
 // A project's usage row holds the bytes and entries of its stored rows. It
 // is updated in the same transaction as the rows, under its lock, by every
 // daemon: usage is exact and never exceeds the quota, whatever the number
-// of daemons. Stored usage includes expired rows not yet swept; a write
+// of daemons. With Config.Leases, a committer whose writes of a project
+// come back to back may instead write its Sets under a quota lease, a
+// reservation taken from the usage row, without that row's lock, so that
+// the project's transactions overlap; the usage is then the usage row's
+// plus its leases' (lease.go). Stored usage includes expired rows not yet swept; a write
 // that would exceed the quota first deletes the project's expired rows, and
 // Usage subtracts them, so an expired entry never costs anything. The
 // default quota and per-project overrides live in the database.
