@@ -273,7 +273,7 @@ func (s *Store) queueLeaseSet(b *pgx.Batch, h *holder, name string, p *fastSets,
 		err := row.Scan(&base, &conflict)
 		switch {
 		case errors.Is(err, pgx.ErrNoRows):
-			return nil // no lease, or no room or versions left in it
+			return nil // no lease, or no room left in it
 		case err != nil:
 			return err
 		}

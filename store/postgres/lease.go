@@ -13,22 +13,21 @@ import (
 	"go.uber.org/zap"
 )
 
-// Quota leases: how transactions of one project overlap.
+// Quota leases (Config.Leases): how transactions of one project overlap.
 //
 // Every transaction of the exact path updates its project's usage row and
 // holds that row's lock until its commit has flushed, so one project's
 // transactions run one after another, in every daemon. A committer whose
 // batch holds several calls of a project (they queued while its previous
 // transaction was in flight), or whose daemon already leases the project,
-// takes a lease instead: a slice of the project's remaining quota and a
-// range of its version counter, reserved in the usage row by a short
-// transaction of its own (sqlGrantLease). Its batches of Sets then update
-// only its own lease row (sqlLeaseSet), so the transactions of several
-// committers — of this daemon and of others — commit at once and share
-// their WAL flushes. While a project has leases its unconditional Sets are
-// spread over every committer of the daemon by key (committerFor), each
-// key on one committer, so that they overlap in this daemon too. A
-// committer returns its leases when its queue empties.
+// takes a lease instead: a slice of the project's remaining quota, reserved
+// in the usage row by a short transaction (sqlGrantLease). Its batches of
+// Sets then update only its own lease row (sqlLeaseSet), so the
+// transactions of several committers — of this daemon and of others —
+// commit at once and share their WAL flushes. While a project has leases
+// its unconditional Sets go to whichever committer is free
+// (committerFor), so that they overlap in this daemon too. A committer
+// returns a lease it has not written under for leaseIdle.
 //
 // Why the quota stays exact: a lease is granted only while the usage row's
 // bytes plus every reservation stays within the quota, and a write under a
@@ -41,14 +40,16 @@ import (
 // usage; a write under a folded lease finds no lease row and writes
 // nothing, and its calls go to the exact path as well.
 //
-// Why versions stay strictly increasing per key: a lease's range is taken
-// from the project's counter, above every version given before; a write
-// under a lease gives a key a version only if the key's stored version is
-// below the range's next one, and a key another writer changes between the
-// statement's read and its write fails the statement (kv_lease_conflict).
-// A key deleted (by the exact path, the sweeper or Clear) and written
-// again never takes a version from a range granted before its delete,
-// because that delete folded every lease of its project first.
+// Why versions stay strictly increasing per key: a lease starts at the
+// project's counter, above every version given before, and remembers the
+// highest version written under it; a batch under it takes versions above
+// that and above every stored version of its keys, and a key another
+// writer changes between the statement's read and its write fails the
+// statement (kv_lease_conflict). A fold raises the counter to the highest
+// version of the leases it folds. A key deleted (by the exact path, the
+// sweeper or Clear) and written again is above the version it had, because
+// that delete folded every lease of its project first: every lease alive
+// at the re-creation started from the counter after the delete.
 //
 // What a lease costs: the grant and the return each take a usage row lock
 // for one statement, in a transaction that does not wait for its WAL flush
