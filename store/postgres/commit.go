@@ -117,7 +117,8 @@ func (s *Store) commitCalls(h *holder, calls []*writeCall, waiting map[string]bo
 
 // commitSets runs calls, all Sets and SetManys, through commitFast and
 // answers those it applied. It returns the calls of the projects another
-// writer came first to (contended: to run again with lockFirst) and the
+// writer came first to, or whose lease had ended (contended: to run again
+// with lockFirst, or under a new lease), and the
 // others it did not apply (rest: for the general path). On an error of the
 // connection nothing is answered: every call is in rest, and err says
 // whether any may have been committed.

@@ -90,9 +90,9 @@ func onlySets(reqs []*writeReq) bool {
 // another committer of this Store leases it), is written under h's lease
 // instead (sqlLeaseSet), granted first in the same round trip if h has
 // none. A project whose lease turned out to have ended (folded by another
-// transaction, or used up) is contended too, and is granted a new one on
-// the second run; one that was granted none (too little room) or could not
-// write under a fresh one goes to the general path.
+// transaction) or to lack room for the batch is contended too, and is
+// granted a lease on the second run; one that was granted none (too little
+// room) or could not write under a fresh one goes to the general path.
 func (s *Store) commitFast(h *holder, reqs []*writeReq, retry, lockFirst bool) (applied, contended map[string]bool, versions []uint64, err error) {
 	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.StatementTimeout)
 	defer cancel()
