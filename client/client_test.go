@@ -567,6 +567,56 @@ func TestConcurrentCallsGivingUp(t *testing.T) {
 	}
 }
 
+// TestCallsTimingOutAndCancelled: callers whose deadlines (sent to the
+// daemon, so that it gives up on some requests itself) and cancellations
+// end at every stage of a call, mixed on one connection, get either their
+// own value or their context's error, and the daemon goes on serving. A
+// store that looked at a request after answering it once answered some
+// twice here, and the daemon crashed.
+func TestCallsTimingOutAndCancelled(t *testing.T) {
+	_, c := start(t, sidecartest.Options{})
+	const workers, ops = 32, 300
+	for w := range workers {
+		if err := c.SetBytes(t.Context(), fmt.Sprint("w", w), []byte(fmt.Sprint(w)), 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Go(func() {
+			key, want := fmt.Sprint("w", w), fmt.Sprint(w)
+			for i := range ops {
+				var ctx context.Context
+				var cancel context.CancelFunc
+				if i%3 != 2 {
+					ctx, cancel = context.WithTimeout(t.Context(), time.Duration((w*7+i*13)%300)*time.Microsecond)
+				} else {
+					ctx, cancel = context.WithCancel(t.Context())
+					time.AfterFunc(time.Duration((w*11+i*17)%300)*time.Microsecond, cancel)
+				}
+				v, found, err := c.GetBytes(ctx, key)
+				cancel()
+				switch {
+				case err == nil && (!found || string(v) != want):
+					t.Errorf("get %s = %q, %v; want %q", key, v, found, want)
+					return
+				case err == nil, errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded),
+					errors.Is(err, client.ErrUnavailable):
+				default:
+					t.Errorf("get %s: %v", key, err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	for w := range workers {
+		if v, _, err := c.GetBytes(t.Context(), fmt.Sprint("w", w)); err != nil || string(v) != fmt.Sprint(w) {
+			t.Fatalf("get w%d afterwards = %q, %v", w, v, err)
+		}
+	}
+}
+
 func TestConnsPool(t *testing.T) {
 	d := sidecartest.Start(t, sidecartest.Options{})
 	c, err := client.DialOptions(t.Context(), client.Options{Socket: d.Socket, Conns: 3, ClientName: "pool-test/1"})

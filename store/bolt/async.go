@@ -96,8 +96,11 @@ func (s *Store) readOps(ops []*store.Op) {
 		}
 		return
 	}
+	// An op is its caller's again once its Done has run (the daemon reuses
+	// it at once), so the ops still to read are set aside first, and no op
+	// is looked at after its Done.
 	var now time.Time // read once, for the first op with a deadline
-	pending := 0
+	live := ops[:0]
 	for _, op := range ops {
 		if op.Err == nil && !op.Deadline.IsZero() {
 			if now.IsZero() {
@@ -111,18 +114,16 @@ func (s *Store) readOps(ops []*store.Op) {
 			op.Done(op)
 			continue
 		}
-		pending++
+		live = append(live, op)
 	}
-	if pending == 0 {
+	if len(live) == 0 {
 		return
 	}
+	answered := 0
 	err := s.db.View(func(tx *bbolt.Tx) error {
 		nowMs := s.nowMs()
 		var p *projectTx
-		for _, op := range ops {
-			if op.Err != nil {
-				continue // answered above
-			}
+		for _, op := range live {
 			if p == nil || p.name != op.Project {
 				p = openProjectData(tx, op.Project)
 			}
@@ -135,6 +136,7 @@ func (s *Store) readOps(ops []*store.Op) {
 			} else if op.Kind == store.OpGet {
 				op.Value = nil
 			}
+			answered++
 			op.Done(op)
 		}
 		return nil
@@ -142,11 +144,9 @@ func (s *Store) readOps(ops []*store.Op) {
 	if err != nil {
 		// bbolt's View fails only before fn runs: no op was answered.
 		err = fmt.Errorf("%w: read: %w", store.ErrUnavailable, err)
-		for _, op := range ops {
-			if op.Err == nil {
-				op.Err = err
-				op.Done(op)
-			}
+		for _, op := range live[answered:] {
+			op.Err = err
+			op.Done(op)
 		}
 	}
 }

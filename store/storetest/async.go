@@ -154,6 +154,9 @@ type outcome struct {
 
 // doAll runs ops through one Do and waits for every Done, failing the test
 // unless each is called exactly once. The outcomes are in the order of ops.
+// Each Done empties its op as it returns, as a daemon that reuses the op at
+// once does: a store that looks at an op after its Done (and, finding it
+// empty, answers it again) fails here.
 func doAll(t *testing.T, a store.Async, ops []*store.Op) []outcome {
 	t.Helper()
 	out := make([]outcome, len(ops))
@@ -174,6 +177,7 @@ func doAll(t *testing.T, a store.Async, ops []*store.Op) []outcome {
 			if r.calls == 1 {
 				wg.Done()
 			}
+			*o = store.Op{Done: o.Done} // the op is the caller's again
 		}
 	}
 	a.Do(ops)
@@ -235,6 +239,10 @@ func testDoMixed(t *testing.T, h Harness) {
 		{Kind: store.OpSet, Project: "p", Key: "neg", Value: []byte("x"), TTL: -time.Second},
 		{Kind: store.OpSet, Project: "", Key: "k", Value: []byte("x")},
 	}
+	whats := make([]string, len(ops))
+	for i, op := range ops {
+		whats[i] = fmt.Sprintf("op %d (%d %q/%q)", i, op.Kind, op.Project, op.Key)
+	}
 	out := doAll(t, a, ops)
 	want := []struct {
 		found bool
@@ -248,9 +256,7 @@ func testDoMixed(t *testing.T, h Harness) {
 		{false, "", store.ErrEmptyKey}, {false, "", store.ErrNegativeTTL}, {false, "", store.ErrBadArgument},
 	}
 	for i, w := range want {
-		o := out[i]
-		op := ops[i]
-		what := fmt.Sprintf("op %d (%d %q/%q)", i, op.Kind, op.Project, op.Key)
+		o, what := out[i], whats[i]
 		if w.err != nil {
 			wantErr(t, what, o.err, w.err)
 			continue
