@@ -58,6 +58,15 @@ func (n *notes) answer(id string) answer {
 // submitAll submits items in one SubmitAll, each with deadline, and
 // returns the ids notified before it returned.
 func (n *notes) submitAll(q *Queue[item, string], deadline time.Time, items ...item) []string {
+	return n.submit(q, q.SubmitAll, deadline, items...)
+}
+
+// submitOrApply is submitAll through SubmitOrApply.
+func (n *notes) submitOrApply(q *Queue[item, string], deadline time.Time, items ...item) []string {
+	return n.submit(q, q.SubmitOrApply, deadline, items...)
+}
+
+func (n *notes) submit(q *Queue[item, string], submit func([]*Call[item, string]), deadline time.Time, items ...item) []string {
 	calls := make([]*Call[item, string], len(items))
 	for i, it := range items {
 		calls[i] = q.NewCall()
@@ -67,7 +76,7 @@ func (n *notes) submitAll(q *Queue[item, string], deadline time.Time, items ...i
 	n.mu.Lock()
 	n.caller, n.during = true, nil
 	n.mu.Unlock()
-	q.SubmitAll(calls)
+	submit(calls)
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	n.caller = false

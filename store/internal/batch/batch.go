@@ -39,6 +39,16 @@
 // Deadline has passed when its batch is drawn is not applied and fails with
 // store.ErrUnavailable. Its Call is the queue's, pooled and reused.
 //
+// Queue.SubmitOrApply is SubmitAll for a submitter that would rather apply
+// its calls itself than wake the drain: when it finds the queue idle — no
+// batch being applied, nothing queued — it draws its calls into one batch,
+// within the batch limits, and applies it on its own goroutine, every other
+// rule kept (one batch at a time, deadlines checked when the batch is
+// drawn, a panic of Apply contained, Notify once per call). What does not
+// fit, and what others submit meanwhile, is queued for the drain, which
+// takes it once that batch is done. A lone caller of an idle store thus
+// costs no hand-off to the drain and back.
+//
 // There is no linger timer: the drain never waits for company. An item that
 // arrives at an idle queue is applied at once, alone; under load, items queue
 // while a batch is applied and form the next one.
@@ -120,8 +130,9 @@ type Config[T, R any] struct {
 	AbandonedMessage string
 	// Apply applies one batch, in queue order, and answers each of its calls
 	// exactly once (Call.Answer or Call.Fail) or puts it back (Call.Requeue)
-	// before it returns. It runs on the queue's goroutine, one batch at a
-	// time; it must neither keep calls nor answer them after it returns.
+	// before it returns. It runs one batch at a time, on the queue's
+	// goroutine or, for a batch SubmitOrApply drew, on that submitter's;
+	// it must neither keep calls nor answer them after it returns.
 	// An Apply that requeues a call must requeue every later call of the
 	// batch with the same key as well, or that key's items would be applied
 	// out of order.
@@ -129,22 +140,27 @@ type Config[T, R any] struct {
 	// Logger receives a panic of Apply, with its stack, and calls that Apply
 	// left unanswered. nil means zap.NewNop().
 	Logger *zap.Logger
-	// Notify receives the answer of every call submitted with SubmitAll,
-	// exactly once: on the submitter's goroutine, before SubmitAll returns,
-	// when the queue refused the call (closed or busy), and otherwise on the
-	// drain goroutine, as Apply answers it or when the queue fails it (its
-	// deadline passed, Apply panicked or left it unanswered). item is the
-	// call's Item, valid only while Notify runs. Notify must be quick, must
-	// not block and must not submit to the queue. A panic of Notify is
-	// logged and ends that call's notification alone. Required for
-	// SubmitAll.
+	// Notify receives the answer of every call submitted with SubmitAll or
+	// SubmitOrApply, exactly once: on the submitter's goroutine, before
+	// SubmitAll returns, when the queue refused the call (closed or busy),
+	// and otherwise on the goroutine that applies the call's batch, as
+	// Apply answers it or when the queue fails it (its deadline passed,
+	// Apply panicked or left it unanswered). That goroutine is the drain,
+	// or, for a batch SubmitOrApply drew, the submitter itself, before
+	// SubmitOrApply returns: Notify must take no lock that a caller of
+	// SubmitOrApply may hold. item is the call's Item, valid only while
+	// Notify runs. Notify must be quick, must not block and must not submit
+	// to the queue. A panic of Notify is logged and ends that call's
+	// notification alone. Required for SubmitAll and SubmitOrApply.
 	Notify func(item *T, r R, err error)
 	// Idle, if set, is called on the drain goroutine when it finds the
 	// queue empty, before it waits for items: once at the start and once
 	// after each batch that emptied it, and again, while the queue stays
 	// empty, after the duration it returned if that is positive. Items
 	// queued while it runs wait for it. A panic of Idle is logged, and
-	// counts as a return of 0.
+	// counts as a return of 0. A queue with Idle never lets a submitter
+	// apply a batch (SubmitOrApply queues), so that every batch and every
+	// Idle run on the drain, one after the other.
 	Idle func() time.Duration
 }
 
@@ -164,13 +180,19 @@ type Queue[T, R any] struct {
 	// submitters wait for room (waiting > 0), and at Close.
 	space   chan struct{}
 	waiting int
+	// applying is set while a batch is applied, by the drain or by a
+	// submitter (SubmitOrApply): one batch at a time. Its holder owns the
+	// batch, live and requeued buffers below. While it is set, submitters
+	// do not wake the drain: the drain looks at the queue again after its
+	// own batch, and a submitter wakes it after its batch if calls wait.
+	applying bool
 
 	// wake holds one token when the drain may have work: items queued or
 	// the queue closed. One slot is enough, the drain re-checks the queue.
 	wake chan struct{}
 	done chan struct{} // closed when the drain goroutine has ended
 
-	// The drain's state, touched only by its goroutine.
+	// The applier's state, touched only by whoever holds applying.
 	batch, live, requeued []*Call[T, R] // the batch drawn; its calls still awaited; its calls put back
 
 	// pool holds the calls of SubmitAll once answered, for NewCall.
@@ -238,8 +260,8 @@ type Call[T, R any] struct {
 	done     chan struct{}
 	r        R
 	err      error
-	answered bool // touched only by the drain goroutine
-	requeued bool // put back by Apply; touched only by the drain goroutine
+	answered bool // touched only by the applier (see Queue.applying)
+	requeued bool // put back by Apply; touched only by the applier
 }
 
 // New returns a queue and starts its drain goroutine, which runs until
@@ -357,10 +379,25 @@ func (q *Queue[T, R]) NewCall() *Call[T, R] {
 // applied: SubmitAll never waits for room. Those refusals are notified
 // before SubmitAll returns, on its goroutine. Calls of one key that are
 // queued are applied in the order of calls.
-func (q *Queue[T, R]) SubmitAll(calls []*Call[T, R]) {
+func (q *Queue[T, R]) SubmitAll(calls []*Call[T, R]) { q.submitAll(calls, false) }
+
+// SubmitOrApply is SubmitAll, except that when it finds the queue idle —
+// no batch being applied, nothing queued — it does not wake the drain: it
+// draws a batch from its calls, as the drain would (within MaxWeight and
+// MaxBytes, round-robin across keys), and applies it on its own goroutine
+// before it returns, so that its calls' Notify runs there too. Calls that
+// do not fit in that batch, and calls others submit meanwhile, wait in the
+// queue; the drain takes them once the batch is done. It costs its caller
+// the time of the batch, bounded only by Apply: a backend whose Apply may
+// block offers it where its Apply is bounded by the calls' deadlines. On a
+// queue with Config.Idle it is SubmitAll.
+func (q *Queue[T, R]) SubmitOrApply(calls []*Call[T, R]) { q.submitAll(calls, true) }
+
+func (q *Queue[T, R]) submitAll(calls []*Call[T, R], mayApply bool) {
 	var refused *Call[T, R] // in reverse order; linked through next
 	queued := 0
 	q.mu.Lock()
+	mayApply = mayApply && q.cfg.Idle == nil && !q.applying && q.n == 0 && !q.closed
 	for _, c := range calls {
 		if q.cfg.Key != nil {
 			c.key = q.cfg.Key(c.Item)
@@ -373,8 +410,14 @@ func (q *Queue[T, R]) SubmitAll(calls []*Call[T, R]) {
 		q.push(c)
 		queued++
 	}
+	var batch []*Call[T, R]
+	if mayApply && queued > 0 {
+		q.applying = true
+		batch = q.draw()
+	}
+	wake := queued > 0 && !q.applying
 	q.mu.Unlock()
-	if queued > 0 {
+	if wake {
 		select {
 		case q.wake <- struct{}{}:
 		default: // the drain has a token already
@@ -405,6 +448,31 @@ func (q *Queue[T, R]) SubmitAll(calls []*Call[T, R]) {
 		q.release(c)
 		c = next
 	}
+	if batch != nil {
+		q.applyHere(batch)
+	}
+}
+
+// applyHere applies batch, which its caller drew and for which it set
+// q.applying, then lets go of q.applying and wakes the drain if calls wait
+// or the queue was closed meanwhile (the drain ends only once no batch is
+// being applied).
+func (q *Queue[T, R]) applyHere(batch []*Call[T, R]) {
+	defer func() {
+		clear(batch) // drop references to answered calls
+		q.mu.Lock()
+		q.batch = batch[:0]
+		q.applying = false
+		wake := q.n > 0 || q.closed
+		q.mu.Unlock()
+		if wake {
+			select {
+			case q.wake <- struct{}{}:
+			default:
+			}
+		}
+	}()
+	q.apply(batch)
 }
 
 // refusal is why SubmitAll could not queue a call.
@@ -466,10 +534,13 @@ func (q *Queue[T, R]) enqueue(ctx context.Context, c *Call[T, R]) error {
 		}
 		if q.n < q.cfg.Capacity && held < q.cfg.MaxPerKey {
 			q.push(c)
+			wake := !q.applying // else the applier looks again when done
 			q.mu.Unlock()
-			select {
-			case q.wake <- struct{}{}:
-			default: // the drain has a token already
+			if wake {
+				select {
+				case q.wake <- struct{}{}:
+				default: // the drain has a token already
+				}
 			}
 			return nil
 		}
@@ -536,7 +607,8 @@ func (q *Queue[T, R]) Len() int {
 
 // Close refuses new items (Submit fails with store.ErrClosed), applies and
 // answers every item already queued, and returns when the drain goroutine
-// has ended. A second Close waits in the same way.
+// has ended, which it does only after a batch that a submitter is applying
+// (SubmitOrApply) is done. A second Close waits in the same way.
 func (q *Queue[T, R]) Close() {
 	q.mu.Lock()
 	if !q.closed {
@@ -556,11 +628,13 @@ func (q *Queue[T, R]) Close() {
 // and empty.
 func (q *Queue[T, R]) run() {
 	defer close(q.done)
+	held := false // the drain holds q.applying
 	for {
-		batch, ok := q.next()
+		batch, ok := q.next(held)
 		if !ok {
 			return
 		}
+		held = true
 		q.apply(batch)
 		clear(batch) // drop references to answered calls
 	}
@@ -573,13 +647,18 @@ func (q *Queue[T, R]) run() {
 // cross a limit stays at the head of its lane; if it was the first of the
 // lane's turn, that lane's turn comes first in the next batch. The first
 // item of a batch always goes in. ok is false once the queue is closed and
-// empty.
-func (q *Queue[T, R]) next() (batch []*Call[T, R], ok bool) {
+// empty and no submitter applies a batch. held says the drain holds
+// q.applying, for the batch it applied last, and lets go of it; while a
+// submitter holds it, the drain waits.
+func (q *Queue[T, R]) next(held bool) (batch []*Call[T, R], ok bool) {
 	q.mu.Lock()
+	if held {
+		q.applying = false
+	}
 	idled := q.cfg.Idle == nil
 	var again time.Duration // when Idle wants to run again
-	for q.n == 0 {
-		if q.closed {
+	for q.n == 0 || q.applying {
+		if q.closed && q.n == 0 && !q.applying {
 			q.mu.Unlock()
 			return nil, false
 		}
@@ -602,7 +681,16 @@ func (q *Queue[T, R]) next() (batch []*Call[T, R], ok bool) {
 		}
 		q.mu.Lock()
 	}
-	batch = q.batch[:0]
+	q.applying = true
+	batch = q.draw()
+	q.mu.Unlock()
+	return batch, true
+}
+
+// draw takes the next batch from the queue into q.batch and returns it;
+// q.mu and q.applying are held, and the queue is not empty. See next.
+func (q *Queue[T, R]) draw() []*Call[T, R] {
+	batch := q.batch[:0]
 	weight, size := 0, 0
 	full := false
 	for !full && q.ring.len() > 0 {
@@ -647,9 +735,8 @@ func (q *Queue[T, R]) next() (batch []*Call[T, R], ok bool) {
 		close(q.space)
 		q.space = make(chan struct{})
 	}
-	q.mu.Unlock()
 	q.batch = batch
-	return batch, true
+	return batch
 }
 
 // idle runs Config.Idle, logging its panic.

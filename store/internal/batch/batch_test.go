@@ -32,6 +32,7 @@ type item struct {
 type fake struct {
 	mu      sync.Mutex
 	batches [][]string
+	drained []bool // per batch: applied by the drain goroutine, not a submitter
 	hold    bool
 	held    chan struct{} // closed when a batch is held
 	release chan struct{} // close to let it go on
@@ -46,8 +47,10 @@ func (f *fake) apply(calls []*Call[item, string]) {
 	for i, c := range calls {
 		ids[i] = c.Item.id
 	}
+	onDrain := onDrain()
 	f.mu.Lock()
 	f.batches = append(f.batches, ids)
+	f.drained = append(f.drained, onDrain)
 	hold := f.hold
 	f.hold = false
 	f.mu.Unlock()
