@@ -27,6 +27,9 @@ var doScratchPool = sync.Pool{New: func() any { return new(doScratch) }}
 // committers, in one submission per queue, and each op's Done is called
 // from the reader or the committer once its round trip or its transaction
 // is done — with the retry after a lost connection of the waiting methods.
+// When the reader is idle, Do runs the reads' round trip itself, and their
+// Done is called before Do returns: its caller waits that long, at most
+// until the latest deadline of the reads or the statement timeout.
 // An op that finds its queue full, or its project's share of it taken,
 // fails at once with store.ErrBusy. An OpGet's Value is valid only while
 // its Done runs.
@@ -78,15 +81,19 @@ func (s *Store) Do(ops []*store.Op) {
 			sc.writes[i] = append(sc.writes[i], c)
 		}
 	}
-	if len(sc.reads) > 0 {
-		s.readQ.SubmitAll(sc.reads)
-	}
+	// The writes go first, handed to their committers, so that they run
+	// while the reads do. The reads go last: at an idle reader, Do runs
+	// their round itself (batch.Queue.SubmitOrApply), with no hand-off to
+	// the reader and back, bounded by the ops' deadlines (roundContext).
 	for i, calls := range sc.writes {
 		if len(calls) > 0 {
 			s.writeQs[i].SubmitAll(calls)
 		}
 		clear(calls)
 		sc.writes[i] = calls[:0]
+	}
+	if len(sc.reads) > 0 {
+		s.readQ.SubmitOrApply(sc.reads)
 	}
 	for _, op := range sc.failed {
 		op.Done(op)

@@ -244,7 +244,7 @@ func (s *Store) readRound(calls []*readCall) {
 		s.queueReads(b, projects, keyBytes, now)
 		return b
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.StatementTimeout)
+	ctx, cancel := s.roundContext(calls)
 	err := s.pool.SendBatch(ctx, round()).Close()
 	if connLost(err) {
 		// Reads are safe to run again: once, on a checked connection.
@@ -296,6 +296,18 @@ func (s *Store) readRound(calls []*readCall) {
 		}
 		c.Answer(res)
 	}
+}
+
+// roundContext bounds a read round: by the statement timeout, and by the
+// latest deadline of its calls when every one has one (reads of Do), since
+// past it nobody waits for the answer. A round that its submitter applies
+// itself (Do) thus holds the submitter for no longer than its ops' time.
+func (s *Store) roundContext(calls []*readCall) (context.Context, context.CancelFunc) {
+	limit := time.Now().Add(s.cfg.StatementTimeout)
+	if d := batch.Deadline(calls); !d.IsZero() && d.Before(limit) {
+		limit = d
+	}
+	return context.WithDeadline(context.Background(), limit)
 }
 
 // queueReads queues the statements of a read round on b: per project, one

@@ -885,3 +885,19 @@ func (c *Call[T, R]) finish(r R, err error) {
 	c.r, c.err = r, err
 	close(c.done)
 }
+
+// Deadline is the latest Deadline of calls when every one has a deadline,
+// or zero when one has none: past it, no caller of the batch waits for
+// its answer any more, so an Apply that may block can stop there.
+func Deadline[T, R any](calls []*Call[T, R]) time.Time {
+	var latest time.Time
+	for _, c := range calls {
+		if c.Deadline.IsZero() {
+			return time.Time{}
+		}
+		if c.Deadline.After(latest) {
+			latest = c.Deadline
+		}
+	}
+	return latest
+}
