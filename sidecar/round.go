@@ -333,8 +333,14 @@ func (c *conn) sweepOverdue(all bool) {
 	if !next.IsZero() {
 		c.armSweeper(next)
 	}
-	if answered > 0 {
-		c.signal()
+	if answered > 0 && !c.writing {
+		// Wake the write loop even in a round (c.holdWake): the read loop
+		// may be inside a Do that waits for the store on its goroutine,
+		// and these answers are due now.
+		select {
+		case c.wake <- struct{}{}:
+		default:
+		}
 	}
 	c.outMu.Unlock()
 	for range answered {

@@ -2,6 +2,7 @@ package postgres
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"sync"
 
@@ -85,6 +86,9 @@ func (s *Store) Do(ops []*store.Op) {
 	// while the reads do. The reads go last: at an idle reader, Do runs
 	// their round itself (batch.Queue.SubmitOrApply), with no hand-off to
 	// the reader and back, bounded by the ops' deadlines (roundContext).
+	// While the database fails ops as unavailable, it does not: a frozen
+	// database must not hold the caller's goroutine (a connection's read
+	// loop) for its ops' whole timeout, again and again.
 	for i, calls := range sc.writes {
 		if len(calls) > 0 {
 			s.writeQs[i].SubmitAll(calls)
@@ -92,7 +96,12 @@ func (s *Store) Do(ops []*store.Op) {
 		clear(calls)
 		sc.writes[i] = calls[:0]
 	}
-	if len(sc.reads) > 0 {
+	stalled := s.stalled.Load()
+	switch {
+	case len(sc.reads) == 0:
+	case stalled:
+		s.readQ.SubmitAll(sc.reads)
+	default:
 		s.readQ.SubmitOrApply(sc.reads)
 	}
 	for _, op := range sc.failed {
@@ -144,7 +153,8 @@ func answerOp(c *readCall, p *readProject, handed map[*byte]bool) {
 
 // notifyRead is the reader's Notify: it calls the Done of a read of Do,
 // whose outcome answerOp filled in, or fails it with err.
-func notifyRead(r *readReq, _ readResult, err error) {
+func (s *Store) notifyRead(r *readReq, _ readResult, err error) {
+	s.noteOutcome(err)
 	op := r.async
 	if err != nil {
 		op.Found, op.Value, op.Version, op.Err = false, nil, 0, err
@@ -154,9 +164,26 @@ func notifyRead(r *readReq, _ readResult, err error) {
 
 // notifyWrite is a committer's Notify: it gives a write of Do its outcome
 // and calls its Done.
-func notifyWrite(r *writeReq, res writeResult, err error) {
+func (s *Store) notifyWrite(r *writeReq, res writeResult, err error) {
 	if err == nil {
 		err = res.err
 	}
+	s.noteOutcome(err)
 	r.async.FinishWrite(err, res.version, len(res.existed) > 0 && res.existed[0])
+}
+
+// noteOutcome keeps Store.stalled: set when an op of Do failed as
+// unavailable, cleared when one succeeded. Other errors (refusals, bad
+// arguments, conflicts, quota) say nothing of the database's health.
+func (s *Store) noteOutcome(err error) {
+	switch {
+	case err == nil:
+		if s.stalled.Load() {
+			s.stalled.Store(false)
+		}
+	case errors.Is(err, store.ErrUnavailable):
+		if !s.stalled.Load() {
+			s.stalled.Store(true)
+		}
+	}
 }

@@ -46,8 +46,9 @@ func TestDoReadsAtIdleReader(t *testing.T) {
 
 // TestDoReadOnFrozenDatabase: a read that Do runs itself on a frozen
 // database holds its caller only until the op's deadline, not for the
-// statement timeout, and fails with ErrUnavailable; the reader serves
-// again once the database wakes.
+// statement timeout, and fails with ErrUnavailable; the reads after it go
+// to the reader instead, so that the frozen database does not hold the
+// caller again; and the reader serves again once the database wakes.
 func TestDoReadOnFrozenDatabase(t *testing.T) {
 	c := pgtest.NewCluster(t)
 	cfg := testConfig(c.DSN())
@@ -78,6 +79,22 @@ func TestDoReadOnFrozenDatabase(t *testing.T) {
 		}
 	default:
 		t.Fatal("Do returned before the read's Done was called")
+	}
+
+	// Now that the database failed a read, the next is handed to the
+	// reader: Do returns before its Done, which the reader calls once the
+	// deadline has passed.
+	second := &store.Op{Kind: store.OpGet, Project: "p", Key: "k", Deadline: time.Now().Add(deadline)}
+	secondDone := make(chan error, 1)
+	second.Done = func(o *store.Op) { secondDone <- o.Err }
+	s.Do([]*store.Op{second})
+	select {
+	case err := <-secondDone:
+		t.Fatalf("a read after the database failed one was answered inside Do (%v); want it handed to the reader", err)
+	default:
+	}
+	if err := <-secondDone; !errors.Is(err, store.ErrUnavailable) {
+		t.Fatalf("second get on a frozen database: %v; want ErrUnavailable", err)
 	}
 	c.Thaw()
 	getCtx, cancel := context.WithTimeout(ctx, 30*time.Second)

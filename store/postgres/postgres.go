@@ -135,6 +135,11 @@ type Store struct {
 	// refuses calls once closed, so nothing reaches the pool after Close.
 	writeQs []*batch.Queue[writeReq, writeResult] // one per committer
 	readQ   *batch.Queue[readReq, readResult]
+	// stalled is set while the database fails the ops of Do as
+	// unavailable (down, frozen, timing out): Do then hands every op to
+	// the queues rather than wait for the database on its caller's
+	// goroutine (async.go), until an op succeeds again.
+	stalled atomic.Bool
 
 	// known holds projects whose usage row is known to exist. Rows are
 	// never deleted, so an entry stays true.

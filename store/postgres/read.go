@@ -54,7 +54,7 @@ func (s *Store) newReadQueue() *batch.Queue[readReq, readResult] {
 		Abandonable:      true,
 		AbandonedMessage: "no answer from the database in time",
 		Apply:            s.readRound,
-		Notify:           notifyRead,
+		Notify:           s.notifyRead,
 		Logger:           s.log,
 	})
 }

@@ -92,7 +92,7 @@ func (s *Store) writeQueueConfig(h *holder, capacity int) batch.Config[writeReq,
 		AbandonedMessage: "gave up waiting for the commit, the write may or may not be applied",
 		Apply:            func(calls []*writeCall) { s.commit(h, calls) },
 		Idle:             func() time.Duration { return s.idleLeases(h) },
-		Notify:           notifyWrite,
+		Notify:           s.notifyWrite,
 		Logger:           s.log,
 	}
 }
