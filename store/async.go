@@ -39,9 +39,10 @@ type Op struct {
 	// Done is called exactly once per Do, with the outcome below filled in:
 	// possibly before Do returns, on Do's goroutine, or later on one of the
 	// store's own goroutines. It must be quick and must not block, and it
-	// must not call Do. A Done that panics on a store's goroutine is
-	// logged and costs no other op its answer; on Do's goroutine the
-	// panic is the caller's.
+	// must not call Do. A Done that panics on a store's goroutine, or on
+	// Do's within a batch the store applies there, is logged and costs no
+	// other op its answer; otherwise on Do's goroutine the panic is the
+	// caller's.
 	Done func(*Op)
 
 	// The outcome.
@@ -55,8 +56,11 @@ type Op struct {
 // over every request of one read round at once and be called back as each
 // is answered.
 //
-// Do takes ops and returns without waiting for them. Each op's Done is
-// called exactly once, also when the store is closed (ErrClosed) or busy
+// Do takes ops without a goroutine waiting on each. A store may answer
+// some before Do returns, on Do's goroutine — the embedded store its reads,
+// PostgreSQL the reads of a Do that finds its reader idle — which costs
+// Do's caller that work's time, bounded by the ops' deadlines or the
+// store's own timeouts. Each op's Done is called exactly once, also when the store is closed (ErrClosed) or busy
 // (ErrBusy). Ops given in one Do may be applied in any order and in
 // different batches: a caller that needs two ops on one key applied in
 // order submits the second after the first's Done. Every op is validated

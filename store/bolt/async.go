@@ -27,9 +27,7 @@ var doScratchPool = sync.Pool{New: func() any { return new(doScratch) }}
 // The writes go to the write queue in one submission and are answered
 // from the committer once their transaction has committed; a write that
 // finds the queue full, or its project's share of it taken, fails at once
-// with store.ErrBusy. A Do of writes alone that finds the queue idle
-// commits them itself, and their Done is called before it returns: its
-// caller waits for the commit and its sync. The reads then run at once, on the caller's goroutine,
+// with store.ErrBusy. The reads then run at once, on the caller's goroutine,
 // in one read-only transaction for all of them, and each op's Done is called
 // inside it: an OpGet's Value points into the file's memory map and is valid
 // only while Done runs.
@@ -55,15 +53,7 @@ func (s *Store) Do(ops []*store.Op) {
 		}
 	}
 	if len(sc.writes) > 0 {
-		if len(sc.reads) == 0 {
-			// Nothing else to do: at an idle write queue, commit them here
-			// (batch.Queue.SubmitOrApply), with no hand-off to the
-			// committer and back.
-			s.queue.SubmitOrApply(sc.writes)
-		} else {
-			// The committer commits them while the reads run.
-			s.queue.SubmitAll(sc.writes)
-		}
+		s.queue.SubmitAll(sc.writes)
 	}
 	s.readOps(sc.reads)
 	clear(sc.reads)
