@@ -3,7 +3,9 @@ package batch
 import (
 	"context"
 	"sync/atomic"
+	"syscall"
 	"testing"
+	"time"
 )
 
 // BenchmarkSubmitParallel measures what the queue itself costs a call:
@@ -102,4 +104,64 @@ func BenchmarkSubmitAllParallel(b *testing.B) {
 	if batches > 0 {
 		b.ReportMetric(float64(calls)/float64(batches), "calls/batch")
 	}
+}
+
+// BenchmarkLoneCaller is one submitter handing over one call at a time and
+// waiting for its answer, as a connection with a single caller does: with
+// SubmitAll every call wakes the drain and waits to be woken back; with
+// SubmitOrApply the submitter applies it itself. It reports the process's
+// CPU per call beside ns/op, the figure the daemon's one-caller path cares
+// about.
+func BenchmarkLoneCaller(b *testing.B) {
+	for _, tc := range []struct {
+		name   string
+		submit func(q *Queue[chan struct{}, int], cs []*Call[chan struct{}, int])
+	}{
+		{"SubmitAll", (*Queue[chan struct{}, int]).SubmitAll},
+		{"SubmitOrApply", (*Queue[chan struct{}, int]).SubmitOrApply},
+	} {
+		b.Run(tc.name, func(b *testing.B) {
+			q := New(Config[chan struct{}, int]{
+				Name:      "bench",
+				Capacity:  16,
+				MaxWeight: 16,
+				Apply: func(cs []*Call[chan struct{}, int]) {
+					for _, c := range cs {
+						c.Answer(1)
+					}
+				},
+				Notify: func(done *chan struct{}, _ int, err error) {
+					if err != nil {
+						b.Errorf("call failed: %v", err)
+					}
+					*done <- struct{}{}
+				},
+			})
+			defer q.Close()
+			done := make(chan struct{}, 1)
+			cs := make([]*Call[chan struct{}, int], 1)
+			b.ReportAllocs()
+			start := cpuTime(b)
+			b.ResetTimer()
+			for range b.N {
+				c := q.NewCall()
+				c.Item = done
+				cs[0] = c
+				tc.submit(q, cs)
+				<-done
+			}
+			b.StopTimer()
+			b.ReportMetric(float64((cpuTime(b)-start).Nanoseconds())/1e3/float64(b.N), "µs-cpu/op")
+		})
+	}
+}
+
+// cpuTime is the process's user and system CPU time so far.
+func cpuTime(b *testing.B) time.Duration {
+	b.Helper()
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		b.Fatalf("getrusage: %v", err)
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
