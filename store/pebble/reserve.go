@@ -17,13 +17,13 @@ import (
 const reserveRetry = time.Second
 
 // reserve is the disk reserve: a file of preallocated space next to the
-// store's file (Config.DiskReserve). A Pebble write appends to its log and memtable
-// even to delete (a tombstone), so on a full disk a Delete would fail like
-// every other write. When a write that frees space (Delete, DeleteMany,
-// Clear, Sweep) fails for want of space, the committer removes this file
-// and runs it again in the room that makes; writes that add data are then
-// refused while the file's own free pages are short (see Store.admit), so
-// that deletes keep finding room until the reserve is taken back.
+// store's directory (Config.DiskReserve). Pebble appends to its log even to
+// delete (a tombstone), and stops the process when a log write fails, so
+// the committer refuses writes that add data while the free space is short
+// (Store.admit); when the disk is full all the same (another program filled
+// it), the committer removes this file so that writes that free space
+// (Delete, DeleteMany, Clear, Sweep) run in its room, and takes it back once
+// the disk has room for it again.
 //
 // It is touched only by the committer goroutine, and by Open before the
 // committer starts.

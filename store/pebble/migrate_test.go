@@ -1,0 +1,255 @@
+package pebble_test
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/kvsidecar/kvsidecar/store"
+	"github.com/kvsidecar/kvsidecar/store/bolt"
+	"github.com/kvsidecar/kvsidecar/store/pebble"
+	"github.com/kvsidecar/kvsidecar/store/storetest"
+)
+
+// boltFile writes a bbolt file through store/bolt as a daemon of the last
+// release would have: entries with and without TTLs, a deleted key, a quota
+// override, a stored default quota. It returns each live key's versioned
+// value as bolt serves it, and the last version given in project p.
+func boltFile(t *testing.T, path string, clock *storetest.Clock) (map[string]store.Versioned, uint64) {
+	t.Helper()
+	ctx := context.Background()
+	s, err := bolt.Open(ctx, bolt.Config{Path: path, Now: clock.Now, SweepInterval: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	must(s.Set(ctx, "p", "a", []byte("alpha"), 0))
+	must(s.Set(ctx, "p", "ttl", []byte("expiring"), time.Hour))
+	must(s.SetMany(ctx, "p", []store.Item{{Key: "m1", Value: []byte("1")}, {Key: "m2", Value: []byte("")}}))
+	must(s.Set(ctx, "p", "gone", []byte("deleted later"), 0))
+	if _, err := s.Delete(ctx, "p", "gone"); err != nil {
+		t.Fatal(err)
+	}
+	// The last write of p: a delete gives no version, so the counter is
+	// that of "gone"'s Set, which no entry carries any more.
+	if _, err := s.Incr(ctx, "q", "n", 41, 0); err != nil {
+		t.Fatal(err)
+	}
+	must(s.SetQuota(ctx, "q", 5000))
+	must(s.SetDefaultQuota(ctx, 7000))
+	must(s.Set(ctx, "p", "soon", []byte("x"), time.Second))
+
+	want := map[string]store.Versioned{}
+	var last uint64
+	for _, pk := range []string{"p/a", "p/ttl", "p/m1", "p/m2", "p/soon", "q/n"} {
+		project, key, _ := strings.Cut(pk, "/")
+		v, found, err := s.GetVersioned(ctx, project, key)
+		if err != nil || !found {
+			t.Fatalf("bolt GetVersioned(%s) = %v, %v", pk, found, err)
+		}
+		want[pk] = v
+		if project == "p" {
+			last = max(last, v.Version)
+		}
+	}
+	return want, last
+}
+
+func TestMigrateBolt(t *testing.T) {
+	dir := t.TempDir()
+	from, to := filepath.Join(dir, "kv.db"), filepath.Join(dir, "kv")
+	clock := storetest.NewClock()
+	want, last := boltFile(t, from, clock)
+	if err := os.WriteFile(from+".reserve", make([]byte, 1024), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	cfg := pebble.Config{Path: to, Now: clock.Now, SweepInterval: -1}
+
+	res, err := pebble.MigrateBolt(ctx, from, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !res.Migrated || res.Projects != 2 || res.Entries != 6 {
+		t.Fatalf("MigrateBolt = %+v, want 2 projects and 6 entries migrated", res)
+	}
+	if _, err := os.Stat(from); !os.IsNotExist(err) {
+		t.Fatalf("the bbolt file is still at %s (%v)", from, err)
+	}
+	if _, err := os.Stat(from + pebble.MigratedSuffix); err != nil {
+		t.Fatalf("the bbolt file was not renamed: %v", err)
+	}
+	if _, err := os.Stat(from + ".reserve"); !os.IsNotExist(err) {
+		t.Fatalf("bbolt's reserve file is left (%v)", err)
+	}
+
+	s := open(t, cfg)
+	for pk, w := range want {
+		project, key, _ := strings.Cut(pk, "/")
+		v, found, err := s.GetVersioned(ctx, project, key)
+		if err != nil || !found || string(v.Value) != string(w.Value) || v.Version != w.Version {
+			t.Errorf("GetVersioned(%s) after migration = %q v%d, %v, %v; want %q v%d", pk, v.Value, v.Version, found, err, w.Value, w.Version)
+		}
+	}
+	if found, _ := s.Has(ctx, "p", "gone"); found {
+		t.Error("a deleted key came back")
+	}
+	if ttl, found, err := s.TTL(ctx, "p", "ttl"); err != nil || !found || ttl <= 59*time.Minute || ttl > time.Hour {
+		t.Errorf("TTL(ttl) = %v, %v, %v; want about an hour", ttl, found, err)
+	}
+	if u, _ := s.Usage(ctx, "q"); u.Quota != 5000 || u.Entries != 1 {
+		t.Errorf("Usage(q) = %+v, want its override 5000 and 1 entry", u)
+	}
+	if u, _ := s.Usage(ctx, "new"); u.Quota != 7000 {
+		t.Errorf("default quota = %d, want 7000 from the bbolt file", u.Quota)
+	}
+	pu, err := s.Usage(ctx, "p")
+	if err != nil || pu.Entries != 5 || pu.Bytes != int64(len("a")+5+len("ttl")+8+len("m1")+1+len("m2")+len("soon")+1) {
+		t.Errorf("Usage(p) = %+v, %v; want 5 entries and their bytes", pu, err)
+	}
+	// The versions go on after the last one given, including the deleted
+	// key's: a client holding it must see its condition fail.
+	v, err := s.SetIf(ctx, "p", "gone", []byte("new"), 0, store.Cond{})
+	if err != nil || v <= last {
+		t.Errorf("SetIf after migration = v%d, %v; want a version after %d", v, err, last)
+	}
+	if n, err := s.Incr(ctx, "q", "n", 1, 0); err != nil || n != 42 {
+		t.Errorf("Incr(q/n) = %d, %v; want 42", n, err)
+	}
+	clock.Advance(2 * time.Second)
+	if found, _ := s.Has(ctx, "p", "soon"); found {
+		t.Error("an entry past its migrated expiry is visible")
+	}
+	if n, err := s.Sweep(ctx); err != nil || n != 1 {
+		t.Errorf("Sweep = %d, %v; want the expired migrated entry swept", n, err)
+	}
+
+	// Run again (a restart): nothing to do.
+	if res, err := pebble.MigrateBolt(ctx, from, cfg); err != nil || res.Migrated {
+		t.Fatalf("MigrateBolt again = %+v, %v; want nothing done", res, err)
+	}
+}
+
+// TestMigrateBoltAfterCrash: a restart after a crash at any point of a
+// migration ends migrated.
+func TestMigrateBoltAfterCrash(t *testing.T) {
+	ctx := context.Background()
+	clock := storetest.NewClock()
+
+	t.Run("during the copy", func(t *testing.T) {
+		dir := t.TempDir()
+		from, to := filepath.Join(dir, "kv.db"), filepath.Join(dir, "kv")
+		want, _ := boltFile(t, from, clock)
+		// What a crash leaves: a partial copy beside the directory.
+		if err := os.MkdirAll(to+".migrating", 0o700); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(to+".migrating", "000001.log"), []byte("torn"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		cfg := pebble.Config{Path: to, Now: clock.Now, SweepInterval: -1}
+		if res, err := pebble.MigrateBolt(ctx, from, cfg); err != nil || !res.Migrated {
+			t.Fatalf("MigrateBolt = %+v, %v", res, err)
+		}
+		if _, err := os.Stat(to + ".migrating"); !os.IsNotExist(err) {
+			t.Fatalf("the partial copy is left (%v)", err)
+		}
+		s := open(t, cfg)
+		if v, found, err := s.GetVersioned(ctx, "p", "a"); err != nil || !found || v.Version != want["p/a"].Version {
+			t.Fatalf("GetVersioned(p/a) = %+v, %v, %v", v, found, err)
+		}
+	})
+
+	t.Run("before the bbolt file's rename", func(t *testing.T) {
+		dir := t.TempDir()
+		from, to := filepath.Join(dir, "kv.db"), filepath.Join(dir, "kv")
+		boltFile(t, from, clock)
+		cfg := pebble.Config{Path: to, Now: clock.Now, SweepInterval: -1}
+		if _, err := pebble.MigrateBolt(ctx, from, cfg); err != nil {
+			t.Fatal(err)
+		}
+		// What a crash between the two renames leaves.
+		if err := os.Rename(from+pebble.MigratedSuffix, from); err != nil {
+			t.Fatal(err)
+		}
+		if res, err := pebble.MigrateBolt(ctx, from, cfg); err != nil || !res.Migrated {
+			t.Fatalf("MigrateBolt = %+v, %v; want the rename finished", res, err)
+		}
+		if _, err := os.Stat(from); !os.IsNotExist(err) {
+			t.Fatalf("the bbolt file is still there (%v)", err)
+		}
+	})
+}
+
+func TestMigrateBoltRefuses(t *testing.T) {
+	ctx := context.Background()
+	clock := storetest.NewClock()
+
+	t.Run("a directory not made from the file", func(t *testing.T) {
+		dir := t.TempDir()
+		from, to := filepath.Join(dir, "kv.db"), filepath.Join(dir, "kv")
+		boltFile(t, from, clock)
+		s := open(t, pebble.Config{Path: to})
+		if err := s.Close(); err != nil {
+			t.Fatal(err)
+		}
+		_, err := pebble.MigrateBolt(ctx, from, pebble.Config{Path: to})
+		if err == nil || !strings.Contains(err.Error(), "move one of them away") {
+			t.Fatalf("MigrateBolt = %v, want a refusal saying to move one away", err)
+		}
+	})
+
+	t.Run("not a bbolt file", func(t *testing.T) {
+		dir := t.TempDir()
+		from := filepath.Join(dir, "kv.db")
+		if err := os.WriteFile(from, []byte(strings.Repeat("not bbolt ", 100)), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		_, err := pebble.MigrateBolt(ctx, from, pebble.Config{Path: filepath.Join(dir, "kv")})
+		if err == nil || !strings.Contains(err.Error(), "not a bbolt file") {
+			t.Fatalf("MigrateBolt = %v, want a refusal naming the file as not bbolt", err)
+		}
+	})
+
+	t.Run("no room for the copy", func(t *testing.T) {
+		if os.Geteuid() != 0 {
+			t.Skip("mounting a small tmpfs needs root")
+		}
+		dir := t.TempDir()
+		if err := syscall.Mount("tmpfs", dir, "tmpfs", 0, fmt.Sprintf("size=%d,mode=0700", 48<<20)); err != nil {
+			t.Skipf("cannot mount a tmpfs (%v)", err)
+		}
+		t.Cleanup(func() { _ = syscall.Unmount(dir, 0) })
+		from := filepath.Join(dir, "kv.db")
+		b, err := bolt.Open(ctx, bolt.Config{Path: from, SweepInterval: -1, DiskReserve: -1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := range 200 {
+			if err := b.Set(ctx, "p", fmt.Sprint(i), make([]byte, 64<<10), 0); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := b.Close(); err != nil {
+			t.Fatal(err)
+		}
+		_, err = pebble.MigrateBolt(ctx, from, pebble.Config{Path: filepath.Join(dir, "kv")})
+		if err == nil || !strings.Contains(err.Error(), "not enough disk space") || !strings.Contains(err.Error(), "needs") {
+			t.Fatalf("MigrateBolt = %v, want a refusal saying how much space it needs", err)
+		}
+		if _, err := os.Stat(from); err != nil {
+			t.Fatalf("the bbolt file is gone after a refused migration: %v", err)
+		}
+	})
+}
