@@ -66,7 +66,7 @@ type Config struct {
 	// the pod's service account (in-cluster).
 	Kubeconfig string
 
-	// DataDir is the directory of the embedded store (kv.db), used when
+	// DataDir is the directory of the embedded store (kv/), used when
 	// Postgres is empty. Default DefaultDataDir.
 	DataDir string
 	// Postgres is a PostgreSQL connection string; when set, the daemon uses
@@ -80,13 +80,13 @@ type Config struct {
 	// backend's default.
 	PostgresStatementTimeout time.Duration
 	// DiskReserve is the space in bytes the embedded store keeps allocated
-	// next to its file so that deletes work on a full disk
-	// (bolt.Config.DiskReserve): 0 means bolt.DefaultDiskReserve, < 0 keeps
+	// next to its directory so that deletes work on a full disk
+	// (pebble.Config.DiskReserve): 0 means pebble.DefaultDiskReserve, < 0 keeps
 	// none.
 	DiskReserve int64
 	// ProjectQueueShare is the share, in (0, 1], of the store's write
 	// queue (and of PostgreSQL's read queue) that one project's waiting
-	// calls may take (bolt.Config.ProjectQueueShare,
+	// calls may take (pebble.Config.ProjectQueueShare,
 	// postgres.Config.ProjectQueueShare). 0 means the backend's default, a
 	// quarter, or 1 with the static identity (WithDefaults).
 	ProjectQueueShare float64

@@ -16,7 +16,7 @@ import (
 	"github.com/kvsidecar/kvsidecar/sidecar"
 	"github.com/kvsidecar/kvsidecar/sidecar/identity"
 	"github.com/kvsidecar/kvsidecar/store"
-	"github.com/kvsidecar/kvsidecar/store/bolt"
+	"github.com/kvsidecar/kvsidecar/store/pebble"
 	"github.com/kvsidecar/kvsidecar/store/postgres"
 )
 
@@ -61,12 +61,12 @@ func settings() []setting {
 			defDoc: fmt.Sprintf("the backend's, `%s`", postgres.DefaultStatementTimeout),
 			help:   "limit on each SQL statement; 0 takes the backend's default",
 			set:    duration(func(c *Config) *time.Duration { return &c.PostgresStatementTimeout })},
-		{flag: "disk-reserve", env: "KV_DISK_RESERVE", def: formatSize(bolt.DefaultDiskReserve), arg: "SIZE",
-			help: "embedded store: space kept allocated next to its file (kv.db.reserve) so that deletes work on a full disk; 0 keeps none",
+		{flag: "disk-reserve", env: "KV_DISK_RESERVE", def: formatSize(pebble.DefaultDiskReserve), arg: "SIZE",
+			help: "embedded store: space kept allocated next to its directory (kv.reserve) so that deletes work on a full disk; 0 keeps none",
 			set:  reserveSize(func(c *Config) *int64 { return &c.DiskReserve })},
 		{flag: "project-queue-share", env: "KV_PROJECT_QUEUE_SHARE", arg: "SHARE",
-			defDoc: "`" + strconv.FormatFloat(bolt.DefaultProjectQueueShare, 'g', -1, 64) + "`; `1` with `--identity static`",
-			help:   "share of the store's write queue (and of PostgreSQL's read queue) one project's waiting calls may take, above 0 and at most 1 (or a percentage such as 25%); its calls beyond it wait, then fail busy, while other projects' still enter. Unset, it is " + strconv.FormatFloat(bolt.DefaultProjectQueueShare, 'g', -1, 64) + ", or 1 with --identity static (one project is every caller)",
+			defDoc: "`" + strconv.FormatFloat(pebble.DefaultProjectQueueShare, 'g', -1, 64) + "`; `1` with `--identity static`",
+			help:   "share of the store's write queue (and of PostgreSQL's read queue) one project's waiting calls may take, above 0 and at most 1 (or a percentage such as 25%); its calls beyond it wait, then fail busy, while other projects' still enter. Unset, it is " + strconv.FormatFloat(pebble.DefaultProjectQueueShare, 'g', -1, 64) + ", or 1 with --identity static (one project is every caller)",
 			set:    share(func(c *Config) *float64 { return &c.ProjectQueueShare })},
 		{flag: "identity", env: "KV_IDENTITY", arg: "SOURCE",
 			defDoc: "`static` with `--project`, `uidmap` with `--uid-map`",

@@ -12,12 +12,18 @@ import (
 
 	"github.com/kvsidecar/kvsidecar/sidecar"
 	"github.com/kvsidecar/kvsidecar/store"
-	"github.com/kvsidecar/kvsidecar/store/bolt"
+	"github.com/kvsidecar/kvsidecar/store/pebble"
 	"github.com/kvsidecar/kvsidecar/store/postgres"
 )
 
-// boltFile is the name of the embedded store's file in the data directory.
-const boltFile = "kv.db"
+// Names in the data directory.
+const (
+	// pebbleDir is the embedded store's Pebble directory.
+	pebbleDir = "kv"
+	// boltFile is the embedded store's bbolt file of earlier releases: at
+	// start-up it is migrated into pebbleDir and renamed (pebble.MigrateBolt).
+	boltFile = "kv.db"
+)
 
 // openStore opens the backend the configuration selects: PostgreSQL when a
 // DSN is given, else the embedded store under DataDir. It also returns the
@@ -49,8 +55,8 @@ func openStore(ctx context.Context, cfg Config, m *sidecar.Metrics, log *zap.Log
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, "", fmt.Errorf("create data dir: %w", err)
 	}
-	path := filepath.Join(cfg.DataDir, boltFile)
-	st, err := bolt.Open(ctx, bolt.Config{
+	path := filepath.Join(cfg.DataDir, pebbleDir)
+	pcfg := pebble.Config{
 		Path:              path,
 		Limits:            cfg.Server.Limits,
 		DefaultQuota:      cfg.DefaultQuota,
@@ -58,11 +64,15 @@ func openStore(ctx context.Context, cfg Config, m *sidecar.Metrics, log *zap.Log
 		DiskReserve:       cfg.DiskReserve,
 		ObserveBatch:      m.ObserveBatch,
 		Logger:            log.Named("store"),
-	})
+	}
+	if _, err := pebble.MigrateBolt(ctx, filepath.Join(cfg.DataDir, boltFile), pcfg); err != nil {
+		return nil, "", fmt.Errorf("open embedded store: %w", err)
+	}
+	st, err := pebble.Open(ctx, pcfg)
 	if err != nil {
 		return nil, "", fmt.Errorf("open embedded store: %w", err)
 	}
-	return st, "embedded " + path, nil
+	return st, "embedded (pebble) " + path, nil
 }
 
 // postgresMaxConns is the pool size to ask the backend for, and the setting
