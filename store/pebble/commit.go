@@ -315,6 +315,12 @@ func (w *writeTx) commit() error {
 		if p.dirty {
 			w.s.projects[p.name] = p.st
 		}
+		if p.cleared {
+			w.s.recent.forgetProject(p.name)
+		}
+		for k, rec := range p.data {
+			w.s.recent.remember(dataKey(p.name, []byte(k)), metaOf([]byte(k), rec))
+		}
 	}
 	w.s.defaultQuota = w.defaultQuota
 	w.s.views.publish(w.s.db)
@@ -365,6 +371,41 @@ func (p *projectTx) record(key []byte) ([]byte, error) {
 	return rec, nil
 }
 
+// meta returns the size, expiry and version of the stored record of key,
+// expired or not, as this batch leaves it: from the batch, from the
+// committer's map of recent keys, or read from Pebble (and remembered).
+func (p *projectTx) meta(key []byte) (recMeta, error) {
+	if rec, ok := p.data[string(key)]; ok {
+		return metaOf(key, rec), nil
+	}
+	if p.cleared || !p.stored {
+		return recMeta{}, nil
+	}
+	dk := dataKey(p.name, key)
+	if m, ok := p.w.s.recent[string(dk)]; ok {
+		return m, nil
+	}
+	rec, err := p.record(key)
+	if err != nil {
+		return recMeta{}, err
+	}
+	m := metaOf(key, rec)
+	// What Pebble holds is what the committed batches left: true whatever
+	// this batch does, which its commit notes after.
+	p.w.s.recent.remember(dk, m)
+	return m, nil
+}
+
+// liveMeta is meta of a key that exists and has not expired; its present
+// is false otherwise.
+func (p *projectTx) liveMeta(key []byte) (recMeta, error) {
+	m, err := p.meta(key)
+	if err != nil || !m.present || expired(m.expiry, p.w.now) {
+		return recMeta{}, err
+	}
+	return m, nil
+}
+
 // live returns the record of key if it exists and has not expired.
 func (p *projectTx) live(key []byte) ([]byte, error) {
 	rec, err := p.record(key)
@@ -410,17 +451,17 @@ func (p *projectTx) deleteExp(expiry int64, key []byte) error {
 // put stores value under key with the given version, replacing any record
 // and its index row, and updates the usage. The project must exist.
 func (p *projectTx) put(key, value []byte, expiry int64, version uint64) error {
-	old, err := p.record(key)
+	old, err := p.meta(key)
 	if err != nil {
 		return err
 	}
-	if old != nil {
-		if e := recordExpiry(old); e != 0 {
-			if err := p.deleteExp(e, key); err != nil {
+	if old.present {
+		if old.expiry != 0 {
+			if err := p.deleteExp(old.expiry, key); err != nil {
 				return err
 			}
 		}
-		p.st.bytes -= recordSize(key, old)
+		p.st.bytes -= old.size
 		p.st.entries--
 	}
 	rec := encodeRecord(expiry, version, value)
@@ -444,11 +485,11 @@ func (p *projectTx) put(key, value []byte, expiry int64, version uint64) error {
 // remove deletes the record of key and its index row, updates the usage
 // and reports whether the removed record was live.
 func (p *projectTx) remove(key []byte) (wasLive bool, err error) {
-	rec, err := p.record(key)
-	if err != nil || rec == nil {
+	old, err := p.meta(key)
+	if err != nil || !old.present {
 		return false, err
 	}
-	expiry := recordExpiry(rec)
+	expiry := old.expiry
 	if expiry != 0 {
 		if err := p.deleteExp(expiry, key); err != nil {
 			return false, err
@@ -458,7 +499,7 @@ func (p *projectTx) remove(key []byte) (wasLive bool, err error) {
 		return false, err
 	}
 	p.setRecord(key, nil)
-	p.st.bytes -= recordSize(key, rec)
+	p.st.bytes -= old.size
 	p.st.entries--
 	p.dirty = true
 	return !expired(expiry, p.w.now), nil
@@ -498,10 +539,10 @@ func (p *projectTx) hasExpired() (bool, error) {
 // in its stored usage.
 func (p *projectTx) expiredUsage() (entries, size int64, err error) {
 	err = p.forExpired(func(key []byte, _ int64) (bool, error) {
-		rec, err := p.record(key)
-		if rec != nil {
+		m, err := p.meta(key)
+		if m.present {
 			entries++
-			size += recordSize(key, rec)
+			size += m.size
 		}
 		return true, err
 	})

@@ -256,7 +256,8 @@ type Store struct {
 	// and the default quota, as of the last committed batch. Only the
 	// committer (and Open, before it starts) touches them.
 	projects     map[string]projectState
-	defaultQuota int64 // 0: store.DefaultQuota
+	recent       recent // recent.go
+	defaultQuota int64  // 0: store.DefaultQuota
 	reserve      reserve
 
 	stopSweeper context.CancelFunc
@@ -290,6 +291,7 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		limits:      cfg.Limits,
 		reserve:     reserve{path: filepath.Clean(cfg.Path) + ".reserve", size: max(cfg.DiskReserve, 0)},
 		sweeperDone: make(chan struct{}),
+		recent:      make(recent),
 	}
 	if err := s.load(cfg.DefaultQuota); err != nil {
 		_ = db.Close()

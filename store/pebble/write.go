@@ -215,14 +215,11 @@ func (s *Store) closedOr(ctx context.Context) error {
 // batch leaves it: conflict is the refusal, err a failed read.
 func (p *projectTx) checkConds(items []store.Item) (conflict, err error) {
 	conflict = store.CheckConds(items, func(key string) (bool, uint64) {
-		rec, rerr := p.live([]byte(key))
+		m, rerr := p.liveMeta([]byte(key))
 		if rerr != nil {
 			err = rerr
 		}
-		if rec == nil {
-			return false, 0
-		}
-		return true, recordVersion(rec)
+		return m.present, m.version
 	})
 	if err != nil {
 		return nil, err
@@ -284,12 +281,8 @@ func setGrowth(p *projectTx, items []store.Item) (int64, error) {
 
 // storedSize is what the stored record of key counts, expired or not.
 func storedSize(p *projectTx, key string) (int64, error) {
-	k := []byte(key)
-	rec, err := p.record(k)
-	if err != nil || rec == nil {
-		return 0, err
-	}
-	return recordSize(k, rec), nil
+	m, err := p.meta([]byte(key))
+	return m.size, err
 }
 
 // checkQuota decides whether a write that grows p's stored usage by
