@@ -180,9 +180,6 @@ func (s *Store) commitBatch(calls []*writeCall, waiting map[string]bool) {
 // freeSpace is the space, in bytes, the filesystem of the store's directory
 // has left for it.
 func (s *Store) freeSpace() (int64, error) {
-	if s.cfg.freeSpace != nil {
-		return s.cfg.freeSpace()
-	}
 	var st unix.Statfs_t
 	if err := unix.Statfs(s.cfg.Path, &st); err != nil {
 		return 0, fmt.Errorf("read the free space of %s: %w", s.cfg.Path, err)

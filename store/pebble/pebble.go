@@ -12,9 +12,10 @@
 // and one fdatasync for the lot. Then it answers each request.
 //
 // The committer is the only writer, so it keeps each project's usage, quota
-// override and version counter in memory (loaded at Open) and reads old
-// records with a plain Get, or from the batch's own map of keys it wrote
-// earlier: no indexed batch, no read of a counter per write. The in-memory
+// override and version counter in memory (loaded at Open), and what a set
+// needs of the record it replaces comes from the batch's own map of keys it
+// wrote, from the committer's map of recently written keys (recent.go), or
+// from a plain Get: no indexed batch, no read of a counter per write. The in-memory
 // state of a batch's projects is replaced only once the batch has
 // committed, so a batch that fails or panics leaves no trace, and its
 // requests are retried one per batch as in store/bolt.
@@ -178,12 +179,9 @@ type Config struct {
 	// above; Pebble's info lines at debug). Default: zap.NewNop().
 	Logger *zap.Logger
 
-	// fs, if set, is the filesystem Pebble uses: for the tests that hold
-	// its log syncs (export_test.go).
+	// fs, if set, is the filesystem Pebble uses: for the test that holds
+	// its log syncs (synced_test.go).
 	fs vfs.FS
-	// freeSpace, if set, replaces the filesystem's free space the committer
-	// reads before a batch (export_test.go).
-	freeSpace func() (int64, error)
 }
 
 func (c Config) withDefaults() Config {
