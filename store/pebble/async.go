@@ -93,8 +93,11 @@ func (s *Store) readOps(ops []*store.Op) {
 		}
 		return
 	}
+	// An op is its caller's again once its Done has run (the daemon reuses
+	// it at once), so the ops still to read are set aside first, and no op
+	// is looked at after its Done.
 	var now time.Time // read once, for the first op with a deadline
-	pending := 0
+	live := ops[:0]
 	for _, op := range ops {
 		if op.Err == nil && !op.Deadline.IsZero() {
 			if now.IsZero() {
@@ -108,19 +111,16 @@ func (s *Store) readOps(ops []*store.Op) {
 			op.Done(op)
 			continue
 		}
-		pending++
+		live = append(live, op)
 	}
-	if pending == 0 {
+	if len(live) == 0 {
 		return
 	}
 	v := s.views.acquire()
 	defer v.release()
 	r := reader{v.snap}
 	nowMs := s.nowMs()
-	for _, op := range ops {
-		if op.Err != nil {
-			continue // answered above
-		}
+	for _, op := range live {
 		answered := false
 		_, err := r.with(dataKey(op.Project, []byte(op.Key)), func(rec []byte) {
 			if !validRecord(rec) || expired(recordExpiry(rec), nowMs) {
