@@ -7,6 +7,8 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"syscall"
+	"time"
 
 	"github.com/cockroachdb/pebble/v2"
 	"go.uber.org/zap"
@@ -26,6 +28,12 @@ const migratingSuffix = ".migrating"
 // metaMigratedFrom marks a directory made by MigrateBolt: its value is the
 // name of the bbolt file it was copied from.
 const metaMigratedFrom = "migrated_from"
+
+// metaMigratedFile is the identity of the bbolt file a directory was copied
+// from, as fileID gave it during the copy: a bbolt file of the same name
+// made or written after the migration (by a rollback to an earlier
+// release) is another file, not the one whose rename a crash cut short.
+const metaMigratedFile = "migrated_from_file"
 
 // migrateChunk bounds the entries of one batch of a migration, so a large
 // file is copied in batches of a few MiB at most, never held in memory.
@@ -55,7 +63,8 @@ type MigrateResult struct {
 // bbolt file it was not made from is an error: the caller must not
 // silently serve one and ignore the other. With no room for the copy it
 // fails, saying how much space it needs. With no bbolt file it does
-// nothing.
+// nothing. A second MigrateBolt on the same directory, in this process or
+// another, waits up to cfg.LockTimeout for the first to end.
 func MigrateBolt(ctx context.Context, from string, cfg Config) (MigrateResult, error) {
 	cfg = cfg.withDefaults()
 	if cfg.Path == "" {
@@ -63,6 +72,19 @@ func MigrateBolt(ctx context.Context, from string, cfg Config) (MigrateResult, e
 	}
 	tmp := filepath.Clean(cfg.Path) + migratingSuffix
 	renamed := from + MigratedSuffix
+	if _, err := os.Stat(from); errors.Is(err, os.ErrNotExist) {
+		return MigrateResult{}, nil
+	} else if err != nil {
+		return MigrateResult{}, fmt.Errorf("migrate %s: %w", from, err)
+	}
+	// Another daemon started on the same directory may be migrating: the
+	// copy beside cfg.Path is one process's at a time.
+	unlock, err := lockMigration(ctx, filepath.Dir(filepath.Clean(cfg.Path)), cfg.LockTimeout)
+	if err != nil {
+		return MigrateResult{}, fmt.Errorf("migrate %s: %w", from, err)
+	}
+	defer unlock()
+	// What the other process left once it let go.
 	if _, err := os.Stat(from); errors.Is(err, os.ErrNotExist) {
 		return MigrateResult{}, nil
 	} else if err != nil {
@@ -94,12 +116,16 @@ func MigrateBolt(ctx context.Context, from string, cfg Config) (MigrateResult, e
 		return MigrateResult{}, fmt.Errorf("migrate: remove the unfinished copy %s: %w", tmp, err)
 	}
 	var res MigrateResult
-	err := bolt.ReadDump(from, cfg.LockTimeout, func(d *bolt.Dump) error {
+	err = bolt.ReadDump(from, cfg.LockTimeout, func(d *bolt.Dump) error {
 		if err := checkRoom(filepath.Dir(tmp), d.Size()); err != nil {
 			return err
 		}
-		var err error
-		res, err = copyDump(ctx, d, cfg, tmp, filepath.Base(from))
+		// The file cannot change while its dump is open.
+		id, err := fileID(from)
+		if err != nil {
+			return err
+		}
+		res, err = copyDump(ctx, d, cfg, tmp, filepath.Base(from), id)
 		return err
 	})
 	if err != nil {
@@ -153,8 +179,54 @@ func checkRoom(dir string, size int64) error {
 	return nil
 }
 
+// lockMigration takes the lock of migrations into dir, waiting up to
+// timeout for another process that holds it, and returns its release. The
+// lock is a flock of the directory itself, so it leaves no file behind and
+// goes with the process that held it.
+func lockMigration(ctx context.Context, dir string, timeout time.Duration) (unlock func(), err error) {
+	f, err := os.Open(dir)
+	if err != nil {
+		return nil, err
+	}
+	deadline := time.Now().Add(timeout)
+	for {
+		err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB)
+		if err == nil {
+			return func() { _ = f.Close() }, nil // closing releases the lock
+		}
+		if !errors.Is(err, unix.EWOULDBLOCK) {
+			_ = f.Close()
+			return nil, fmt.Errorf("lock %s for the migration: %w", dir, err)
+		}
+		if time.Now().After(deadline) {
+			_ = f.Close()
+			return nil, fmt.Errorf("another process is migrating the bbolt file in %s (waited %s)", dir, timeout)
+		}
+		select {
+		case <-ctx.Done():
+			_ = f.Close()
+			return nil, ctx.Err()
+		case <-time.After(lockRetry):
+		}
+	}
+}
+
+// fileID identifies the file at path: its device, inode, size and
+// modification time.
+func fileID(path string) (string, error) {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return "", err
+	}
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok {
+		return "", fmt.Errorf("stat %s: no device and inode", path)
+	}
+	return fmt.Sprintf("%d:%d:%d:%d", st.Dev, st.Ino, fi.Size(), fi.ModTime().UnixNano()), nil
+}
+
 // madeFrom reports whether the Pebble directory of cfg was made by a
-// migration of the file from.
+// migration of the file from, as it is now.
 func madeFrom(cfg Config, from string) (bool, error) {
 	opts := pebbleOptions(cfg, nil)
 	opts.ReadOnly = true
@@ -171,13 +243,29 @@ func madeFrom(cfg Config, from string) (bool, error) {
 	if err != nil {
 		return false, fmt.Errorf("read %s: %w", cfg.Path, err)
 	}
+	sameName := string(v) == filepath.Base(from)
+	_ = closer.Close()
+	if !sameName {
+		return false, nil
+	}
+	v, closer, err = db.Get(metaKey(metaMigratedFile))
+	if errors.Is(err, pebble.ErrNotFound) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("read %s: %w", cfg.Path, err)
+	}
 	defer closer.Close()
-	return string(v) == filepath.Base(from), nil
+	id, err := fileID(from)
+	if err != nil {
+		return false, fmt.Errorf("migrate %s: %w", from, err)
+	}
+	return string(v) == id, nil
 }
 
 // copyDump writes everything d holds into a new Pebble directory at dir, in
 // the layout of this package, and syncs it.
-func copyDump(ctx context.Context, d *bolt.Dump, cfg Config, dir, fromName string) (MigrateResult, error) {
+func copyDump(ctx context.Context, d *bolt.Dump, cfg Config, dir, fromName, fromID string) (MigrateResult, error) {
 	res := MigrateResult{Size: d.Size()}
 	opts := pebbleOptions(cfg, nil)
 	if err := os.MkdirAll(dir, 0o700); err != nil {
@@ -248,6 +336,9 @@ func copyDump(ctx context.Context, d *bolt.Dump, cfg Config, dir, fromName strin
 	// Last, the mark of a finished copy, in the batch whose log sync makes
 	// every earlier batch durable with it.
 	if err := b.Set(metaKey(metaMigratedFrom), []byte(fromName), nil); err != nil {
+		return res, err
+	}
+	if err := b.Set(metaKey(metaMigratedFile), []byte(fromID), nil); err != nil {
 		return res, err
 	}
 	if err := flush(true); err != nil {

@@ -253,3 +253,125 @@ func TestMigrateBoltRefuses(t *testing.T) {
 		}
 	})
 }
+
+// TestMigrateBoltAfterRollback: a bbolt file written after a migration (a
+// rollback to the last release made a new kv.db and served writes from it)
+// is not taken for the migrated one: migrating again refuses, and neither
+// the new file nor the renamed original is overwritten.
+func TestMigrateBoltAfterRollback(t *testing.T) {
+	ctx := context.Background()
+	clock := storetest.NewClock()
+	dir := t.TempDir()
+	from, to := filepath.Join(dir, "kv.db"), filepath.Join(dir, "kv")
+	want, _ := boltFile(t, from, clock)
+	cfg := pebble.Config{Path: to, Now: clock.Now, SweepInterval: -1}
+	if _, err := pebble.MigrateBolt(ctx, from, cfg); err != nil {
+		t.Fatal(err)
+	}
+	// The last release starts on the data directory: a new kv.db, and a
+	// write it acknowledged.
+	b, err := bolt.Open(ctx, bolt.Config{Path: from, Now: clock.Now, SweepInterval: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Set(ctx, "p", "after-rollback", []byte("acknowledged"), 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	_, err = pebble.MigrateBolt(ctx, from, cfg)
+	if err == nil || !strings.Contains(err.Error(), "move one of them away") {
+		t.Fatalf("MigrateBolt of a bbolt file written after the migration = %v, want a refusal", err)
+	}
+	// Both bbolt files are as they were: the new one with its write, the
+	// renamed original with the migrated data.
+	for path, key := range map[string]string{from: "after-rollback", from + pebble.MigratedSuffix: "a"} {
+		err := bolt.ReadDump(path, time.Second, func(d *bolt.Dump) error {
+			found := false
+			err := d.Entries("p", func(e bolt.DumpEntry) error {
+				found = found || string(e.Key) == key
+				return nil
+			})
+			if err == nil && !found {
+				err = fmt.Errorf("no key %q", key)
+			}
+			return err
+		})
+		if err != nil {
+			t.Errorf("%s after the refused migration: %v", filepath.Base(path), err)
+		}
+	}
+	s := open(t, cfg)
+	if v, found, err := s.GetVersioned(ctx, "p", "a"); err != nil || !found || v.Version != want["p/a"].Version {
+		t.Errorf("GetVersioned(p/a) = %+v, %v, %v; want the migrated entry", v, found, err)
+	}
+}
+
+// TestMigrateBoltTwoProcesses: two daemons started at once on one data
+// directory both find the bbolt file to migrate. The second must neither
+// remove nor write into the first one's copy: one migrates, the other
+// waits or fails, and the directory holds every entry.
+func TestMigrateBoltTwoProcesses(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	from, to := filepath.Join(dir, "kv.db"), filepath.Join(dir, "kv")
+	b, err := bolt.Open(ctx, bolt.Config{Path: from, SweepInterval: -1, DiskReserve: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const n = 20_000
+	for i := 0; i < n; i += 500 {
+		items := make([]store.Item, 500)
+		for j := range items {
+			items[j] = store.Item{Key: fmt.Sprintf("k%06d", i+j), Value: make([]byte, 100)}
+		}
+		if err := b.SetMany(ctx, "p", items); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	cfg := pebble.Config{Path: to, SweepInterval: -1, LockTimeout: 30 * time.Second}
+	first := make(chan error, 1)
+	go func() {
+		_, err := pebble.MigrateBolt(ctx, from, cfg)
+		first <- err
+	}()
+	// The second starts once the first is copying.
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(time.Millisecond) {
+		if _, err := os.Stat(to + ".migrating"); err == nil {
+			break
+		}
+		if _, err := os.Stat(to); err == nil || time.Now().After(deadline) {
+			t.Skip("the first migration ended before the second could start")
+		}
+	}
+	_, err2 := pebble.MigrateBolt(ctx, from, cfg)
+	err1 := <-first
+	if err1 != nil && err2 != nil {
+		t.Fatalf("both migrations failed: %v; %v", err1, err2)
+	}
+	s := open(t, pebble.Config{Path: to, SweepInterval: -1})
+	if u, err := s.Usage(ctx, "p"); err != nil || u.Entries != n {
+		t.Fatalf("Usage(p) after two migrations = %+v, %v; want %d entries (first: %v, second: %v)", u, err, n, err1, err2)
+	}
+	keys := make([]string, n)
+	for i := range keys {
+		keys[i] = fmt.Sprintf("k%06d", i)
+	}
+	for i := 0; i < n; i += 1000 {
+		values, err := s.GetMany(ctx, "p", keys[i:i+1000])
+		if err != nil {
+			t.Fatal(err)
+		}
+		for j, v := range values {
+			if len(v) != 100 {
+				t.Fatalf("Get(%s) after two migrations = %d bytes, want 100", keys[i+j], len(v))
+			}
+		}
+	}
+}
