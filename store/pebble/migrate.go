@@ -35,9 +35,15 @@ const metaMigratedFrom = "migrated_from"
 // release) is another file, not the one whose rename a crash cut short.
 const metaMigratedFile = "migrated_from_file"
 
-// migrateChunk bounds the entries of one batch of a migration, so a large
-// file is copied in batches of a few MiB at most, never held in memory.
-const migrateChunk = 1000
+// migrateChunk and migrateChunkBytes bound one batch of a migration, so a
+// large file is copied in batches of a few MiB at most, never held in
+// memory: a thousand small entries, or 2 MiB of large ones (below Pebble's
+// large-batch threshold of half a memtable, which keeps a batch in memory
+// until a flush).
+const (
+	migrateChunk      = 1000
+	migrateChunkBytes = 2 << 20
+)
 
 // MigrateResult says what MigrateBolt did.
 type MigrateResult struct {
@@ -318,7 +324,7 @@ func copyDump(ctx context.Context, d *bolt.Dump, cfg Config, dir, fromName, from
 			}
 			st.bytes += int64(len(e.Key) + len(e.Value))
 			st.entries++
-			if n++; n%migrateChunk == 0 {
+			if n++; n%migrateChunk == 0 || b.Len() >= migrateChunkBytes {
 				return flush(false)
 			}
 			return nil
