@@ -17,6 +17,12 @@ package pebble
 // kvbench's 10,000.
 const maxRecent = 16 << 10
 
+// maxRecentKey is the longest data key (dataKey) the committer remembers:
+// longer ones are always read from Pebble, so the map holds at most about
+// maxRecent times this many bytes of keys (5 MiB), whatever key size the
+// limits allow.
+const maxRecentKey = 320
+
 // recMeta is what the committer remembers of a key: whether it has a
 // record and, if so, the record's size, expiry and version.
 type recMeta struct {
@@ -41,6 +47,9 @@ type recent map[string]recMeta
 // the map is full. The keys dropped are whichever Go's map iteration gives
 // first: any key may go, since a key not remembered is read from Pebble.
 func (r recent) remember(dk []byte, m recMeta) {
+	if len(dk) > maxRecentKey {
+		return // never remembered, so never stale
+	}
 	if _, ok := r[string(dk)]; !ok && len(r) >= maxRecent {
 		n := maxRecent / 4
 		for k := range r {

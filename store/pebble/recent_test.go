@@ -73,3 +73,42 @@ func TestRecentKeysStayExact(t *testing.T) {
 		t.Fatalf("Usage after Clear and one Set = %+v, %v; want one entry", u, err)
 	}
 }
+
+// TestRecentKeysBoundedInBytes: what the committer remembers is bounded in
+// bytes, not only in keys, so a project writing keys of the largest size
+// does not grow the daemon by tens of MiB; writes of long keys still count
+// usage exactly, from Pebble.
+func TestRecentKeysBoundedInBytes(t *testing.T) {
+	s, err := Open(context.Background(), Config{Path: filepath.Join(t.TempDir(), "kv"), SweepInterval: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	ctx := context.Background()
+	long := func(i int) string { return fmt.Sprintf("%0*d", store.DefaultMaxKeyBytes, i) }
+	items := make([]store.Item, 0, 500)
+	for i := range maxRecent {
+		items = append(items, store.Item{Key: long(i), Value: []byte("v")})
+		if len(items) == cap(items) || i == maxRecent-1 {
+			if err := s.SetMany(ctx, "p", items); err != nil {
+				t.Fatal(err)
+			}
+			items = items[:0]
+		}
+	}
+	held := 0
+	for k := range s.recent {
+		held += len(k)
+	}
+	const limit = 16 << 20
+	if held > limit {
+		t.Errorf("the committer remembers %d MiB of keys, want at most %d MiB", held>>20, limit>>20)
+	}
+	if err := s.Set(ctx, "p", long(0), []byte("vvv"), 0); err != nil {
+		t.Fatal(err)
+	}
+	want := int64(maxRecent)*int64(store.DefaultMaxKeyBytes+1) + 2
+	if u, err := s.Usage(ctx, "p"); err != nil || u.Bytes != want || u.Entries != maxRecent {
+		t.Fatalf("Usage = %+v, %v; want %d bytes in %d entries", u, err, want, maxRecent)
+	}
+}
