@@ -2,6 +2,7 @@ package pebble
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -154,18 +155,54 @@ func MigrateBolt(ctx context.Context, from string, cfg Config) (MigrateResult, e
 	return res, nil
 }
 
-// checkBoltFile fails unless the file at path starts as a bbolt file does.
+// checkBoltFile fails unless the file at path starts as a bbolt file does
+// and holds every page its meta pages say it has: bbolt maps the file and
+// reads a page past its end as memory that is not there, a fault that ends
+// the process, so a truncated file (a copy cut short, a full disk) must be
+// refused before it is opened.
 func checkBoltFile(path string) error {
 	f, err := os.Open(path)
 	if err != nil {
 		return fmt.Errorf("migrate %s: %w", path, err)
 	}
 	defer f.Close()
-	head := make([]byte, 64)
+	head := make([]byte, boltMetaEnd)
 	if _, err := io.ReadFull(f, head); err != nil || !bolt.IsFile(head) {
 		return fmt.Errorf("migrate %s: not a bbolt file; move it away to start with a new store", path)
 	}
+	fi, err := f.Stat()
+	if err != nil {
+		return fmt.Errorf("migrate %s: %w", path, err)
+	}
+	// The pages in use are those of the meta page with the later
+	// transaction; the second meta page is the file's second page.
+	pageSize, pages, txid := boltMeta(head)
+	second := make([]byte, boltMetaEnd)
+	if pageSize > 0 {
+		if _, err := f.ReadAt(second, int64(pageSize)); err == nil && bolt.IsFile(second) {
+			if ps, n, tx := boltMeta(second); tx > txid {
+				pageSize, pages = ps, n
+			}
+		}
+	}
+	if need := int64(pageSize) * int64(pages); pageSize == 0 || fi.Size() < need {
+		return fmt.Errorf("migrate %s: the bbolt file is truncated (%d bytes, its meta page says %d pages of %d bytes); restore it from a backup or move it away to start with a new store",
+			path, fi.Size(), pages, pageSize)
+	}
 	return nil
+}
+
+// boltMetaEnd is the end of the fields of a bbolt meta page that boltMeta
+// reads: a page header (16 bytes), then magic, version, page size and
+// flags (4 bytes each), the root bucket (16), the freelist's page (8), the
+// next page to allocate (8) and the transaction id (8).
+const boltMetaEnd = 72
+
+// boltMeta reads the page size, the number of pages in use and the
+// transaction id of a bbolt meta page, in the machine's byte order
+// (little-endian, as bolt.IsFile assumes).
+func boltMeta(page []byte) (pageSize uint32, pages, txid uint64) {
+	return binary.LittleEndian.Uint32(page[24:28]), binary.LittleEndian.Uint64(page[56:64]), binary.LittleEndian.Uint64(page[64:72])
 }
 
 // checkRoom fails unless dir's filesystem has room for a copy of a bbolt

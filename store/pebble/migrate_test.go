@@ -225,6 +225,39 @@ func TestMigrateBoltRefuses(t *testing.T) {
 		}
 	})
 
+	t.Run("a truncated bbolt file", func(t *testing.T) {
+		dir := t.TempDir()
+		from := filepath.Join(dir, "kv.db")
+		b, err := bolt.Open(ctx, bolt.Config{Path: from, SweepInterval: -1, DiskReserve: -1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := range 3000 {
+			if err := b.Set(ctx, "p", fmt.Sprint(i), make([]byte, 500), 0); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := b.Close(); err != nil {
+			t.Fatal(err)
+		}
+		// What a copy cut short leaves: bbolt reading past the end of its
+		// map faults, which no recover catches.
+		fi, err := os.Stat(from)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Truncate(from, fi.Size()/2); err != nil {
+			t.Fatal(err)
+		}
+		_, err = pebble.MigrateBolt(ctx, from, pebble.Config{Path: filepath.Join(dir, "kv")})
+		if err == nil || !strings.Contains(err.Error(), "truncated") {
+			t.Fatalf("MigrateBolt of a truncated file = %v, want a refusal naming it truncated", err)
+		}
+		if after, err := os.Stat(from); err != nil || after.Size() != fi.Size()/2 {
+			t.Fatalf("the truncated file changed: %v, %v", after, err)
+		}
+	})
+
 	t.Run("no room for the copy", func(t *testing.T) {
 		if os.Geteuid() != 0 {
 			t.Skip("mounting a small tmpfs needs root")
