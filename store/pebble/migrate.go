@@ -123,7 +123,7 @@ func MigrateBolt(ctx context.Context, from string, cfg Config) (MigrateResult, e
 		return MigrateResult{}, fmt.Errorf("migrate: remove the unfinished copy %s: %w", tmp, err)
 	}
 	var res MigrateResult
-	err = bolt.ReadDump(from, cfg.LockTimeout, func(d *bolt.Dump) error {
+	err = readDump(from, cfg.LockTimeout, func(d *bolt.Dump) error {
 		if err := checkRoom(filepath.Dir(tmp), d.Size()); err != nil {
 			return err
 		}
@@ -153,6 +153,19 @@ func MigrateBolt(ctx context.Context, from string, cfg Config) (MigrateResult, e
 		zap.String("from", from), zap.String("to", cfg.Path), zap.String("old_file", renamed),
 		zap.Int64("projects", res.Projects), zap.Int64("entries", res.Entries), zap.Int64("bbolt_file_bytes", res.Size))
 	return res, nil
+}
+
+// readDump is bolt.ReadDump, with bbolt's panics on a corrupt page (its
+// assertions that a page is the one it looked for) turned into an error, so
+// that a damaged file stops the daemon with what is wrong rather than a
+// stack trace.
+func readDump(path string, timeout time.Duration, fn func(d *bolt.Dump) error) (err error) {
+	defer func() {
+		if v := recover(); v != nil {
+			err = fmt.Errorf("the bbolt file is corrupt (%v); restore it from a backup or move it away to start with a new store", v)
+		}
+	}()
+	return bolt.ReadDump(path, timeout, fn)
 }
 
 // checkBoltFile fails unless the file at path starts as a bbolt file does

@@ -258,6 +258,51 @@ func TestMigrateBoltRefuses(t *testing.T) {
 		}
 	})
 
+	t.Run("a bbolt file with a garbled page", func(t *testing.T) {
+		dir := t.TempDir()
+		from, to := filepath.Join(dir, "kv.db"), filepath.Join(dir, "kv")
+		b, err := bolt.Open(ctx, bolt.Config{Path: from, SweepInterval: -1, DiskReserve: -1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := range 3000 {
+			if err := b.Set(ctx, "p", fmt.Sprint(i), make([]byte, 500), 0); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := b.Close(); err != nil {
+			t.Fatal(err)
+		}
+		junk := make([]byte, 64<<10)
+		for i := range junk {
+			junk[i] = byte(i * 7)
+		}
+		f, err := os.OpenFile(from, os.O_WRONLY, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := f.WriteAt(junk, 5*4096); err != nil {
+			t.Fatal(err)
+		}
+		if err := f.Close(); err != nil {
+			t.Fatal(err)
+		}
+		// bbolt panics on the page; the migration must say the file is
+		// corrupt instead of taking the daemon down.
+		_, err = pebble.MigrateBolt(ctx, from, pebble.Config{Path: to})
+		if err == nil || !strings.Contains(err.Error(), "corrupt") {
+			t.Fatalf("MigrateBolt of a garbled file = %v, want a refusal naming it corrupt", err)
+		}
+		for _, path := range []string{to, to + ".migrating"} {
+			if _, err := os.Stat(path); !os.IsNotExist(err) {
+				t.Errorf("%s is left after a refused migration (%v)", filepath.Base(path), err)
+			}
+		}
+		if _, err := os.Stat(from); err != nil {
+			t.Fatalf("the bbolt file is gone after a refused migration: %v", err)
+		}
+	})
+
 	t.Run("no room for the copy", func(t *testing.T) {
 		if os.Geteuid() != 0 {
 			t.Skip("mounting a small tmpfs needs root")
