@@ -318,8 +318,14 @@ func TestReload(t *testing.T) {
 			t.Fatal("uid 200 not mapped after SIGHUP")
 		}
 	}
-	if logs.FilterMessage("identity reloaded").Len() != 1 {
-		t.Fatal(`no "identity reloaded" log`)
+	// The new map is in force before the reload logs it.
+	for deadline := time.Now().Add(5 * time.Second); logs.FilterMessage("identity reloaded").Len() == 0; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal(`no "identity reloaded" log`)
+		}
+	}
+	if n := logs.FilterMessage("identity reloaded").Len(); n != 1 {
+		t.Fatalf(`%d "identity reloaded" logs after one SIGHUP, want 1`, n)
 	}
 	if err := os.WriteFile(uids, []byte("100 alpha\n100 gamma\n"), 0o644); err != nil {
 		t.Fatal(err)
