@@ -55,6 +55,13 @@ type Decoder struct {
 	// so without the bound a frame of max_frame bytes could pin many times
 	// its size.
 	MaxBatch int
+	// Borrow makes DecodeRequest return a request's Key and Value as the
+	// payload's own bytes instead of copies: no allocation for either, but
+	// they are valid only while the payload is neither changed nor reused.
+	// A caller that keeps the request longer takes it over with
+	// Request.Own, or keeps the payload with it. Every other field is a
+	// copy, as without Borrow.
+	Borrow bool
 
 	in bytes.Reader
 	rd reader
@@ -71,6 +78,7 @@ func NewDecoder() *Decoder {
 func (dec *Decoder) start(payload []byte) *reader {
 	dec.rd.reset(payload)
 	dec.rd.maxBatch = dec.MaxBatch
+	dec.rd.borrow = dec.Borrow
 	return &dec.rd
 }
 
@@ -85,8 +93,9 @@ func (dec *Decoder) end(what string) error {
 	return nil
 }
 
-// DecodeRequest decodes one request payload into req. Byte slices in req
-// are fresh copies, not aliases of payload.
+// DecodeRequest decodes one request payload into req. Byte slices and
+// strings in req are fresh copies, not aliases of payload, unless Borrow is
+// set (then Key and Value alias it).
 func (dec *Decoder) DecodeRequest(payload []byte, req *Request) error {
 	*req = Request{}
 	decodeFields(dec.start(payload), requestFields[:], req)

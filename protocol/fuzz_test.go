@@ -2,12 +2,15 @@ package protocol
 
 import (
 	"bytes"
+	"reflect"
 	"testing"
 )
 
 // FuzzReadFrame feeds arbitrary byte streams to the frame reader and the
-// request decoder, as a hostile peer could: neither may panic, and a frame
-// that decodes must re-encode to a request that decodes the same way.
+// request decoder, as a hostile peer could: neither may panic, a frame
+// that decodes must re-encode to a request that decodes the same way, and
+// decoding with Borrow (as the server does) must give the same request or
+// the same error as decoding with copies.
 func FuzzReadFrame(f *testing.F) {
 	enc := NewEncoder()
 	for _, req := range []Request{
@@ -28,16 +31,26 @@ func FuzzReadFrame(f *testing.F) {
 	f.Fuzz(func(t *testing.T, stream []byte) {
 		r := bytes.NewReader(stream)
 		dec := NewDecoder()
+		borrowing := NewDecoder()
+		borrowing.Borrow = true
 		enc := NewEncoder()
 		for i := 0; i < 8; i++ {
 			payload, err := ReadFrame(r, 1<<16, nil)
 			if err != nil {
 				return
 			}
-			var req Request
-			if err := dec.DecodeRequest(payload, &req); err != nil {
+			var req, borrowed Request
+			err = dec.DecodeRequest(payload, &req)
+			berr := borrowing.DecodeRequest(payload, &borrowed)
+			if (err == nil) != (berr == nil) || err != nil && err.Error() != berr.Error() {
+				t.Fatalf("decode: %v; with Borrow: %v", err, berr)
+			}
+			if err != nil {
 				dec.Scan(payload) // must not panic either
 				continue
+			}
+			if !reflect.DeepEqual(req, borrowed) {
+				t.Fatalf("decoded %+v; with Borrow %+v", req, borrowed)
 			}
 			if req.Op == OpInvalid {
 				continue // unknown ops are not re-encodable by name

@@ -1,5 +1,10 @@
 package protocol
 
+import (
+	"bytes"
+	"strings"
+)
+
 // Version is the protocol version this package speaks. Version 2 added
 // entry versions, conditional writes (if_version), the ttl and expire ops
 // and the conflict error; PROTOCOL.md §8 lists the changes.
@@ -130,6 +135,13 @@ type Request struct {
 	// UnknownOp holds the op name when the request named an op this
 	// package does not know (Op is then OpInvalid), so the error can name it.
 	UnknownOp string
+}
+
+// Own gives req copies of its own Key and Value, for a request decoded with
+// Decoder.Borrow that must outlive its payload.
+func (req *Request) Own() {
+	req.Key = strings.Clone(req.Key)
+	req.Value = bytes.Clone(req.Value)
 }
 
 // Item is one entry of a setMany.

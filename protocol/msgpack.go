@@ -2,10 +2,12 @@ package protocol
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
 	"math"
+	"unsafe"
 
 	"github.com/vmihailenco/msgpack/v5"
 	"github.com/vmihailenco/msgpack/v5/msgpcode"
@@ -179,6 +181,11 @@ type reader struct {
 	buf [shortStrSize]byte // map keys and op names
 
 	maxBatch int // bound of batchLen; 0: none
+
+	// With borrow, heldStr and heldBytes return the payload's own bytes
+	// (Decoder.Borrow).
+	borrow  bool
+	payload []byte
 }
 
 func newReader(in *bytes.Reader) reader {
@@ -187,6 +194,7 @@ func newReader(in *bytes.Reader) reader {
 
 // reset starts reading payload.
 func (rd *reader) reset(payload []byte) {
+	rd.payload = payload
 	rd.in.Reset(payload)
 	rd.d.Reset(rd.in)
 	rd.err = nil
@@ -322,6 +330,59 @@ func (rd *reader) bytes(field string) []byte {
 		b = []byte{}
 	}
 	return b
+}
+
+// heldStr reads a str as str does, but with the reader's borrow set it
+// returns the payload's own bytes as the string, without a copy: valid
+// only while the payload is unchanged (Decoder.Borrow).
+func (rd *reader) heldStr(field string) string {
+	if rd.err == nil && rd.borrow {
+		if b, ok := rd.view(msgpcode.Str8, msgpcode.Str16, msgpcode.Str32, true); ok {
+			return unsafe.String(unsafe.SliceData(b), len(b))
+		}
+	}
+	return rd.str(field)
+}
+
+// heldBytes reads a bin as bytes does, but with the reader's borrow set it
+// returns a slice of the payload itself (Decoder.Borrow).
+func (rd *reader) heldBytes(field string) []byte {
+	if rd.err == nil && rd.borrow {
+		if b, ok := rd.view(msgpcode.Bin8, msgpcode.Bin16, msgpcode.Bin32, false); ok {
+			return b
+		}
+	}
+	return rd.bytes(field)
+}
+
+// view reads, in place, a value whose header is one of the codes given (a
+// fixstr too, with fix): it returns the value's bytes within the payload,
+// capped there, and moves past it. Anything else — another type, a
+// length beyond the payload — is left unread, ok false, for the copying
+// read to report.
+func (rd *reader) view(code8, code16, code32 byte, fix bool) (b []byte, ok bool) {
+	p := rd.payload[len(rd.payload)-rd.in.Len():]
+	if len(p) == 0 {
+		return nil, false
+	}
+	var n, hdr int
+	switch c := p[0]; {
+	case fix && c&0xe0 == msgpcode.FixedStrLow:
+		n, hdr = int(c&0x1f), 1
+	case c == code8 && len(p) >= 2:
+		n, hdr = int(p[1]), 2
+	case c == code16 && len(p) >= 3:
+		n, hdr = int(binary.BigEndian.Uint16(p[1:])), 3
+	case c == code32 && len(p) >= 5:
+		n, hdr = int(binary.BigEndian.Uint32(p[1:])), 5
+	default:
+		return nil, false
+	}
+	if n > len(p)-hdr {
+		return nil, false
+	}
+	rd.in.Seek(int64(hdr+n), io.SeekCurrent) // cannot fail: the bytes are there
+	return p[hdr : hdr+n : hdr+n], true
 }
 
 // isSigned reports whether c starts a signed integer encoding (which may
