@@ -29,6 +29,17 @@ const (
 	// next frame; larger ones are dropped so an idle connection does not pin
 	// a megabyte.
 	keepBufferMax = 64 << 10
+	// A request on the round path takes its frame's buffer (its key and
+	// value are views of it) and gives the read loop the buffer of an
+	// earlier one in exchange, so buffers circulate among a connection's
+	// requests. frameBufferMin is the least a new one holds, so that one
+	// grows rarely (a get's frame is tens of bytes, a set's of a 100-byte
+	// value under 200); fastBufferMax is the largest a finished request
+	// keeps: at most MaxInflight of them per connection (128 KiB at the
+	// default 128), larger frames' buffers go back to the garbage
+	// collector.
+	frameBufferMin = 256
+	fastBufferMax  = 1 << 10
 )
 
 // closeReason says why a connection ended. Each is a value of the reason
@@ -215,6 +226,11 @@ func (c *conn) readLoop() closeReason {
 	br := bufio.NewReaderSize(c.nc, readBufferSize)
 	dec := protocol.NewDecoder()
 	dec.MaxBatch = store.MaxBatchItems
+	// A request's key and value are views of its frame's buffer: a request
+	// on the round path takes that buffer with it (dispatchFast), any
+	// other takes copies (Request.Own) before the buffer is read into
+	// again.
+	dec.Borrow = true
 	defer c.endRound()
 	var buf []byte
 	var scratch protocol.Request
@@ -268,6 +284,9 @@ func (c *conn) readLoop() closeReason {
 		}
 		if timed {
 			c.nc.SetReadDeadline(time.Now().Add(cfg.WriteTimeout))
+		}
+		if cap(buf) < n {
+			buf = make([]byte, 0, max(n, frameBufferMin))
 		}
 		payload, err := protocol.ReadFramePayload(br, n, buf)
 		if timed {
@@ -327,11 +346,15 @@ func (c *conn) readLoop() closeReason {
 		if req.ID == 0 {
 			return c.fatal(h, 0, protocol.CodeBadRequest, badIDMessage)
 		}
-		if c.dispatchFast(req, h) {
+		if spare, ok := c.dispatchFast(req, h, payload); ok {
+			// The request holds payload until it is answered; the next
+			// frame is read into a buffer no request holds.
+			buf = spare
 			continue
 		}
 		own := new(protocol.Request)
 		*own = *req
+		own.Own()
 		keys, barrier := orderKeys(own)
 		t := c.order.register(keys, barrier)
 		c.wg.Add(1)

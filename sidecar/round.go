@@ -35,6 +35,11 @@ type fastReq struct {
 	h    hold
 	read time.Time // when the request was read, for the duration metric
 	resp protocol.Response
+	// frame is the request's frame payload, which op.Key (and, for a
+	// set, op.Value) are views of (protocol.Decoder.Borrow): the store
+	// reads them until Done, and the buffer is not read into again until
+	// the request is done and a later request gives it to the read loop.
+	frame []byte
 
 	// Under c.outMu:
 	answered   bool // the sweeper answered it; Done only gives back its bytes
@@ -134,37 +139,40 @@ func (c *conn) endRound() {
 }
 
 // dispatchFast takes req on the round path, or answers it at once (ping),
-// and reports whether it did; req is the read loop's and is not kept.
-func (c *conn) dispatchFast(req *protocol.Request, h hold) bool {
+// and reports whether it did; req is the read loop's and is not kept. A
+// request it takes keeps frame, the payload req's key and value are views
+// of, until it is done, and spare is a buffer for the read loop to read
+// the next frame into: one that no request holds.
+func (c *conn) dispatchFast(req *protocol.Request, h hold, frame []byte) (spare []byte, ok bool) {
 	if req.Timeout < 0 {
-		return false // refused by execute, with its message
+		return nil, false // refused by execute, with its message
 	}
 	if req.Op == protocol.OpPing {
 		if !c.order.pingMayRun() {
-			return false
+			return nil, false
 		}
 		resp := protocol.Response{ID: req.ID, Op: protocol.OpPing}
 		c.trim(&h, c.s.responseSize(&resp))
 		c.send(&resp, h)
 		c.s.fast[0].ok.Inc()
 		c.s.fast[0].duration.Observe(time.Since(c.roundTime).Seconds())
-		return true
+		return frame, true
 	}
 	kind := storeOpOf(req.Op)
 	if kind == 0 || c.async == nil {
-		return false
+		return nil, false
 	}
 	var ttl time.Duration
 	if req.Op == protocol.OpSet {
 		var err error
 		if ttl, err = ttlOf("ttl", req.TTL); err != nil {
-			return false
+			return nil, false
 		}
 	}
 	f := c.newFast()
 	if !c.order.enter(req.Key, &f.t) {
 		c.freeFast(f)
-		return false
+		return nil, false
 	}
 	timeout := c.s.cfg.RequestTimeout
 	if req.Timeout > 0 && req.Timeout < timeout.Milliseconds() {
@@ -183,10 +191,11 @@ func (c *conn) dispatchFast(req *protocol.Request, h hold) bool {
 	if kind == store.OpSet {
 		f.op.Value = req.Value
 	}
+	spare, f.frame = f.frame[:0], frame
 	c.wg.Add(1)
 	c.round = append(c.round, &f.op)
 	c.roundReqs = append(c.roundReqs, f)
-	return true
+	return spare, true
 }
 
 // newFast returns a fast request from the free list, or a new one.
@@ -219,6 +228,12 @@ func (c *conn) keepFast(f *fastReq) {
 	f.op = store.Op{Done: done}
 	f.resp = protocol.Response{}
 	f.answered = false
+	// The ticket's key is a view of the frame, which a later frame will
+	// overwrite.
+	f.t.one[0], f.t.keys = "", nil
+	if cap(f.frame) > fastBufferMax {
+		f.frame = nil
+	}
 	if len(c.free) < c.s.cfg.MaxInflight {
 		c.free = append(c.free, f)
 	}

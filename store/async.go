@@ -20,7 +20,11 @@ const (
 type Op struct {
 	Kind    OpKind
 	Project string
-	Key     string
+	// Key is read until Done and not after: its bytes may be the caller's
+	// buffer, which it reuses once Done has been called (the daemon's
+	// connections pass a view of the request's frame). A store that keeps
+	// the key longer keeps a copy. The same holds for an OpSet's Value.
+	Key string
 	// Value is, for OpSet, the value to store; the store may read it until
 	// Done. For OpGet, Done finds the value read in it: it may point into
 	// the store's own memory and is valid only while Done runs, so Done must
