@@ -1,7 +1,6 @@
 package postgres
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"sync"
@@ -131,22 +130,18 @@ func (s *Store) checkOp(op *store.Op) error {
 }
 
 // answerOp answers the read of Do c from its project's part of a read
-// round: the op gets the outcome, and its Done runs within c.Answer. A
-// value already handed to a waiting caller, who owns it, is copied; the
-// op's Done only reads it, so it is not marked as handed.
-func answerOp(c *readCall, p *readProject, handed map[*byte]bool) {
+// round: the op gets the outcome, and its Done runs within c.Answer. Its
+// value is the round's own memory, not copied: Done only reads it, and the
+// round keeps it until every call is answered.
+func answerOp(c *readCall, p *readProject) {
 	op := c.Item.async
 	e := p.entry(op.Key)
-	ok := e.found
-	op.Found = ok
-	if ok && c.Item.values {
-		v := e.value
-		if len(v) > 0 && handed[&v[0]] {
-			v = bytes.Clone(v)
+	op.Found = e.found
+	if c.Item.values {
+		op.Value, op.Version = nil, 0
+		if e.found {
+			op.Value, op.Version = e.value, e.version
 		}
-		op.Value, op.Version = v, e.version
-	} else if c.Item.values {
-		op.Value = nil
 	}
 	c.Answer(readResult{})
 }

@@ -3,8 +3,10 @@ package postgres
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -195,8 +197,11 @@ func (s *Store) HasMany(ctx context.Context, project string, keys []string) ([]b
 // readProject is one project's part of a read round: every key asked for,
 // once, and what the round found for it.
 type readProject struct {
+	name  string
 	index map[string]int // key → its position in keys
 	keys  []readKey
+	// The statements' key parameters, reused from round to round.
+	valueKeys, hasKeys keyArray
 }
 
 // readKey is one key of a read round.
@@ -211,49 +216,185 @@ type readKey struct {
 // entry returns what the round found for key, which was asked for.
 func (p *readProject) entry(key string) *readKey { return &p.keys[p.index[key]] }
 
+// ask adds key to the round, once; values says a caller wants its value.
+func (p *readProject) ask(key string, values bool) {
+	i, ok := p.index[key]
+	if !ok {
+		i = len(p.keys)
+		p.index[key] = i
+		p.keys = append(p.keys, readKey{key: key})
+	}
+	if values {
+		p.keys[i].values = true
+	}
+}
+
+// found returns the entry of a key the database returned.
+func (p *readProject) found(key []byte) (*readKey, error) {
+	i, ok := p.index[string(key)]
+	if !ok {
+		return nil, fmt.Errorf("read: the database returned key %q, which was not asked for", key)
+	}
+	return &p.keys[i], nil
+}
+
+// readScratch is what a read round works in: its projects, the keys as
+// parameters and the values read. It is kept from round to round
+// (readScratchPool), so that in steady state a round allocates nothing per
+// key beyond the values it hands to waiting callers, who own them.
+type readScratch struct {
+	projects []*readProject // in the order the round first names them
+	byName   map[string]*readProject
+	spare    []*readProject // kept from earlier rounds, for the next projects
+	// values holds the values of the round's rows: the driver's buffer is
+	// reused from row to row, so each is copied here once. A read of Do
+	// (whose Done only reads its value) is given its slice of it; a
+	// waiting caller gets a copy of its own.
+	values []byte
+}
+
+// Bounds of what a readScratch keeps for the next round. A round reads at
+// most Config.MaxBatch keys (256 by default): 256 KiB holds such a round
+// of 1 KiB values; a larger one grows its buffer and the buffer is then
+// dropped, so that one round of large values does not pin its memory.
+// Projects beyond readScratchProjects (a round names one per tenant with
+// reads queued) are dropped likewise.
+const (
+	readScratchValues   = 256 << 10
+	readScratchProjects = 64
+)
+
+// readScratchPool keeps read rounds' scratch. A pool, not a field of the
+// Store: it stays correct should rounds ever overlap.
+var readScratchPool = sync.Pool{New: func() any {
+	return &readScratch{byName: map[string]*readProject{}}
+}}
+
+// project returns the round's part for the project name, adding it.
+func (sc *readScratch) project(name string) *readProject {
+	if n := len(sc.projects); n > 0 && sc.projects[n-1].name == name {
+		return sc.projects[n-1] // the common case: one project's reads
+	}
+	if p := sc.byName[name]; p != nil {
+		return p
+	}
+	var p *readProject
+	if n := len(sc.spare); n > 0 {
+		p = sc.spare[n-1]
+		sc.spare[n-1] = nil
+		sc.spare = sc.spare[:n-1]
+	} else {
+		p = &readProject{index: map[string]int{}}
+	}
+	p.name = name
+	sc.byName[name] = p
+	sc.projects = append(sc.projects, p)
+	return p
+}
+
+// forget drops what a round trip found, before it is run again.
+func (sc *readScratch) forget() {
+	for _, p := range sc.projects {
+		for i := range p.keys {
+			e := &p.keys[i]
+			e.found, e.value, e.version = false, nil, 0
+		}
+	}
+	sc.values = sc.values[:0]
+}
+
+// reset empties sc for the next round, keeping its memory within the
+// bounds above; it holds no key or value of the round after it.
+func (sc *readScratch) reset() {
+	for _, p := range sc.projects {
+		clear(p.index)
+		clear(p.keys)
+		p.keys = p.keys[:0]
+		p.valueKeys.reset()
+		p.hasKeys.reset()
+		p.name = ""
+		if len(sc.spare) < readScratchProjects {
+			sc.spare = append(sc.spare, p)
+		}
+	}
+	clear(sc.projects)
+	sc.projects = sc.projects[:0]
+	clear(sc.byName)
+	sc.values = sc.values[:0]
+	if cap(sc.values) > readScratchValues {
+		sc.values = nil
+	}
+}
+
+// keyArray is keys as a bytea[] parameter that pgx encodes without
+// reflection and without an allocation per key (pgtype.ArrayGetter, each
+// element a keyParam).
+type keyArray struct {
+	buf  []byte   // the keys, one after the other
+	keys [][]byte // each key, in buf
+	dims [1]pgtype.ArrayDimension
+}
+
+func (a *keyArray) add(key string) {
+	start := len(a.buf)
+	a.buf = append(a.buf, key...)
+	a.keys = append(a.keys, a.buf[start:len(a.buf):len(a.buf)])
+}
+
+// reset empties a; its buffers are kept unless a round of large keys grew
+// them (keys are at most a few KiB, rounds a few hundred keys).
+func (a *keyArray) reset() {
+	clear(a.keys)
+	a.keys = a.keys[:0]
+	a.buf = a.buf[:0]
+	if cap(a.buf) > readScratchValues {
+		a.buf, a.keys = nil, nil
+	}
+}
+
+func (a *keyArray) Dimensions() []pgtype.ArrayDimension {
+	a.dims[0] = pgtype.ArrayDimension{Length: int32(len(a.keys)), LowerBound: 1}
+	return a.dims[:]
+}
+
+func (a *keyArray) Index(i int) any { return keyParam{&a.keys[i]} }
+
+func (a *keyArray) IndexType() any { return keyParam{} }
+
+// keyParam is one key as a bytea parameter. It holds a pointer only, so
+// that passing it as an interface allocates nothing.
+type keyParam struct{ b *[]byte }
+
+func (k keyParam) BytesValue() ([]byte, error) { return *k.b, nil }
+
 // readRound answers a round of reads with one pipelined round trip: per
 // project, one statement for the keys whose values are wanted and one for
 // the keys only tested.
 func (s *Store) readRound(calls []*readCall) {
-	projects := map[string]*readProject{}
-	keyBytes := 0
+	sc := readScratchPool.Get().(*readScratch)
+	defer func() {
+		sc.reset()
+		readScratchPool.Put(sc)
+	}()
 	for _, c := range calls {
 		r := &c.Item
-		p := projects[r.project]
-		if p == nil {
-			p = &readProject{index: map[string]int{}}
-			projects[r.project] = p
-		}
+		p := sc.project(r.project)
 		for _, k := range r.keys {
-			i, ok := p.index[k]
-			if !ok {
-				i = len(p.keys)
-				p.index[k] = i
-				p.keys = append(p.keys, readKey{key: k})
-				keyBytes += len(k)
-			}
-			if r.values {
-				p.keys[i].values = true
-			}
+			p.ask(k, r.values)
 		}
 	}
 
 	now := s.nowArg()
 	round := func() *pgx.Batch {
 		b := &pgx.Batch{}
-		s.queueReads(b, projects, keyBytes, now)
+		s.queueReads(b, sc, now)
 		return b
 	}
 	ctx, cancel := s.roundContext(calls)
 	err := s.pool.SendBatch(ctx, round()).Close()
 	if connLost(err) {
 		// Reads are safe to run again: once, on a checked connection.
-		for _, p := range projects {
-			for i := range p.keys {
-				e := &p.keys[i]
-				e.found, e.value, e.version = false, nil, 0
-			}
-		}
+		sc.forget()
 		err = s.sendChecked(ctx, round())
 	}
 	cancel()
@@ -265,14 +406,11 @@ func (s *Store) readRound(calls []*readCall) {
 		return
 	}
 
-	// A value read for several callers is handed to the first as is and
-	// copied for the others, so that no two callers share a buffer.
-	handed := map[*byte]bool{}
 	for _, c := range calls {
 		r := &c.Item
-		p := projects[r.project]
+		p := sc.project(r.project)
 		if r.async != nil {
-			answerOp(c, p, handed)
+			answerOp(c, p)
 			continue
 		}
 		res := readResult{found: make([]bool, len(r.keys))}
@@ -284,13 +422,9 @@ func (s *Store) readRound(calls []*readCall) {
 			e := p.entry(k)
 			res.found[i] = e.found
 			if e.found && r.values {
-				v := e.value
-				if len(v) > 0 && handed[&v[0]] {
-					v = bytes.Clone(v)
-				} else if len(v) > 0 {
-					handed[&v[0]] = true
-				}
-				res.values[i] = v
+				// The caller owns what it is given; the round's buffer
+				// is the next round's.
+				res.values[i] = append([]byte{}, e.value...)
 				res.versions[i] = e.version
 			}
 		}
@@ -312,85 +446,102 @@ func (s *Store) roundContext(calls []*readCall) (context.Context, context.Cancel
 
 // queueReads queues the statements of a read round on b: per project, one
 // for the keys whose values are wanted and one for those only tested. The
-// keys are passed from one buffer of keyBytes bytes, and the rows' keys are
-// read in the driver's memory: a round allocates little per key beyond the
-// values it returns. The callbacks fill in each project's keys.
-func (s *Store) queueReads(b *pgx.Batch, projects map[string]*readProject, keyBytes int, now any) {
-	buf := make([]byte, 0, keyBytes)
-	param := func(k string) []byte {
-		start := len(buf)
-		buf = append(buf, k...)
-		return buf[start:len(buf):len(buf)]
-	}
-	for name, p := range projects {
-		var valueKeys, hasKeys [][]byte
+// rows are read from the driver's buffer (RawValues), the values copied
+// into sc.values: a round allocates nothing per key or row. The callbacks
+// fill in each project's keys.
+func (s *Store) queueReads(b *pgx.Batch, sc *readScratch, now any) {
+	for _, p := range sc.projects {
+		p.valueKeys.reset()
+		p.hasKeys.reset()
 		for _, e := range p.keys {
 			if e.values {
-				valueKeys = append(valueKeys, param(e.key))
+				p.valueKeys.add(e.key)
 			} else {
-				hasKeys = append(hasKeys, param(e.key))
+				p.hasKeys.add(e.key)
 			}
 		}
-		if len(valueKeys) > 0 {
-			q, keys := sqlGetValues, any(valueKeys)
-			if len(valueKeys) == 1 {
-				q, keys = sqlGetValue, valueKeys[0]
+		if n := len(p.valueKeys.keys); n > 0 {
+			q, keys := sqlGetValues, any(&p.valueKeys)
+			if n == 1 {
+				q, keys = sqlGetValue, keyParam{&p.valueKeys.keys[0]}
 			}
-			b.Queue(q, name, keys, now).Query(func(rows pgx.Rows) error {
-				var (
-					key     pgtype.DriverBytes
-					value   []byte
-					version uint64
-				)
-				dest := []any{&key, &value, &version} // once, not per row
-				for rows.Next() {
-					value = nil // a new buffer per row: each is handed over
-					if err := rows.Scan(dest...); err != nil {
-						return err
-					}
-					e, err := p.found(key)
-					if err != nil {
-						return err
-					}
-					if value == nil {
-						value = []byte{} // a present empty value is not nil
-					}
-					e.found, e.value, e.version = true, value, version
-				}
-				return rows.Err()
+			b.Queue(q, p.name, keys, now).Query(func(rows pgx.Rows) error {
+				return sc.readValues(p, rows)
 			})
 		}
-		if len(hasKeys) > 0 {
-			q, keys := sqlHasKeys, any(hasKeys)
-			if len(hasKeys) == 1 {
-				q, keys = sqlHasKey, hasKeys[0]
+		if n := len(p.hasKeys.keys); n > 0 {
+			q, keys := sqlHasKeys, any(&p.hasKeys)
+			if n == 1 {
+				q, keys = sqlHasKey, keyParam{&p.hasKeys.keys[0]}
 			}
-			b.Queue(q, name, keys, now).Query(func(rows pgx.Rows) error {
-				var key pgtype.DriverBytes
-				dest := []any{&key}
-				for rows.Next() {
-					if err := rows.Scan(dest...); err != nil {
-						return err
-					}
-					e, err := p.found(key)
-					if err != nil {
-						return err
-					}
-					e.found = true
-				}
-				return rows.Err()
+			b.Queue(q, p.name, keys, now).Query(func(rows pgx.Rows) error {
+				return readPresence(p, rows)
 			})
 		}
 	}
 }
 
-// found returns the entry of a key the database returned.
-func (p *readProject) found(key []byte) (*readKey, error) {
-	i, ok := p.index[string(key)]
-	if !ok {
-		return nil, fmt.Errorf("read: the database returned key %q, which was not asked for", key)
+// readValues takes the rows of sqlGetValue(s) — key, value, version, in
+// the binary format — into p's keys.
+func (sc *readScratch) readValues(p *readProject, rows pgx.Rows) error {
+	for first := true; rows.Next(); first = false {
+		if first {
+			if err := binaryColumns(rows, 3); err != nil {
+				return err
+			}
+		}
+		raw := rows.RawValues()
+		e, err := p.found(raw[0])
+		if err != nil {
+			return err
+		}
+		if len(raw[2]) != 8 {
+			return fmt.Errorf("read: a version of %d bytes, want 8", len(raw[2]))
+		}
+		start := len(sc.values)
+		sc.values = append(sc.values, raw[1]...)
+		value := sc.values[start:len(sc.values):len(sc.values)]
+		if value == nil {
+			value = []byte{} // a present empty value is not nil
+		}
+		e.found, e.value, e.version = true, value, binary.BigEndian.Uint64(raw[2])
 	}
-	return &p.keys[i], nil
+	return rows.Err()
+}
+
+// readPresence takes the rows of sqlHasKey(s) — the keys that are live —
+// into p's keys.
+func readPresence(p *readProject, rows pgx.Rows) error {
+	for first := true; rows.Next(); first = false {
+		if first {
+			if err := binaryColumns(rows, 1); err != nil {
+				return err
+			}
+		}
+		e, err := p.found(rows.RawValues()[0])
+		if err != nil {
+			return err
+		}
+		e.found = true
+	}
+	return rows.Err()
+}
+
+// binaryColumns checks that rows have n columns, all in the binary format
+// (how pgx asks for bytea and int8 with a prepared statement), which the
+// raw reads above decode. It is called once a row has come: rows that
+// failed before (a lost connection) have no columns to describe.
+func binaryColumns(rows pgx.Rows, n int) error {
+	fields := rows.FieldDescriptions()
+	if len(fields) != n {
+		return fmt.Errorf("read: %d columns, want %d", len(fields), n)
+	}
+	for _, f := range fields {
+		if f.Format != pgtype.BinaryFormatCode {
+			return fmt.Errorf("read: column %s in the text format, want binary", f.Name)
+		}
+	}
+	return nil
 }
 
 // List returns a page of live entries in key order. See store.Store.
