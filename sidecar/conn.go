@@ -105,6 +105,7 @@ type conn struct {
 	outSegs     [][]byte // full segments, in order, before outBuf
 	outBuf      []byte   // small frames, up to keepBufferMax
 	outHolds    []hold
+	outTrim     int64 // bytes the answers in the output no longer need, given back by the next flush
 	spareSegs   [][]byte
 	spareBuf    []byte
 	spareHold   []hold
@@ -516,6 +517,25 @@ func (c *conn) release(h hold) {
 	}
 }
 
+// releaseAll releases every hold of holds, as release does each, giving
+// their bytes back in one step: a write's answers are released together,
+// and each step takes the three budgets' locks.
+func (c *conn) releaseAll(holds []hold) {
+	var n int64
+	for _, h := range holds {
+		n += h.bytes
+	}
+	// Bytes before slots, as release: a read loop given a slot then finds
+	// the bytes for its next frame.
+	c.giveBack(n)
+	for i, h := range holds {
+		if h.slot {
+			<-c.slots
+		}
+		holds[i] = hold{}
+	}
+}
+
 // handle runs one request after those it is ordered after, and queues its
 // response.
 func (c *conn) handle(req *protocol.Request, t *ticket, h hold, start time.Time) {
@@ -651,8 +671,11 @@ func (c *conn) flush() (more bool) {
 	segs, buf, holds := c.outSegs, c.outBuf, c.outHolds
 	c.outSegs, c.outBuf, c.outHolds = c.spareSegs[:0], c.spareBuf[:0], c.spareHold[:0]
 	c.spareSegs, c.spareBuf, c.spareHold = nil, nil, nil
+	trim := c.outTrim
+	c.outTrim = 0
 	broken := c.broken
 	c.outMu.Unlock()
+	c.giveBack(trim)
 
 	if !broken && (len(buf) > 0 || len(segs) > 0) {
 		// Every write must complete within the write timeout of the
@@ -675,10 +698,7 @@ func (c *conn) flush() (more bool) {
 			broken = c.writeFailed(err)
 		}
 	}
-	for i, h := range holds {
-		c.release(h)
-		holds[i] = hold{}
-	}
+	c.releaseAll(holds)
 	clear(segs[:cap(segs)])
 
 	c.outMu.Lock()

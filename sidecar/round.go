@@ -271,8 +271,7 @@ func (f *fastReq) done(op *store.Op) {
 			resp.Bool = op.Found
 		}
 	}
-	// What stays is the response's encoding.
-	c.trim(&f.h, c.s.responseSize(resp))
+	size := c.s.responseSize(resp)
 
 	c.outMu.Lock()
 	c.pending.remove(f)
@@ -285,11 +284,25 @@ func (f *fastReq) done(op *store.Op) {
 		c.release(h)
 		return
 	}
+	// What stays is the response's encoding. The rest goes back with the
+	// next write's bytes, before it starts (flush), in one step for all
+	// the answers it takes; or now, when a write is under way, which may
+	// take as long as the write timeout.
+	var trimNow int64
+	if excess := f.h.bytes - size; excess > 0 {
+		f.h.bytes = size
+		if c.writing {
+			trimNow = excess
+		} else {
+			c.outTrim += excess
+		}
+	}
 	c.appendResponse(resp, f.h)
 	c.signal()
 	kind, read := f.kind, f.read
 	c.keepFast(f)
 	c.outMu.Unlock()
+	c.giveBack(trimNow)
 
 	if code == "" {
 		m := &c.s.fast[storeOpOf(kind)]
