@@ -1,9 +1,11 @@
 package protocol
 
 import (
+	"bufio"
 	"bytes"
 	"encoding/hex"
 	"errors"
+	"io"
 	"reflect"
 	"strconv"
 	"strings"
@@ -206,23 +208,47 @@ func TestReadFrame(t *testing.T) {
 		{"just over", []byte{0, 0, 0, 11}, 10, ErrFrameTooLarge},
 		{"empty", []byte{0, 0, 0, 0}, 10, ErrTruncated},
 	}
+	// Both ways of reading a length prefix: byte by byte from an
+	// io.ByteReader (how the server reads, through a bufio.Reader), and
+	// from any other io.Reader.
+	readers := map[string]func([]byte) io.Reader{
+		"byte reader":  func(b []byte) io.Reader { return bytes.NewReader(b) },
+		"plain reader": func(b []byte) io.Reader { return struct{ io.Reader }{bytes.NewReader(b)} },
+	}
 	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			_, err := ReadFrame(bytes.NewReader(tc.input), tc.max, nil)
-			if tc.want == errEOF {
-				if err == nil || err.Error() != "EOF" {
-					t.Fatalf("err = %v, want EOF", err)
+		for rname, reader := range readers {
+			t.Run(tc.name+"/"+rname, func(t *testing.T) {
+				_, err := ReadFrame(reader(tc.input), tc.max, nil)
+				if tc.want == errEOF {
+					if err == nil || err.Error() != "EOF" {
+						t.Fatalf("err = %v, want EOF", err)
+					}
+					return
 				}
-				return
-			}
-			if !errors.Is(err, tc.want) && !(tc.want == nil && err == nil) {
-				t.Fatalf("err = %v, want %v", err, tc.want)
-			}
-		})
+				if !errors.Is(err, tc.want) && !(tc.want == nil && err == nil) {
+					t.Fatalf("err = %v, want %v", err, tc.want)
+				}
+			})
+		}
 	}
 }
 
 var errEOF = errors.New("EOF")
+
+// TestReadFrameHeaderAllocatesNothing: the server reads every frame's
+// length prefix through a bufio.Reader; doing so allocates nothing.
+func TestReadFrameHeaderAllocatesNothing(t *testing.T) {
+	stream := bytes.Repeat([]byte{0, 0, 0, 1}, 1000)
+	br := bufio.NewReader(bytes.NewReader(stream))
+	allocs := testing.AllocsPerRun(500, func() {
+		if n, err := ReadFrameHeader(br, 10); n != 1 || err != nil {
+			t.Fatalf("ReadFrameHeader = %d, %v", n, err)
+		}
+	})
+	if allocs != 0 {
+		t.Errorf("%v allocations per length prefix, want 0", allocs)
+	}
+}
 
 func TestOpNames(t *testing.T) {
 	for _, op := range Ops() {

@@ -11,16 +11,29 @@ import (
 const HeaderSize = 4
 
 // ReadFrameHeader reads a frame's length prefix and checks it against max.
-// io.EOF means the stream ended cleanly between frames.
+// io.EOF means the stream ended cleanly between frames. From an
+// io.ByteReader (a bufio.Reader) it reads byte by byte, which allocates
+// nothing.
 func ReadFrameHeader(r io.Reader, max int) (int, error) {
-	var hdr [HeaderSize]byte
-	if _, err := io.ReadFull(r, hdr[:]); err != nil {
-		if errors.Is(err, io.ErrUnexpectedEOF) {
-			return 0, fmt.Errorf("%w: stream ended inside a length prefix", ErrTruncated)
+	var n uint32
+	if br, ok := r.(io.ByteReader); ok {
+		for i := range HeaderSize {
+			c, err := br.ReadByte()
+			if err != nil {
+				if i > 0 && errors.Is(err, io.EOF) {
+					err = io.ErrUnexpectedEOF
+				}
+				return 0, headerError(err)
+			}
+			n = n<<8 | uint32(c)
 		}
-		return 0, err
+	} else {
+		hdr := make([]byte, HeaderSize)
+		if _, err := io.ReadFull(r, hdr); err != nil {
+			return 0, headerError(err)
+		}
+		n = binary.BigEndian.Uint32(hdr)
 	}
-	n := binary.BigEndian.Uint32(hdr[:])
 	if uint64(n) > uint64(max) {
 		return int(min(uint64(n), 1<<40)), fmt.Errorf("%w: %d bytes, the limit is %d", ErrFrameTooLarge, n, max)
 	}
@@ -28,6 +41,14 @@ func ReadFrameHeader(r io.Reader, max int) (int, error) {
 		return 0, fmt.Errorf("%w: empty frame", ErrTruncated)
 	}
 	return int(n), nil
+}
+
+// headerError is the error of a length prefix that could not be read.
+func headerError(err error) error {
+	if errors.Is(err, io.ErrUnexpectedEOF) {
+		return fmt.Errorf("%w: stream ended inside a length prefix", ErrTruncated)
+	}
+	return err
 }
 
 // ReadFramePayload reads n payload bytes into buf (grown if needed) and
