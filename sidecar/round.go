@@ -243,12 +243,6 @@ func (c *conn) keepFast(f *fastReq) {
 // the output, unless the sweeper did.
 func (f *fastReq) done(op *store.Op) {
 	c := f.c
-	c.outMu.Lock()
-	swept := f.answered
-	c.outMu.Unlock()
-	if !swept {
-		c.order.finish(&f.t)
-	}
 	resp := &f.resp
 	*resp = protocol.Response{ID: f.id, Op: f.kind}
 	code := protocol.Code("")
@@ -274,6 +268,11 @@ func (f *fastReq) done(op *store.Op) {
 	size := c.s.responseSize(resp)
 
 	c.outMu.Lock()
+	if !f.answered {
+		// The requests ordered after it may go; the sweeper did this for
+		// one it answered. (outMu, then the orderer's lock, as there.)
+		c.order.finish(&f.t)
+	}
 	c.pending.remove(f)
 	if f.answered {
 		// The caller was told unavailable; the store has now let go of
