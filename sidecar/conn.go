@@ -35,11 +35,11 @@ const (
 	// requests. frameBufferMin is the least a new one holds, so that one
 	// grows rarely (a get's frame is tens of bytes, a set's of a 100-byte
 	// value under 200); fastBufferMax is the largest a finished request
-	// keeps: at most MaxInflight of them per connection (128 KiB at the
-	// default 128), larger frames' buffers go back to the garbage
-	// collector.
+	// keeps: at most MaxInflight of them per connection (64 KiB at the
+	// default 128; README, Memory), larger frames' buffers go back to the
+	// garbage collector.
 	frameBufferMin = 256
-	fastBufferMax  = 1 << 10
+	fastBufferMax  = 512
 )
 
 // closeReason says why a connection ended. Each is a value of the reason
