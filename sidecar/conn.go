@@ -286,10 +286,11 @@ func (c *conn) readLoop() closeReason {
 		if timed {
 			c.nc.SetReadDeadline(time.Now().Add(cfg.WriteTimeout))
 		}
-		if cap(buf) < n {
-			buf = make([]byte, 0, max(n, frameBufferMin))
+		into := buf
+		if cap(into) < n {
+			into = make([]byte, 0, max(n, frameBufferMin))
 		}
-		payload, err := protocol.ReadFramePayload(br, n, buf)
+		payload, err := protocol.ReadFramePayload(br, n, into)
 		if timed {
 			if err != nil && c.ctx.Err() == nil && errors.Is(err, os.ErrDeadlineExceeded) {
 				c.release(h)
