@@ -80,8 +80,10 @@ if [[ $BENCH_REDIS == 1 ]] && ! command -v redis-server >/dev/null; then
 fi
 
 echo "bench: building bin/kvsidecar and bin/kvbench from $(git describe --always --dirty 2>/dev/null || echo 'an unknown commit')"
-$GO build -o bin/kvsidecar ./cmd/kvsidecar
-$GO build -o bin/kvbench ./cmd/kvbench
+# Static, as the container image builds them (and make build): the daemon's
+# RSS below is then the shipped binary's.
+CGO_ENABLED=0 $GO build -trimpath -o bin/kvsidecar ./cmd/kvsidecar
+CGO_ENABLED=0 $GO build -trimpath -o bin/kvbench ./cmd/kvbench
 
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/kvbench.XXXXXX")
 # The noisy workload's flood runs as another uid and must reach the socket.
