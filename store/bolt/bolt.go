@@ -309,12 +309,12 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		db:          db,
 		cfg:         cfg,
 		limits:      cfg.Limits,
-		reserve:     reserve{path: cfg.Path + ".reserve", size: max(cfg.DiskReserve, 0)},
+		reserve:     reserve{Path: cfg.Path + ".reserve", Size: max(cfg.DiskReserve, 0)},
 		sweeperDone: make(chan struct{}),
 	}
 	if cfg.DiskReserve < 0 {
-		_ = os.Remove(s.reserve.path) // a reserve left by an earlier configuration
-	} else if err := s.reserve.take(time.Now()); err != nil {
+		_ = os.Remove(s.reserve.Path) // a reserve left by an earlier configuration
+	} else if err := s.reserve.Take(time.Now()); err != nil {
 		// Not fatal: the store serves, and the committer tries again.
 		cfg.Logger.Warn("bolt: no disk reserve for deletes on a full disk", zap.Error(err))
 	}

@@ -155,12 +155,12 @@ func (s *Store) submit(ctx context.Context, r request) result {
 // requeues it. It is the queue's Apply.
 func (s *Store) commit(calls []*writeCall) {
 	now := time.Now()
-	if !s.reserve.held && s.reserve.size > 0 && !now.Before(s.reserve.next) {
-		switch err := s.reserve.take(now); {
+	if !s.reserve.Held && s.reserve.Size > 0 && !now.Before(s.reserve.Next) {
+		switch err := s.reserve.Take(now); {
 		case err == nil:
 			s.cfg.Logger.Info("bolt: the disk reserve is back; writes that add data are accepted again",
-				zap.String("reserve", s.reserve.path))
-		case s.reserve.size == 0: // given up: not for want of space
+				zap.String("reserve", s.reserve.Path))
+		case s.reserve.Size == 0: // given up: not for want of space
 			s.cfg.Logger.Warn("bolt: no disk reserve", zap.Error(err))
 		}
 	}
@@ -235,12 +235,12 @@ func (s *Store) commitFailed(c *writeCall, err error, waiting map[string]bool) {
 		c.Fail(fmt.Errorf("%w: commit: %w", store.ErrUnavailable, err))
 		return
 	}
-	if c.Item.frees && s.reserve.held {
-		if rerr := s.reserve.release(time.Now()); rerr != nil {
+	if c.Item.frees && s.reserve.Held {
+		if rerr := s.reserve.Release(time.Now()); rerr != nil {
 			s.cfg.Logger.Error("bolt: the disk is full and the disk reserve could not be released", zap.Error(rerr))
 		} else {
 			s.cfg.Logger.Warn("bolt: the disk is full; released the disk reserve so that deletes go on, writes that add data are refused until there is room",
-				zap.String("reserve", s.reserve.path), zap.Error(err))
+				zap.String("reserve", s.reserve.Path), zap.Error(err))
 			s.commitBatch([]*writeCall{c}, waiting)
 			return
 		}
@@ -254,7 +254,7 @@ func (s *Store) commitFailed(c *writeCall, err error, waiting map[string]bool) {
 // and the reserve's size besides, so that the pages deletes need stay free;
 // writes that only free space always go through.
 func (s *Store) admit(calls []*writeCall) []*writeCall {
-	if s.reserve.held || s.reserve.size == 0 {
+	if s.reserve.Held || s.reserve.Size == 0 {
 		return calls
 	}
 	adding := 0
@@ -270,7 +270,7 @@ func (s *Store) admit(calls []*writeCall) []*writeCall {
 	// starts with no older reader: count them, they will be free for this.
 	st := s.db.Stats()
 	free := int64(st.FreePageN+st.PendingPageN) * int64(s.db.Info().PageSize)
-	if free >= s.reserve.size+2*int64(adding) {
+	if free >= s.reserve.Size+2*int64(adding) {
 		return calls
 	}
 	kept := calls[:0:0]

@@ -99,12 +99,12 @@ func (s *Store) newQueue() *batch.Queue[request, result] {
 // It is the queue's Apply.
 func (s *Store) commit(calls []*writeCall) {
 	now := time.Now()
-	if !s.reserve.held && s.reserve.size > 0 && !now.Before(s.reserve.next) {
-		if free, err := s.freeSpace(); err == nil && free >= s.reserve.size+diskHeadroom {
-			switch err := s.reserve.take(now); {
+	if !s.reserve.Held && s.reserve.Size > 0 && !now.Before(s.reserve.Next) {
+		if free, err := s.freeSpace(); err == nil && free >= s.reserve.Size+diskHeadroom {
+			switch err := s.reserve.Take(now); {
 			case err == nil:
-				s.cfg.Logger.Info("pebble: the disk reserve is back", zap.String("reserve", s.reserve.path))
-			case s.reserve.size == 0: // given up: not for want of space
+				s.cfg.Logger.Info("pebble: the disk reserve is back", zap.String("reserve", s.reserve.Path))
+			case s.reserve.Size == 0: // given up: not for want of space
 				s.cfg.Logger.Warn("pebble: no disk reserve", zap.Error(err))
 			}
 		}
@@ -217,12 +217,12 @@ func (s *Store) admit(calls []*writeCall) []*writeCall {
 	if free >= diskHeadroom+2*int64(adding) {
 		return calls
 	}
-	if freeing > 0 && free < deleteRoom+2*int64(freeing) && s.reserve.held {
-		if err := s.reserve.release(time.Now()); err != nil {
+	if freeing > 0 && free < deleteRoom+2*int64(freeing) && s.reserve.Held {
+		if err := s.reserve.Release(time.Now()); err != nil {
 			s.cfg.Logger.Error("pebble: the disk is full and the disk reserve could not be released", zap.Error(err))
 		} else {
 			s.cfg.Logger.Warn("pebble: the disk is full; released the disk reserve so that deletes go on, writes that add data are refused until there is room",
-				zap.String("reserve", s.reserve.path))
+				zap.String("reserve", s.reserve.Path))
 			if f, err := s.freeSpace(); err == nil {
 				free = f
 			}
