@@ -79,6 +79,10 @@ type Config struct {
 	// PostgresStatementTimeout bounds each SQL statement; 0 takes the
 	// backend's default.
 	PostgresStatementTimeout time.Duration
+	// PostgresLeases lets the PostgreSQL store's committers take quota
+	// leases (postgres.Config.Leases), so that a project's write
+	// transactions overlap; off by default.
+	PostgresLeases bool
 	// DiskReserve is the space in bytes the embedded store keeps allocated
 	// next to its directory so that deletes work on a full disk
 	// (pebble.Config.DiskReserve): 0 means pebble.DefaultDiskReserve, < 0 keeps

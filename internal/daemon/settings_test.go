@@ -259,8 +259,14 @@ func TestDefaultsAreTheNamedConstants(t *testing.T) {
 	}
 	if cfg.Server.MaxInflightBytes != sidecar.DefaultMaxInflightBytes || cfg.Server.ShutdownTimeout != sidecar.DefaultShutdownTimeout ||
 		cfg.Server.Limits.MaxValueBytes != 1<<20 || cfg.DataDir != DefaultDataDir || cfg.Pprof || cfg.LogLevel != "info" ||
-		cfg.PostgresStatementTimeout != 0 || cfg.Server.RequestTimeout != 10*time.Second {
+		cfg.PostgresStatementTimeout != 0 || cfg.Server.RequestTimeout != 10*time.Second || cfg.PostgresLeases {
 		t.Fatalf("defaults: %+v", cfg)
+	}
+	if cfg, err := load(t, env{"KV_PROJECT": "p", "KV_POSTGRES_LEASES": "true"}); err != nil || !cfg.PostgresLeases {
+		t.Fatalf("KV_POSTGRES_LEASES=true: leases %v, %v", cfg.PostgresLeases, err)
+	}
+	if cfg, err := load(t, env{"KV_PROJECT": "p"}, "--postgres-leases"); err != nil || !cfg.PostgresLeases {
+		t.Fatalf("--postgres-leases: leases %v, %v", cfg.PostgresLeases, err)
 	}
 }
 

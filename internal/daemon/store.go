@@ -37,6 +37,7 @@ func openStore(ctx context.Context, cfg Config, m *sidecar.Metrics, log *zap.Log
 			DefaultQuota:      cfg.DefaultQuota,
 			MaxConns:          int32(maxConns),
 			StatementTimeout:  cfg.PostgresStatementTimeout,
+			Leases:            cfg.PostgresLeases,
 			ProjectQueueShare: cfg.ProjectQueueShare,
 			ObserveBatch:      m.ObserveBatch,
 			Logger:            log.Named("store"),
