@@ -129,13 +129,13 @@ func (s *Store) checkOp(op *store.Op) error {
 	return fmt.Errorf("%w: unknown operation kind %d", store.ErrBadArgument, op.Kind)
 }
 
-// answerOp answers the read of Do c from its project's part of a read
-// round: the op gets the outcome, and its Done runs within c.Answer. Its
-// value is the round's own memory, not copied: Done only reads it, and the
-// round keeps it until every call is answered.
-func answerOp(c *readCall, p *readProject) {
+// answerOp answers the read of Do c from what its read round found for its
+// key (c.Item.entry): the op gets the outcome, and its Done runs within
+// c.Answer. Its value is the round's own memory, not copied: Done only
+// reads it, and the round keeps it until every call is answered.
+func answerOp(c *readCall) {
 	op := c.Item.async
-	e := p.entry(op.Key)
+	e := c.Item.entry
 	op.Found = e.found
 	if c.Item.values {
 		op.Value, op.Version = nil, 0

@@ -27,6 +27,9 @@ type readReq struct {
 	// that the read allocates no slice of its own.
 	async *store.Op
 	one   [1]string
+	// entry is what the round found for the key of a read of Do, looked
+	// up before any op of the round is answered (readRound).
+	entry *readKey
 }
 
 // readResult is the answer to one read: per key, whether it is live and,
@@ -406,11 +409,16 @@ func (s *Store) readRound(calls []*readCall) {
 		return
 	}
 
+	// Every lookup is done before the first read of Do is answered: once
+	// its Done has run, an op's key is its caller's again and may hold
+	// other bytes (the daemon reads the next frame into its buffer), while
+	// the round's index still holds it as a map key, so that a later
+	// lookup of the same key would miss it.
 	for _, c := range calls {
 		r := &c.Item
 		p := sc.project(r.project)
 		if r.async != nil {
-			answerOp(c, p)
+			r.entry = p.entry(r.one[0])
 			continue
 		}
 		res := readResult{found: make([]bool, len(r.keys))}
@@ -429,6 +437,11 @@ func (s *Store) readRound(calls []*readCall) {
 			}
 		}
 		c.Answer(res)
+	}
+	for _, c := range calls {
+		if c.Item.async != nil {
+			answerOp(c)
+		}
 	}
 }
 
