@@ -16,14 +16,15 @@ import (
 // key, so that a value answered or stored for the wrong key is seen.
 func valueOf(key string) string { return "value of " + key + "|" + key }
 
-// TestBorrowedFramesUnderStress: many connections pipeline sets
-// whose value names their key, some with timeouts so short that the
-// requests are answered unavailable while their writes are still queued,
-// and gets of a few hot keys that every connection reads, so that one read
-// round holds the same key from several connections' frames. Every get
-// must answer its own key's value, and every value stored must be its
-// key's: a frame buffer read into again while the store still used a view
-// of it would answer or store another request's bytes.
+// TestBorrowedFramesUnderStress: many connections pipeline sets whose
+// value names their key, some with timeouts so short that the requests are
+// answered unavailable while their writes are still queued, and gets of a
+// few hot keys that every connection reads, so that one read round holds
+// the same key from several connections' frames; other connections close
+// with sets in flight. Every get must answer its own key's value, and
+// every value stored must be its key's: a frame buffer read into again
+// while the store still used a view of it would answer or store another
+// request's bytes.
 func TestBorrowedFramesUnderStress(t *testing.T) {
 	if testing.Short() {
 		t.Skip("stress test")
@@ -92,11 +93,34 @@ func stressBorrowed(t *testing.T, opts sidecartest.Options) {
 			}()
 		}
 	}
+	// Connections that close with sets in flight.
+	for ci := range 4 {
+		c, err := client.Dial(ctx, d.Socket)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for g := range callers {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for r := 0; ; r++ {
+					key := fmt.Sprintf("closing-%d-%d-%d", ci, g, r)
+					mu.Lock()
+					written = append(written, key)
+					mu.Unlock()
+					if c.SetBytes(ctx, key, []byte(valueOf(key)), 0) != nil {
+						return // closed
+					}
+				}
+			}()
+		}
+		time.AfterFunc(time.Duration(5+ci)*time.Millisecond, func() { c.Close() })
+	}
 	wg.Wait()
 	if t.Failed() {
 		return
 	}
-	// Whatever of the short-timeout writes was stored is its own key's.
+	// Whatever of those writes was stored is its own key's.
 	stored := 0
 	for _, key := range written {
 		v, found, err := clients[0].GetBytes(ctx, key)
@@ -110,5 +134,5 @@ func stressBorrowed(t *testing.T, opts sidecartest.Options) {
 			}
 		}
 	}
-	t.Logf("%d of %d short-timeout writes stored", stored, len(written))
+	t.Logf("%d of %d writes with short timeouts or on closing connections stored", stored, len(written))
 }
