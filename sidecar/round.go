@@ -296,20 +296,20 @@ func (f *fastReq) done(op *store.Op) {
 			c.outTrim += excess
 		}
 	}
+	// Counted before the answer can leave, as on the goroutine path: a
+	// caller that reads /metrics after its answer finds it counted.
+	if code == "" {
+		m := &c.s.fast[storeOpOf(f.kind)]
+		m.ok.Inc()
+		m.duration.Observe(time.Since(f.read).Seconds())
+	} else {
+		c.count(f.kind, code, f.read)
+	}
 	c.appendResponse(resp, f.h)
 	c.signal()
-	kind, read := f.kind, f.read
 	c.keepFast(f)
 	c.outMu.Unlock()
 	c.giveBack(trimNow)
-
-	if code == "" {
-		m := &c.s.fast[storeOpOf(kind)]
-		m.ok.Inc()
-		m.duration.Observe(time.Since(read).Seconds())
-	} else {
-		c.count(kind, code, read)
-	}
 	c.wg.Done()
 }
 

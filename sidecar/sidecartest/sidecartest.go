@@ -1,6 +1,6 @@
 // Package sidecartest starts a real kvsidecar daemon inside a test: a real
-// Unix socket in a temporary directory and a real store (an embedded bbolt
-// file unless a PostgreSQL DSN is given), so that client and integration
+// Unix socket in a temporary directory and a real store (the embedded Pebble
+// store unless a PostgreSQL DSN is given), so that client and integration
 // tests exercise the same code paths as production.
 package sidecartest
 
