@@ -24,7 +24,7 @@ import (
 	"github.com/kvsidecar/kvsidecar/sidecar"
 	"github.com/kvsidecar/kvsidecar/sidecar/identity"
 	"github.com/kvsidecar/kvsidecar/store"
-	"github.com/kvsidecar/kvsidecar/store/bolt"
+	"github.com/kvsidecar/kvsidecar/store/pebble"
 )
 
 // asyncStore gives a store the store.Async interface the way the daemon's
@@ -110,8 +110,8 @@ func (a *asyncStore) opsDone() int {
 	return a.done
 }
 
-// roundServer is a server on a real socket and a real bbolt file, through
-// asyncStore when st is given (the round path), else on the bbolt store
+// roundServer is a server on a real socket and a real embedded (Pebble) store, through
+// asyncStore when st is given (the round path), else on that store
 // itself.
 type roundServer struct {
 	socket  string
@@ -131,8 +131,8 @@ func startRoundServer(tb testing.TB, async *asyncStore, cfg sidecar.Config) *rou
 	return startWrappedServer(tb, wrap, async, cfg)
 }
 
-// startWrappedServer starts a server on a real socket and a real bbolt
-// file, serving it through wrap(the bbolt store); async, when given, is
+// startWrappedServer starts a server on a real socket and a real Pebble
+// store, serving it through wrap(the store); async, when given, is
 // what wrap returns, waited for at cleanup.
 func startWrappedServer(tb testing.TB, wrap func(store.Store) store.Store, async *asyncStore, cfg sidecar.Config) *roundServer {
 	tb.Helper()
@@ -141,7 +141,7 @@ func startWrappedServer(tb testing.TB, wrap func(store.Store) store.Store, async
 		tb.Fatal(err)
 	}
 	tb.Cleanup(func() { os.RemoveAll(dir) })
-	b, err := bolt.Open(context.Background(), bolt.Config{Path: filepath.Join(dir, "kv.db")})
+	b, err := pebble.Open(context.Background(), pebble.Config{Path: filepath.Join(dir, "kv")})
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -372,7 +372,7 @@ func (s *roundServer) inflightBytes(t *testing.T) float64 {
 }
 
 // BenchmarkRound runs gets and sets of ~100-byte values through a real
-// socket against a server on a bbolt file in a temporary directory, at 1
+// socket against a server on a Pebble store in a temporary directory, at 1
 // and 64 callers on one connection: on the round path (the embedded
 // store's own store.Async) and on the goroutine path (the same store with
 // its Do hidden). Two clients drive it: the real Go client (client=go),
