@@ -14,4 +14,3 @@ import "github.com/kvsidecar/kvsidecar/store/internal/diskreserve"
 // It is touched only by the committer goroutine, and by Open before the
 // committer starts.
 type reserve = diskreserve.Reserve
-
