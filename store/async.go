@@ -1,6 +1,9 @@
 package store
 
-import "time"
+import (
+	"fmt"
+	"time"
+)
 
 // OpKind is the kind of an Op.
 type OpKind uint8
@@ -88,4 +91,17 @@ func (op *Op) FinishWrite(err error, version uint64, existed bool) {
 		}
 	}
 	op.Done(op)
+}
+
+// CheckOp validates the key and value of op as the Store method of its
+// kind would, and its kind; the project is the backend's to check. A Do
+// calls it for every op before queueing any.
+func (l Limits) CheckOp(op *Op) error {
+	switch op.Kind {
+	case OpGet, OpHas, OpDelete:
+		return l.CheckKey(op.Key)
+	case OpSet:
+		return l.CheckSet(op.Key, op.Value, op.TTL)
+	}
+	return fmt.Errorf("%w: unknown operation kind %d", ErrBadArgument, op.Kind)
 }

@@ -70,13 +70,7 @@ func (s *Store) checkOp(op *store.Op) error {
 	if err := store.CheckProject(op.Project); err != nil {
 		return err
 	}
-	switch op.Kind {
-	case store.OpGet, store.OpHas, store.OpDelete:
-		return s.limits.CheckKey(op.Key)
-	case store.OpSet:
-		return s.limits.CheckSet(op.Key, op.Value, op.TTL)
-	}
-	return fmt.Errorf("%w: unknown operation kind %d", store.ErrBadArgument, op.Kind)
+	return s.limits.CheckOp(op)
 }
 
 // readOps answers ops (reads, and ops already failed) in one read-only

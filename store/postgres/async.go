@@ -2,7 +2,6 @@ package postgres
 
 import (
 	"errors"
-	"fmt"
 	"sync"
 
 	"github.com/kvsidecar/kvsidecar/store"
@@ -120,13 +119,7 @@ func (s *Store) checkOp(op *store.Op) error {
 	if err := checkProject(op.Project); err != nil {
 		return err
 	}
-	switch op.Kind {
-	case store.OpGet, store.OpHas, store.OpDelete:
-		return s.cfg.Limits.CheckKey(op.Key)
-	case store.OpSet:
-		return s.cfg.Limits.CheckSet(op.Key, op.Value, op.TTL)
-	}
-	return fmt.Errorf("%w: unknown operation kind %d", store.ErrBadArgument, op.Kind)
+	return s.cfg.Limits.CheckOp(op)
 }
 
 // answerOp answers the read of Do c from what its read round found for its
