@@ -2,10 +2,8 @@ package pebble
 
 import (
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"syscall"
@@ -15,7 +13,7 @@ import (
 	"go.uber.org/zap"
 	"golang.org/x/sys/unix"
 
-	"github.com/kvsidecar/kvsidecar/store/bolt"
+	"github.com/kvsidecar/kvsidecar/store/internal/boltdump"
 )
 
 // MigratedSuffix is appended to the name of a bbolt file once its data has
@@ -56,7 +54,8 @@ type MigrateResult struct {
 	Projects, Entries, Size int64
 }
 
-// MigrateBolt moves the data of the store/bolt file at from into the Pebble
+// MigrateBolt moves the data of the bbolt file at from, the embedded store
+// of earlier releases (read by store/internal/boltdump), into the Pebble
 // directory cfg.Path, when from exists and cfg.Path does not: it copies the
 // default quota, each project's quota override, usage and version counter
 // and every entry with its value, expiry and version into a directory
@@ -116,14 +115,11 @@ func MigrateBolt(ctx context.Context, from string, cfg Config) (MigrateResult, e
 	} else if !errors.Is(err, os.ErrNotExist) {
 		return MigrateResult{}, fmt.Errorf("migrate to %s: %w", cfg.Path, err)
 	}
-	if err := checkBoltFile(from); err != nil {
-		return MigrateResult{}, err
-	}
 	if err := os.RemoveAll(tmp); err != nil { // a copy a crash cut short
 		return MigrateResult{}, fmt.Errorf("migrate: remove the unfinished copy %s: %w", tmp, err)
 	}
 	var res MigrateResult
-	err = readDump(from, cfg.LockTimeout, func(d *bolt.Dump) error {
+	err = boltdump.ReadDump(from, cfg.LockTimeout, func(d *boltdump.Dump) error {
 		if err := checkRoom(filepath.Dir(tmp), d.Size()); err != nil {
 			return err
 		}
@@ -153,69 +149,6 @@ func MigrateBolt(ctx context.Context, from string, cfg Config) (MigrateResult, e
 		zap.String("from", from), zap.String("to", cfg.Path), zap.String("old_file", renamed),
 		zap.Int64("projects", res.Projects), zap.Int64("entries", res.Entries), zap.Int64("bbolt_file_bytes", res.Size))
 	return res, nil
-}
-
-// readDump is bolt.ReadDump, with bbolt's panics on a corrupt page (its
-// assertions that a page is the one it looked for) turned into an error, so
-// that a damaged file stops the daemon with what is wrong rather than a
-// stack trace.
-func readDump(path string, timeout time.Duration, fn func(d *bolt.Dump) error) (err error) {
-	defer func() {
-		if v := recover(); v != nil {
-			err = fmt.Errorf("the bbolt file is corrupt (%v); restore it from a backup or move it away to start with a new store", v)
-		}
-	}()
-	return bolt.ReadDump(path, timeout, fn)
-}
-
-// checkBoltFile fails unless the file at path starts as a bbolt file does
-// and holds every page its meta pages say it has: bbolt maps the file and
-// reads a page past its end as memory that is not there, a fault that ends
-// the process, so a truncated file (a copy cut short, a full disk) must be
-// refused before it is opened.
-func checkBoltFile(path string) error {
-	f, err := os.Open(path)
-	if err != nil {
-		return fmt.Errorf("migrate %s: %w", path, err)
-	}
-	defer f.Close()
-	head := make([]byte, boltMetaEnd)
-	if _, err := io.ReadFull(f, head); err != nil || !bolt.IsFile(head) {
-		return fmt.Errorf("migrate %s: not a bbolt file; move it away to start with a new store", path)
-	}
-	fi, err := f.Stat()
-	if err != nil {
-		return fmt.Errorf("migrate %s: %w", path, err)
-	}
-	// The pages in use are those of the meta page with the later
-	// transaction; the second meta page is the file's second page.
-	pageSize, pages, txid := boltMeta(head)
-	second := make([]byte, boltMetaEnd)
-	if pageSize > 0 {
-		if _, err := f.ReadAt(second, int64(pageSize)); err == nil && bolt.IsFile(second) {
-			if ps, n, tx := boltMeta(second); tx > txid {
-				pageSize, pages = ps, n
-			}
-		}
-	}
-	if need := int64(pageSize) * int64(pages); pageSize == 0 || fi.Size() < need {
-		return fmt.Errorf("migrate %s: the bbolt file is truncated (%d bytes, its meta page says %d pages of %d bytes); restore it from a backup or move it away to start with a new store",
-			path, fi.Size(), pages, pageSize)
-	}
-	return nil
-}
-
-// boltMetaEnd is the end of the fields of a bbolt meta page that boltMeta
-// reads: a page header (16 bytes), then magic, version, page size and
-// flags (4 bytes each), the root bucket (16), the freelist's page (8), the
-// next page to allocate (8) and the transaction id (8).
-const boltMetaEnd = 72
-
-// boltMeta reads the page size, the number of pages in use and the
-// transaction id of a bbolt meta page, in the machine's byte order
-// (little-endian, as bolt.IsFile assumes).
-func boltMeta(page []byte) (pageSize uint32, pages, txid uint64) {
-	return binary.LittleEndian.Uint32(page[24:28]), binary.LittleEndian.Uint64(page[56:64]), binary.LittleEndian.Uint64(page[64:72])
 }
 
 // checkRoom fails unless dir's filesystem has room for a copy of a bbolt
@@ -321,7 +254,7 @@ func madeFrom(cfg Config, from string) (bool, error) {
 
 // copyDump writes everything d holds into a new Pebble directory at dir, in
 // the layout of this package, and syncs it.
-func copyDump(ctx context.Context, d *bolt.Dump, cfg Config, dir, fromName, fromID string) (MigrateResult, error) {
+func copyDump(ctx context.Context, d *boltdump.Dump, cfg Config, dir, fromName, fromID string) (MigrateResult, error) {
 	res := MigrateResult{Size: d.Size()}
 	opts := pebbleOptions(cfg, nil)
 	if err := os.MkdirAll(dir, 0o700); err != nil {
@@ -357,10 +290,10 @@ func copyDump(ctx context.Context, d *bolt.Dump, cfg Config, dir, fromName, from
 			return res, err
 		}
 	}
-	err = d.Projects(func(p bolt.DumpProject) error {
+	err = d.Projects(func(p boltdump.Project) error {
 		st := projectState{version: p.Version, quota: p.Quota}
 		n := 0
-		err := d.Entries(p.Name, func(e bolt.DumpEntry) error {
+		err := d.Entries(p.Name, func(e boltdump.Entry) error {
 			if e.Version > st.version {
 				return fmt.Errorf("project %q key %q: version %d after the project's counter %d", p.Name, e.Key, e.Version, st.version)
 			}

@@ -3,70 +3,75 @@ package pebble_test
 import (
 	"context"
 	"fmt"
+	"iter"
 	"os"
 	"path/filepath"
 	"runtime"
 	"runtime/metrics"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/kvsidecar/kvsidecar/internal/bolttest"
 	"github.com/kvsidecar/kvsidecar/store"
-	"github.com/kvsidecar/kvsidecar/store/bolt"
+	"github.com/kvsidecar/kvsidecar/store/internal/boltdump"
 	"github.com/kvsidecar/kvsidecar/store/pebble"
 	"github.com/kvsidecar/kvsidecar/store/storetest"
 )
 
-// boltFile writes a bbolt file through store/bolt as a daemon of the last
-// release would have: entries with and without TTLs, a deleted key, a quota
-// override, a stored default quota. It returns each live key's versioned
-// value as bolt serves it, and the last version given in project p.
+// boltFile writes a bbolt file as a daemon of the last release with one
+// would have left it: entries with and without TTLs, one about to expire,
+// an integer, a quota override, a stored default quota, and in project p a
+// version counter above every entry's (its last write set a key it then
+// deleted). It returns each entry's versioned value and p's counter.
 func boltFile(t *testing.T, path string, clock *storetest.Clock) (map[string]store.Versioned, uint64) {
 	t.Helper()
-	ctx := context.Background()
-	s, err := bolt.Open(ctx, bolt.Config{Path: path, Now: clock.Now, SweepInterval: -1})
-	if err != nil {
-		t.Fatal(err)
+	now := clock.Now().UnixMilli()
+	const last = 7
+	p := []bolttest.Entry{
+		{Key: "a", Value: []byte("alpha"), Version: 1},
+		{Key: "ttl", Value: []byte("expiring"), Expiry: now + time.Hour.Milliseconds(), Version: 2},
+		{Key: "m1", Value: []byte("1"), Version: 3},
+		{Key: "m2", Value: []byte(""), Version: 3},
+		{Key: "soon", Value: []byte("x"), Expiry: now + time.Second.Milliseconds(), Version: 5},
 	}
-	defer s.Close()
-	must := func(err error) {
-		t.Helper()
-		if err != nil {
-			t.Fatal(err)
-		}
-	}
-	must(s.Set(ctx, "p", "a", []byte("alpha"), 0))
-	must(s.Set(ctx, "p", "ttl", []byte("expiring"), time.Hour))
-	must(s.SetMany(ctx, "p", []store.Item{{Key: "m1", Value: []byte("1")}, {Key: "m2", Value: []byte("")}}))
-	must(s.Set(ctx, "p", "gone", []byte("deleted later"), 0))
-	if _, err := s.Delete(ctx, "p", "gone"); err != nil {
-		t.Fatal(err)
-	}
-	// The last write of p: a delete gives no version, so the counter is
-	// that of "gone"'s Set, which no entry carries any more.
-	if _, err := s.Incr(ctx, "q", "n", 41, 0); err != nil {
-		t.Fatal(err)
-	}
-	must(s.SetQuota(ctx, "q", 5000))
-	must(s.SetDefaultQuota(ctx, 7000))
-	must(s.Set(ctx, "p", "soon", []byte("x"), time.Second))
-
+	q := []bolttest.Entry{{Key: "n", Value: []byte("41"), Version: 1}}
+	bolttest.Write(t, path, bolttest.File{DefaultQuota: 7000, Projects: []bolttest.Project{
+		{Name: "p", Version: last, Entries: slices.Values(p)},
+		{Name: "q", Quota: 5000, Entries: slices.Values(q)},
+	}})
 	want := map[string]store.Versioned{}
-	var last uint64
-	for _, pk := range []string{"p/a", "p/ttl", "p/m1", "p/m2", "p/soon", "q/n"} {
-		project, key, _ := strings.Cut(pk, "/")
-		v, found, err := s.GetVersioned(ctx, project, key)
-		if err != nil || !found {
-			t.Fatalf("bolt GetVersioned(%s) = %v, %v", pk, found, err)
-		}
-		want[pk] = v
-		if project == "p" {
-			last = max(last, v.Version)
+	for name, entries := range map[string][]bolttest.Entry{"p": p, "q": q} {
+		for _, e := range entries {
+			want[name+"/"+e.Key] = store.Versioned{Value: e.Value, Version: e.Version}
 		}
 	}
 	return want, last
+}
+
+// entries is n entries of size bytes under keys k000000, k000001, …, each
+// value starting with the byte of its index.
+func entries(n, size int) iter.Seq[bolttest.Entry] {
+	return func(yield func(bolttest.Entry) bool) {
+		value := make([]byte, size)
+		for i := range n {
+			if size > 0 {
+				value[0] = byte(i)
+			}
+			if !yield(bolttest.Entry{Key: fmt.Sprintf("k%06d", i), Value: value, Version: uint64(i + 1)}) {
+				return
+			}
+		}
+	}
+}
+
+// bigFile writes a bbolt file of one project p of n entries of size bytes.
+func bigFile(t *testing.T, path string, n, size int) {
+	t.Helper()
+	bolttest.Write(t, path, bolttest.File{Projects: []bolttest.Project{{Name: "p", Entries: entries(n, size)}}})
 }
 
 func TestMigrateBolt(t *testing.T) {
@@ -141,6 +146,46 @@ func TestMigrateBolt(t *testing.T) {
 	// Run again (a restart): nothing to do.
 	if res, err := pebble.MigrateBolt(ctx, from, cfg); err != nil || res.Migrated {
 		t.Fatalf("MigrateBolt again = %+v, %v; want nothing done", res, err)
+	}
+}
+
+// TestMigrateBoltLayout1: a file of the layout before versions (the
+// records held only an expiry and the value) migrates with a version for
+// each entry, and new writes get versions after them.
+func TestMigrateBoltLayout1(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	from, to := filepath.Join(dir, "kv.db"), filepath.Join(dir, "kv")
+	bolttest.Write(t, from, bolttest.File{Layout: 1, Projects: []bolttest.Project{{Name: "p", Entries: slices.Values([]bolttest.Entry{
+		{Key: "a", Value: []byte("1")}, {Key: "b", Value: []byte("22")},
+	})}}})
+	cfg := pebble.Config{Path: to, SweepInterval: -1}
+	if res, err := pebble.MigrateBolt(ctx, from, cfg); err != nil || !res.Migrated || res.Entries != 2 {
+		t.Fatalf("MigrateBolt = %+v, %v; want 2 entries migrated", res, err)
+	}
+	s := open(t, cfg)
+	seen := map[uint64]bool{}
+	for k, want := range map[string]string{"a": "1", "b": "22"} {
+		v, found, err := s.GetVersioned(ctx, "p", k)
+		if err != nil || !found || string(v.Value) != want || v.Version == 0 {
+			t.Fatalf("GetVersioned(%q) after the migration = (%q, version %d, %v, %v), want %q with a version", k, v.Value, v.Version, found, err, want)
+		}
+		seen[v.Version] = true
+	}
+	if len(seen) != 2 {
+		t.Fatalf("the migrated entries share a version: %v", seen)
+	}
+	if u, err := s.Usage(ctx, "p"); err != nil || u.Bytes != 5 || u.Entries != 2 {
+		t.Fatalf("Usage after the migration = (%+v, %v), want 5 bytes in 2 entries", u, err)
+	}
+	v, err := s.SetIf(ctx, "p", "c", []byte("3"), 0, store.IfAbsent())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for old := range seen {
+		if v <= old {
+			t.Fatalf("a write after the migration got version %d, not above the migrated %d", v, old)
+		}
 	}
 }
 
@@ -228,18 +273,7 @@ func TestMigrateBoltRefuses(t *testing.T) {
 	t.Run("a truncated bbolt file", func(t *testing.T) {
 		dir := t.TempDir()
 		from := filepath.Join(dir, "kv.db")
-		b, err := bolt.Open(ctx, bolt.Config{Path: from, SweepInterval: -1, DiskReserve: -1})
-		if err != nil {
-			t.Fatal(err)
-		}
-		for i := range 3000 {
-			if err := b.Set(ctx, "p", fmt.Sprint(i), make([]byte, 500), 0); err != nil {
-				t.Fatal(err)
-			}
-		}
-		if err := b.Close(); err != nil {
-			t.Fatal(err)
-		}
+		bigFile(t, from, 3000, 500)
 		// What a copy cut short leaves: bbolt reading past the end of its
 		// map faults, which no recover catches.
 		fi, err := os.Stat(from)
@@ -261,18 +295,7 @@ func TestMigrateBoltRefuses(t *testing.T) {
 	t.Run("a bbolt file with a garbled page", func(t *testing.T) {
 		dir := t.TempDir()
 		from, to := filepath.Join(dir, "kv.db"), filepath.Join(dir, "kv")
-		b, err := bolt.Open(ctx, bolt.Config{Path: from, SweepInterval: -1, DiskReserve: -1})
-		if err != nil {
-			t.Fatal(err)
-		}
-		for i := range 3000 {
-			if err := b.Set(ctx, "p", fmt.Sprint(i), make([]byte, 500), 0); err != nil {
-				t.Fatal(err)
-			}
-		}
-		if err := b.Close(); err != nil {
-			t.Fatal(err)
-		}
+		bigFile(t, from, 3000, 500)
 		junk := make([]byte, 64<<10)
 		for i := range junk {
 			junk[i] = byte(i * 7)
@@ -313,19 +336,8 @@ func TestMigrateBoltRefuses(t *testing.T) {
 		}
 		t.Cleanup(func() { _ = syscall.Unmount(dir, 0) })
 		from := filepath.Join(dir, "kv.db")
-		b, err := bolt.Open(ctx, bolt.Config{Path: from, SweepInterval: -1, DiskReserve: -1})
-		if err != nil {
-			t.Fatal(err)
-		}
-		for i := range 200 {
-			if err := b.Set(ctx, "p", fmt.Sprint(i), make([]byte, 64<<10), 0); err != nil {
-				t.Fatal(err)
-			}
-		}
-		if err := b.Close(); err != nil {
-			t.Fatal(err)
-		}
-		_, err = pebble.MigrateBolt(ctx, from, pebble.Config{Path: filepath.Join(dir, "kv")})
+		bigFile(t, from, 200, 64<<10)
+		_, err := pebble.MigrateBolt(ctx, from, pebble.Config{Path: filepath.Join(dir, "kv")})
 		if err == nil || !strings.Contains(err.Error(), "not enough disk space") || !strings.Contains(err.Error(), "needs") {
 			t.Fatalf("MigrateBolt = %v, want a refusal saying how much space it needs", err)
 		}
@@ -351,27 +363,20 @@ func TestMigrateBoltAfterRollback(t *testing.T) {
 	}
 	// The last release starts on the data directory: a new kv.db, and a
 	// write it acknowledged.
-	b, err := bolt.Open(ctx, bolt.Config{Path: from, Now: clock.Now, SweepInterval: -1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := b.Set(ctx, "p", "after-rollback", []byte("acknowledged"), 0); err != nil {
-		t.Fatal(err)
-	}
-	if err := b.Close(); err != nil {
-		t.Fatal(err)
-	}
+	bolttest.Write(t, from, bolttest.File{Projects: []bolttest.Project{{Name: "p", Version: 1, Entries: slices.Values([]bolttest.Entry{
+		{Key: "after-rollback", Value: []byte("acknowledged"), Version: 1},
+	})}}})
 
-	_, err = pebble.MigrateBolt(ctx, from, cfg)
+	_, err := pebble.MigrateBolt(ctx, from, cfg)
 	if err == nil || !strings.Contains(err.Error(), "move one of them away") {
 		t.Fatalf("MigrateBolt of a bbolt file written after the migration = %v, want a refusal", err)
 	}
 	// Both bbolt files are as they were: the new one with its write, the
 	// renamed original with the migrated data.
 	for path, key := range map[string]string{from: "after-rollback", from + pebble.MigratedSuffix: "a"} {
-		err := bolt.ReadDump(path, time.Second, func(d *bolt.Dump) error {
+		err := boltdump.ReadDump(path, time.Second, func(d *boltdump.Dump) error {
 			found := false
-			err := d.Entries("p", func(e bolt.DumpEntry) error {
+			err := d.Entries("p", func(e boltdump.Entry) error {
 				found = found || string(e.Key) == key
 				return nil
 			})
@@ -398,23 +403,8 @@ func TestMigrateBoltTwoProcesses(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
 	from, to := filepath.Join(dir, "kv.db"), filepath.Join(dir, "kv")
-	b, err := bolt.Open(ctx, bolt.Config{Path: from, SweepInterval: -1, DiskReserve: -1})
-	if err != nil {
-		t.Fatal(err)
-	}
 	const n = 20_000
-	for i := 0; i < n; i += 500 {
-		items := make([]store.Item, 500)
-		for j := range items {
-			items[j] = store.Item{Key: fmt.Sprintf("k%06d", i+j), Value: make([]byte, 100)}
-		}
-		if err := b.SetMany(ctx, "p", items); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := b.Close(); err != nil {
-		t.Fatal(err)
-	}
+	bigFile(t, from, n, 100)
 
 	cfg := pebble.Config{Path: to, SweepInterval: -1, LockTimeout: 30 * time.Second}
 	first := make(chan error, 1)
@@ -467,21 +457,8 @@ func TestMigrateBoltLargeValuesInBoundedMemory(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
 	from, to := filepath.Join(dir, "kv.db"), filepath.Join(dir, "kv")
-	b, err := bolt.Open(ctx, bolt.Config{Path: from, SweepInterval: -1, DiskReserve: -1})
-	if err != nil {
-		t.Fatal(err)
-	}
 	const values, valueSize = 128, 1 << 20
-	value := make([]byte, valueSize)
-	for i := range values {
-		value[0] = byte(i)
-		if err := b.Set(ctx, "p", fmt.Sprintf("k%03d", i), value, 0); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := b.Close(); err != nil {
-		t.Fatal(err)
-	}
+	bigFile(t, from, values, valueSize)
 
 	runtime.GC()
 	sample := []metrics.Sample{{Name: "/memory/classes/heap/objects:bytes"}}
@@ -521,9 +498,9 @@ func TestMigrateBoltLargeValuesInBoundedMemory(t *testing.T) {
 	}
 	s := open(t, pebble.Config{Path: to, SweepInterval: -1})
 	for _, i := range []int{0, values - 1} {
-		v, found, err := s.Get(ctx, "p", fmt.Sprintf("k%03d", i))
+		v, found, err := s.Get(ctx, "p", fmt.Sprintf("k%06d", i))
 		if err != nil || !found || len(v) != valueSize || v[0] != byte(i) {
-			t.Fatalf("Get(k%03d) after the migration = %d bytes, %v, %v", i, len(v), found, err)
+			t.Fatalf("Get(k%06d) after the migration = %d bytes, %v, %v", i, len(v), found, err)
 		}
 	}
 }
