@@ -20,7 +20,7 @@ import (
 
 	"github.com/kvsidecar/kvsidecar/admin"
 	"github.com/kvsidecar/kvsidecar/store"
-	"github.com/kvsidecar/kvsidecar/store/bolt"
+	"github.com/kvsidecar/kvsidecar/store/pebble"
 )
 
 // Tokens of the test server, one per role.
@@ -30,7 +30,7 @@ const (
 	bToken     = "project-b-secret"
 )
 
-// env is a real admin server over a real bbolt file.
+// env is a real admin server over a real store (Pebble or PostgreSQL).
 type env struct {
 	t      *testing.T
 	st     store.Store
@@ -39,11 +39,11 @@ type env struct {
 	path   string // the tokens file
 }
 
-func openBolt(t testing.TB, cfg bolt.Config) *bolt.Store {
+func openPebble(t testing.TB, cfg pebble.Config) *pebble.Store {
 	t.Helper()
-	cfg.Path = filepath.Join(t.TempDir(), "kv.db")
+	cfg.Path = filepath.Join(t.TempDir(), "kv")
 	cfg.SweepInterval = -1
-	st, err := bolt.Open(context.Background(), cfg)
+	st, err := pebble.Open(context.Background(), cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -206,7 +206,7 @@ func jsonEq(t *testing.T, what string, got any, want string) {
 }
 
 func TestNewRefusesWithoutTokens(t *testing.T) {
-	st := openBolt(t, bolt.Config{})
+	st := openPebble(t, pebble.Config{})
 	if _, err := admin.New(admin.Config{}, st, nil); err == nil {
 		t.Fatal("New without tokens succeeded")
 	}
@@ -257,7 +257,7 @@ func TestTokensFile(t *testing.T) {
 }
 
 func TestReloadTokens(t *testing.T) {
-	e := newEnv(t, openBolt(t, bolt.Config{}), admin.Config{})
+	e := newEnv(t, openPebble(t, pebble.Config{}), admin.Config{})
 	e.call("GET", "/whoami", aToken, "", 200)
 	// The project's token is replaced; a reload revokes the old one.
 	newLine := admin.TokenLine("rotated", admin.ProjectRole("a"))
@@ -302,7 +302,7 @@ var endpoints = []struct {
 }
 
 func TestEveryEndpointWithEveryRole(t *testing.T) {
-	e := newEnv(t, openBolt(t, bolt.Config{}), admin.Config{})
+	e := newEnv(t, openPebble(t, pebble.Config{}), admin.Config{})
 	for _, ep := range endpoints {
 		for _, tc := range []struct {
 			who, token string
@@ -344,14 +344,14 @@ func TestEveryEndpointWithEveryRole(t *testing.T) {
 }
 
 func TestWhoami(t *testing.T) {
-	e := newEnv(t, openBolt(t, bolt.Config{}), admin.Config{})
+	e := newEnv(t, openPebble(t, pebble.Config{}), admin.Config{})
 	jsonEq(t, "whoami (admin)", e.call("GET", "/whoami", adminToken, "", 200).body, `{"role":"admin"}`)
 	jsonEq(t, "whoami (project a)", e.call("GET", "/whoami", aToken, "", 200).body, `{"role":"project:a","project":"a"}`)
 	e.call("GET", "/nonsense", adminToken, "", 404)
 }
 
 func TestProjects(t *testing.T) {
-	st := openBolt(t, bolt.Config{DefaultQuota: 1000})
+	st := openPebble(t, pebble.Config{DefaultQuota: 1000})
 	e := newEnv(t, st, admin.Config{})
 	e.set("a", "k", "12345", 0) // 6 bytes
 	e.set("b", "kk", "1", 0)    // 3 bytes
@@ -381,7 +381,7 @@ func TestProjects(t *testing.T) {
 }
 
 func TestSettingsAndQuota(t *testing.T) {
-	st := openBolt(t, bolt.Config{DefaultQuota: 1000})
+	st := openPebble(t, pebble.Config{DefaultQuota: 1000})
 	e := newEnv(t, st, admin.Config{})
 	jsonEq(t, "GET settings", e.call("GET", "/settings", adminToken, "", 200).body, `{"default_quota_bytes":1000}`)
 	jsonEq(t, "PUT settings", e.call("PUT", "/settings", adminToken, `{"default_quota_bytes":20}`, 200).body, `{"default_quota_bytes":20}`)
@@ -419,7 +419,7 @@ func TestSettingsAndQuota(t *testing.T) {
 }
 
 func TestTooLargeBody(t *testing.T) {
-	st := openBolt(t, bolt.Config{Limits: store.Limits{MaxValueBytes: 1000}})
+	st := openPebble(t, pebble.Config{Limits: store.Limits{MaxValueBytes: 1000}})
 	e := newEnv(t, st, admin.Config{})
 	big := `{"value":"` + strings.Repeat("x", 70<<10) + `"}`
 	r := e.call("PUT", "/projects/a/entry?key=k", aToken, big, 413)
@@ -434,7 +434,7 @@ func TestTooLargeBody(t *testing.T) {
 }
 
 func TestUsagePrefixesLargest(t *testing.T) {
-	st := openBolt(t, bolt.Config{DefaultQuota: 10000})
+	st := openPebble(t, pebble.Config{DefaultQuota: 10000})
 	e := newEnv(t, st, admin.Config{})
 	e.set("a", "user:1", strings.Repeat("x", 94), 30*time.Minute) // 100
 	e.set("a", "user:2", strings.Repeat("x", 44), 5*time.Hour)    // 50
@@ -452,7 +452,7 @@ func TestUsagePrefixesLargest(t *testing.T) {
 }
 
 func TestKeys(t *testing.T) {
-	e := newEnv(t, openBolt(t, bolt.Config{}), admin.Config{})
+	e := newEnv(t, openPebble(t, pebble.Config{}), admin.Config{})
 	for _, k := range []string{"user:1:name", "user:2:mail", "user:3:name", "cache:name", "other"} {
 		e.set("a", k, "1", 0)
 	}
@@ -493,7 +493,7 @@ func TestKeys(t *testing.T) {
 }
 
 func TestEntry(t *testing.T) {
-	st := openBolt(t, bolt.Config{DefaultQuota: 200})
+	st := openPebble(t, pebble.Config{DefaultQuota: 200})
 	e := newEnv(t, st, admin.Config{})
 	e.set("a", "json", `{"a": [1, 2]}`, 0)
 	e.set("a", "bytes", "\x00\xffbinary", 0)
@@ -563,7 +563,7 @@ func short(s string) string {
 }
 
 func TestDeleteMatchingAndClear(t *testing.T) {
-	st := openBolt(t, bolt.Config{})
+	st := openPebble(t, pebble.Config{})
 	e := newEnv(t, st, admin.Config{})
 	var items []store.Item
 	for i := range 2500 {
@@ -610,7 +610,7 @@ func TestDeleteMatchingAndClear(t *testing.T) {
 }
 
 func TestPageIsServed(t *testing.T) {
-	e := newEnv(t, openBolt(t, bolt.Config{}), admin.Config{})
+	e := newEnv(t, openPebble(t, pebble.Config{}), admin.Config{})
 	r := e.do("GET", "/admin/", "", nil)
 	if r.status != 200 || !strings.Contains(string(r.raw), "<html") {
 		t.Fatalf("GET /admin/ = %d %.100s, want the page without a token", r.status, r.raw)
@@ -619,7 +619,7 @@ func TestPageIsServed(t *testing.T) {
 
 func TestChangesAndRefusalsAreLogged(t *testing.T) {
 	core, logs := observer.New(zap.InfoLevel)
-	st := openBolt(t, bolt.Config{})
+	st := openPebble(t, pebble.Config{})
 	tokens, err := admin.LoadTokens(writeTokens(t, admin.TokenLine(aToken, admin.ProjectRole("a"))))
 	if err != nil {
 		t.Fatal(err)
@@ -659,7 +659,7 @@ func TestChangesAndRefusalsAreLogged(t *testing.T) {
 // TestKeysFillsPagesCutShort: with a backend that stops scanning early, the
 // keys endpoint still fills its page.
 func TestKeysFillsPagesCutShort(t *testing.T) {
-	e := newEnv(t, openBolt(t, bolt.Config{SearchScan: 2}), admin.Config{})
+	e := newEnv(t, openPebble(t, pebble.Config{SearchScan: 2}), admin.Config{})
 	for _, k := range []string{"a", "bx", "c", "d", "e", "f", "g", "hx", "i"} {
 		e.set("a", k, "1", 0)
 	}

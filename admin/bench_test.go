@@ -11,7 +11,7 @@ import (
 
 	"github.com/kvsidecar/kvsidecar/admin"
 	"github.com/kvsidecar/kvsidecar/store"
-	"github.com/kvsidecar/kvsidecar/store/bolt"
+	"github.com/kvsidecar/kvsidecar/store/pebble"
 )
 
 // benchEntries is the size of the project the benchmarks move: 10k entries
@@ -20,7 +20,7 @@ const benchEntries = 10_000
 
 func benchServer(b *testing.B) (*httptest.Server, store.Store) {
 	b.Helper()
-	st := openBolt(b, bolt.Config{})
+	st := openPebble(b, pebble.Config{})
 	tokens, err := admin.LoadTokens(writeTokens(b, admin.TokenLine(adminToken, admin.RoleAdmin)))
 	if err != nil {
 		b.Fatal(err)

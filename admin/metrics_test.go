@@ -9,7 +9,7 @@ import (
 
 	"github.com/kvsidecar/kvsidecar/admin"
 	"github.com/kvsidecar/kvsidecar/store"
-	"github.com/kvsidecar/kvsidecar/store/bolt"
+	"github.com/kvsidecar/kvsidecar/store/pebble"
 )
 
 // gauges gathers reg and returns metric name → project → value.
@@ -37,7 +37,7 @@ func gauges(t *testing.T, reg *prometheus.Registry) map[string]map[string]float6
 
 func TestUsageMetrics(t *testing.T) {
 	ctx := context.Background()
-	st := openBolt(t, bolt.Config{DefaultQuota: 1000})
+	st := openPebble(t, pebble.Config{DefaultQuota: 1000})
 	reg := prometheus.NewRegistry()
 	m, err := admin.NewUsageMetrics(st, reg, time.Hour, nil)
 	if err != nil {

@@ -16,7 +16,7 @@ import (
 
 	"github.com/kvsidecar/kvsidecar/admin"
 	"github.com/kvsidecar/kvsidecar/store"
-	"github.com/kvsidecar/kvsidecar/store/bolt"
+	"github.com/kvsidecar/kvsidecar/store/pebble"
 	"github.com/kvsidecar/kvsidecar/store/postgres"
 	"github.com/kvsidecar/kvsidecar/store/postgres/pgtest"
 )
@@ -79,9 +79,9 @@ func TestExportImportRoundTrip(t *testing.T) {
 		name     string
 		src, dst func(t *testing.T) store.Store
 	}{
-		{"bolt", func(t *testing.T) store.Store { return openBolt(t, bolt.Config{}) }, func(t *testing.T) store.Store { return openBolt(t, bolt.Config{}) }},
+		{"pebble", func(t *testing.T) store.Store { return openPebble(t, pebble.Config{}) }, func(t *testing.T) store.Store { return openPebble(t, pebble.Config{}) }},
 		{"postgres", func(t *testing.T) store.Store { return openPostgres(t, postgres.Config{}) }, func(t *testing.T) store.Store { return openPostgres(t, postgres.Config{}) }},
-		{"bolt to postgres", func(t *testing.T) store.Store { return openBolt(t, bolt.Config{}) }, func(t *testing.T) store.Store { return openPostgres(t, postgres.Config{}) }},
+		{"pebble to postgres", func(t *testing.T) store.Store { return openPebble(t, pebble.Config{}) }, func(t *testing.T) store.Store { return openPostgres(t, postgres.Config{}) }},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			src := newEnv(t, tc.src(t), admin.Config{})
@@ -142,7 +142,7 @@ func TestExportImportRoundTrip(t *testing.T) {
 }
 
 func TestImportPlainObject(t *testing.T) {
-	e := newEnv(t, openBolt(t, bolt.Config{}), admin.Config{})
+	e := newEnv(t, openPebble(t, pebble.Config{}), admin.Config{})
 	doc := `{
 	  "user:1": {"name": "John", "age": 30},
 	  "count": 5,
@@ -172,7 +172,7 @@ func exportDoc(entries ...string) string {
 }
 
 func TestImportOptions(t *testing.T) {
-	e := newEnv(t, openBolt(t, bolt.Config{}), admin.Config{})
+	e := newEnv(t, openPebble(t, pebble.Config{}), admin.Config{})
 	expires := time.Now().Add(time.Hour).Truncate(time.Millisecond).UTC()
 	future := expires.Format(time.RFC3339Nano)
 	doc := exportDoc(
@@ -207,7 +207,7 @@ func TestImportOptions(t *testing.T) {
 }
 
 func TestImportBadDocuments(t *testing.T) {
-	st := openBolt(t, bolt.Config{Limits: store.Limits{MaxValueBytes: 1000}})
+	st := openPebble(t, pebble.Config{Limits: store.Limits{MaxValueBytes: 1000}})
 	e := newEnv(t, st, admin.Config{ImportBatch: 2})
 	good := `{"key":"ok","value":1,"expires_at":null}`
 	good2 := `{"key":"ok2","value":2,"expires_at":null}`
@@ -263,7 +263,7 @@ func TestImportStopsAtTheQuota(t *testing.T) {
 		name string
 		open func(t *testing.T, quota int64) store.Store
 	}{
-		{"bolt", func(t *testing.T, quota int64) store.Store { return openBolt(t, bolt.Config{DefaultQuota: quota}) }},
+		{"pebble", func(t *testing.T, quota int64) store.Store { return openPebble(t, pebble.Config{DefaultQuota: quota}) }},
 		{"postgres", func(t *testing.T, quota int64) store.Store {
 			return openPostgres(t, postgres.Config{DefaultQuota: quota})
 		}},
@@ -338,90 +338,108 @@ func peakHeap(fn func()) (grew uint64) {
 // TestExportImportMemoryIsFlat exports a project of 100k entries of 1 KiB
 // (about 130 MB of document) to a file and imports it into an empty store,
 // through the real HTTP server, and checks that the heap of the process —
-// server and client — grows by a small fraction of that on each leg.
+// server and client — grows by a small fraction of that on each leg. On
+// PostgreSQL the store's memory is another process's, so the heap is the
+// admin's own; on Pebble, its memtables and block cache are off the Go heap
+// only in some builds (pebbleOffHeap).
 func TestExportImportMemoryIsFlat(t *testing.T) {
 	if testing.Short() {
 		t.Skip("writes 100k entries; skipped with -short")
 	}
 	const n = 100_000
 	const flat = 48 << 20
-	src := newEnv(t, openBolt(t, bolt.Config{}), admin.Config{})
-	ctx := context.Background()
-	var items []store.Item
-	for i := range n {
-		v := []byte(fmt.Sprintf(`{"i":%d,"pad":"%s"}`, i, strings.Repeat("p", 1000)))
-		if i%2 == 1 {
-			v = bytes.Repeat([]byte{0xff, byte(i)}, 512) // not JSON: base64
-		}
-		ttl := time.Duration(0)
-		if i%3 == 0 {
-			ttl = time.Hour
-		}
-		items = append(items, store.Item{Key: fmt.Sprintf("user:%06d", i), Value: v, TTL: ttl})
-		if len(items) == store.MaxBatchItems {
-			if err := src.st.SetMany(ctx, "a", items); err != nil {
+	for _, tc := range []struct {
+		name string
+		open func(t *testing.T) store.Store
+	}{
+		{"postgres", func(t *testing.T) store.Store { return openPostgres(t, postgres.Config{}) }},
+		{"pebble", func(t *testing.T) store.Store { return openPebble(t, pebble.Config{}) }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if tc.name == "pebble" && !pebbleOffHeap {
+				// Under -race the heap grew by 56 and 89 MiB, most of it
+				// Pebble's cache: the heap no longer shows the admin's.
+				t.Skip("Pebble's memory is on the Go heap in this build (race detector or no cgo); run with cgo, without -race")
+			}
+			src := newEnv(t, tc.open(t), admin.Config{})
+			ctx := context.Background()
+			var items []store.Item
+			for i := range n {
+				v := []byte(fmt.Sprintf(`{"i":%d,"pad":"%s"}`, i, strings.Repeat("p", 1000)))
+				if i%2 == 1 {
+					v = bytes.Repeat([]byte{0xff, byte(i)}, 512) // not JSON: base64
+				}
+				ttl := time.Duration(0)
+				if i%3 == 0 {
+					ttl = time.Hour
+				}
+				items = append(items, store.Item{Key: fmt.Sprintf("user:%06d", i), Value: v, TTL: ttl})
+				if len(items) == store.MaxBatchItems {
+					if err := src.st.SetMany(ctx, "a", items); err != nil {
+						t.Fatal(err)
+					}
+					items = items[:0]
+				}
+			}
+			path := filepath.Join(t.TempDir(), "export.json")
+			grewExport := peakHeap(func() {
+				req, _ := newRequest("GET", src.srv.URL+"/admin/api/v1/projects/a/export", aToken, nil)
+				res, err := src.srv.Client().Do(req)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer res.Body.Close()
+				f, err := os.Create(path)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer f.Close()
+				if _, err := io.Copy(f, res.Body); err != nil {
+					t.Fatal(err)
+				}
+			})
+			info, err := os.Stat(path)
+			if err != nil {
 				t.Fatal(err)
 			}
-			items = items[:0]
-		}
-	}
-	path := filepath.Join(t.TempDir(), "export.json")
-	grewExport := peakHeap(func() {
-		req, _ := newRequest("GET", src.srv.URL+"/admin/api/v1/projects/a/export", aToken, nil)
-		res, err := src.srv.Client().Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer res.Body.Close()
-		f, err := os.Create(path)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer f.Close()
-		if _, err := io.Copy(f, res.Body); err != nil {
-			t.Fatal(err)
-		}
-	})
-	info, err := os.Stat(path)
-	if err != nil {
-		t.Fatal(err)
-	}
 
-	dst := newEnv(t, openBolt(t, bolt.Config{}), admin.Config{})
-	var body []byte
-	grewImport := peakHeap(func() {
-		f, err := os.Open(path)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer f.Close()
-		req, _ := newRequest("POST", dst.srv.URL+"/admin/api/v1/projects/a/import", aToken, f)
-		res, err := dst.srv.Client().Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer res.Body.Close()
-		body, _ = io.ReadAll(res.Body)
-	})
-	t.Logf("%d entries, export document %d MB; heap grew by %.1f MiB exporting, %.1f MiB importing",
-		n, info.Size()/1e6, float64(grewExport)/(1<<20), float64(grewImport)/(1<<20))
-	if want := fmt.Sprintf(`{"imported":%d,"skipped_expired":0,"dry_run":false,"replaced":false}`, n); strings.TrimSpace(string(body)) != want {
-		t.Fatalf("import = %s, want %s", body, want)
-	}
-	if grewExport > flat || grewImport > flat {
-		t.Fatalf("the heap grew by %d MiB (export) and %d MiB (import) for a %d MB document: not flat",
-			grewExport>>20, grewImport>>20, info.Size()/1e6)
-	}
-	su, _ := src.st.Usage(ctx, "a")
-	du, _ := dst.st.Usage(ctx, "a")
-	if su != du {
-		t.Fatalf("usage after the round trip %+v, want %+v", du, su)
-	}
-	for _, k := range []string{"user:000000", "user:000001", "user:099999"} {
-		a, _, _ := src.st.Entry(ctx, "a", k)
-		b, _, _ := dst.st.Entry(ctx, "a", k)
-		if !bytes.Equal(a.Value, b.Value) || !a.Expires.Equal(b.Expires) {
-			t.Fatalf("%s differs after the round trip", k)
-		}
+			dst := newEnv(t, tc.open(t), admin.Config{})
+			var body []byte
+			grewImport := peakHeap(func() {
+				f, err := os.Open(path)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer f.Close()
+				req, _ := newRequest("POST", dst.srv.URL+"/admin/api/v1/projects/a/import", aToken, f)
+				res, err := dst.srv.Client().Do(req)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer res.Body.Close()
+				body, _ = io.ReadAll(res.Body)
+			})
+			t.Logf("%d entries, export document %d MB; heap grew by %.1f MiB exporting, %.1f MiB importing",
+				n, info.Size()/1e6, float64(grewExport)/(1<<20), float64(grewImport)/(1<<20))
+			if want := fmt.Sprintf(`{"imported":%d,"skipped_expired":0,"dry_run":false,"replaced":false}`, n); strings.TrimSpace(string(body)) != want {
+				t.Fatalf("import = %s, want %s", body, want)
+			}
+			if grewExport > flat || grewImport > flat {
+				t.Fatalf("the heap grew by %d MiB (export) and %d MiB (import) for a %d MB document: not flat",
+					grewExport>>20, grewImport>>20, info.Size()/1e6)
+			}
+			su, _ := src.st.Usage(ctx, "a")
+			du, _ := dst.st.Usage(ctx, "a")
+			if su != du {
+				t.Fatalf("usage after the round trip %+v, want %+v", du, su)
+			}
+			for _, k := range []string{"user:000000", "user:000001", "user:099999"} {
+				a, _, _ := src.st.Entry(ctx, "a", k)
+				b, _, _ := dst.st.Entry(ctx, "a", k)
+				if !bytes.Equal(a.Value, b.Value) || !a.Expires.Equal(b.Expires) {
+					t.Fatalf("%s differs after the round trip", k)
+				}
+			}
+		})
 	}
 }

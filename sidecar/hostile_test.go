@@ -22,7 +22,7 @@ import (
 	"github.com/kvsidecar/kvsidecar/sidecar"
 	"github.com/kvsidecar/kvsidecar/sidecar/identity"
 	"github.com/kvsidecar/kvsidecar/sidecar/sidecartest"
-	"github.com/kvsidecar/kvsidecar/store/bolt"
+	"github.com/kvsidecar/kvsidecar/store/pebble"
 )
 
 // pausingResolver maps every peer to project, or to none once unmapped; its
@@ -57,7 +57,7 @@ func (r *pausingResolver) Resolve(ctx context.Context, p identity.Peer) (string,
 // the accept and the revocation comes first.
 func TestRevokeWhileAccepting(t *testing.T) {
 	dir := shortTempDir(t)
-	st, err := bolt.Open(context.Background(), bolt.Config{Path: filepath.Join(dir, "kv.db")})
+	st, err := pebble.Open(context.Background(), pebble.Config{Path: filepath.Join(dir, "kv")})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -12,7 +12,7 @@ import (
 	"github.com/kvsidecar/kvsidecar/protocol"
 	"github.com/kvsidecar/kvsidecar/sidecar"
 	"github.com/kvsidecar/kvsidecar/sidecar/identity"
-	"github.com/kvsidecar/kvsidecar/store/bolt"
+	"github.com/kvsidecar/kvsidecar/store/pebble"
 )
 
 // stallFirst is a resolver whose first call waits until released (as the
@@ -43,7 +43,7 @@ func (r *stallFirst) Resolve(ctx context.Context, _ identity.Peer) (string, erro
 func TestSlowResolveDelaysOnlyItsCaller(t *testing.T) {
 	dir := t.TempDir()
 	ctx := context.Background()
-	st, err := bolt.Open(ctx, bolt.Config{Path: filepath.Join(dir, "kv.db")})
+	st, err := pebble.Open(ctx, pebble.Config{Path: filepath.Join(dir, "kv")})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -10,16 +10,16 @@ import (
 	"testing"
 
 	"github.com/kvsidecar/kvsidecar/admin"
-	"github.com/kvsidecar/kvsidecar/store/bolt"
+	"github.com/kvsidecar/kvsidecar/store/pebble"
 )
 
-// adminServer is the real admin handler over a real bbolt file, on a local
+// adminServer is the real admin handler over a real Pebble store, on a local
 // HTTP server, with one token per role.
 type adminServer struct {
-	PageURL    string      // the page: http://127.0.0.1:PORT/admin/
-	Store      *bolt.Store // the store behind the API, for seeding and checking
-	AdminToken string      // role admin
-	ShopToken  string      // role project:shop
+	PageURL    string        // the page: http://127.0.0.1:PORT/admin/
+	Store      *pebble.Store // the store behind the API, for seeding and checking
+	AdminToken string        // role admin
+	ShopToken  string        // role project:shop
 
 	tokensPath string
 	tokens     *admin.Tokens
@@ -40,7 +40,7 @@ func (s *adminServer) revokeAdmin(t *testing.T) {
 func startAdmin(t *testing.T) *adminServer {
 	t.Helper()
 	dir := t.TempDir()
-	st, err := bolt.Open(context.Background(), bolt.Config{Path: filepath.Join(dir, "kv.db")})
+	st, err := pebble.Open(context.Background(), pebble.Config{Path: filepath.Join(dir, "kv")})
 	if err != nil {
 		t.Fatalf("open the store: %v", err)
 	}

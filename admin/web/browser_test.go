@@ -21,7 +21,7 @@ import (
 )
 
 // The page's tests, in a real headless chromium, against the real admin
-// handler over a real bbolt store (see startAdmin). They assert what an
+// handler over a real Pebble store (see startAdmin). They assert what an
 // operator sees on the page and what the store holds after they act.
 
 const (

@@ -171,7 +171,7 @@ func writeFile(t *testing.T, path, content string) {
 	}
 }
 
-func TestKvctlBolt(t *testing.T) {
+func TestKvctlEmbedded(t *testing.T) {
 	testKvctl(t, func(t *testing.T, tokens string) (node, adminD *daemon) {
 		dir := shortTempDir(t)
 		d := startDaemon(t, "--socket", filepath.Join(dir, "kv.sock"), "--project", "shop",

@@ -1,16 +1,16 @@
 package daemon
 
 import (
-	"context"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
 	"go.uber.org/zap"
 
 	"github.com/kvsidecar/kvsidecar/client"
-	"github.com/kvsidecar/kvsidecar/store/bolt"
+	"github.com/kvsidecar/kvsidecar/internal/bolttest"
 )
 
 // TestEmbeddedStoreMigratesBoltFile: a data directory holding the bbolt
@@ -23,16 +23,9 @@ func TestEmbeddedStoreMigratesBoltFile(t *testing.T) {
 		t.Fatal(err)
 	}
 	old := filepath.Join(cfg.DataDir, "kv.db")
-	b, err := bolt.Open(context.Background(), bolt.Config{Path: old, SweepInterval: -1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := b.Set(context.Background(), "p", "k", []byte("kept"), 0); err != nil {
-		t.Fatal(err)
-	}
-	if err := b.Close(); err != nil {
-		t.Fatal(err)
-	}
+	bolttest.Write(t, old, bolttest.File{Projects: []bolttest.Project{{Name: "p", Entries: slices.Values([]bolttest.Entry{
+		{Key: "k", Value: []byte("kept"), Version: 1},
+	})}}})
 
 	d := start(t, cfg)
 	ctx := t.Context()

@@ -12,8 +12,8 @@ import (
 	"time"
 
 	"github.com/kvsidecar/kvsidecar/store"
-	"github.com/kvsidecar/kvsidecar/store/bolt"
 	"github.com/kvsidecar/kvsidecar/store/pebble"
+	"github.com/kvsidecar/kvsidecar/store/storetest"
 )
 
 // benchValue is about the size of a small JSON object, the typical value.
@@ -23,87 +23,61 @@ var benchValue = bytes.Repeat([]byte("x"), 100)
 // c=64 runs.
 const benchCallers = 64
 
-// engines opens the two embedded engines in the same process, so that one
-// run compares them under the same load: the Pebble store and the bbolt
-// one it replaces.
-var engines = []struct {
-	name string
-	open func(b *testing.B, observe func(int)) store.Store
-}{
-	{"bolt", func(b *testing.B, observe func(int)) store.Store {
-		s, err := bolt.Open(context.Background(), bolt.Config{
-			Path: filepath.Join(b.TempDir(), "kv.db"), SweepInterval: -1, ObserveBatch: observe,
-		})
-		if err != nil {
-			b.Fatal(err)
-		}
-		b.Cleanup(func() { s.Close() })
-		return s
-	}},
-	{"pebble", func(b *testing.B, observe func(int)) store.Store {
-		s, err := pebble.Open(context.Background(), pebble.Config{
-			Path: filepath.Join(b.TempDir(), "kv"), SweepInterval: -1, ObserveBatch: observe,
-		})
-		if err != nil {
-			b.Fatal(err)
-		}
-		b.Cleanup(func() { s.Close() })
-		return s
-	}},
+// openBench opens a Pebble store in b.TempDir(), closed at the end of b.
+func openBench(b *testing.B, observe func(int)) store.Store {
+	s, err := pebble.Open(context.Background(), pebble.Config{
+		Path: filepath.Join(b.TempDir(), "kv"), SweepInterval: -1, ObserveBatch: observe,
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { s.Close() })
+	return s
 }
 
 // BenchmarkSetParallel measures durable sets of 100-byte values from 64
-// callers over 10,000 keys on each engine; alternate the engines with
-// -count to see through the noise of a shared machine. cpu-µs/op is the
-// process's CPU time (user and system, getrusage) per set, the engines'
-// background work and the kernel time of their syncs included;
+// callers over 10,000 keys; compare two builds by alternating them, with
+// -count, to see through the noise of a shared machine. cpu-µs/op is the
+// process's CPU time (user and system, getrusage) per set, Pebble's
+// background work and the kernel time of its syncs included;
 // writes/commit how many sets shared one sync.
 func BenchmarkSetParallel(b *testing.B) {
-	for _, e := range engines {
-		b.Run(e.name, func(b *testing.B) {
-			var commits, writes atomic.Int64
-			s := e.open(b, func(n int) {
-				commits.Add(1)
-				writes.Add(int64(n))
-			})
-			run(b, func(ctx context.Context, i int64) error {
-				return s.Set(ctx, "bench", "key:"+strconv.FormatInt(i%10000, 10), benchValue, 0)
-			})
-			if c := commits.Load(); c > 0 {
-				b.ReportMetric(float64(writes.Load())/float64(c), "writes/commit")
-			}
-		})
+	var commits, writes atomic.Int64
+	s := openBench(b, func(n int) {
+		commits.Add(1)
+		writes.Add(int64(n))
+	})
+	run(b, func(ctx context.Context, i int64) error {
+		return s.Set(ctx, "bench", "key:"+strconv.FormatInt(i%10000, 10), benchValue, 0)
+	})
+	if c := commits.Load(); c > 0 {
+		b.ReportMetric(float64(writes.Load())/float64(c), "writes/commit")
 	}
 }
 
 // BenchmarkGetParallel measures gets of 100-byte values from 64 callers
 // over 10,000 keys written ten times each beforehand (so that Pebble has
-// flushed some of them to tables, as a store written steadily has), on
-// each engine.
+// flushed some of them to tables, as a store written steadily has).
 func BenchmarkGetParallel(b *testing.B) {
-	for _, e := range engines {
-		b.Run(e.name, func(b *testing.B) {
-			s := e.open(b, nil)
-			ctx := context.Background()
-			items := make([]store.Item, 0, 1000)
-			for i := range 100000 {
-				items = append(items, store.Item{Key: "key:" + strconv.Itoa(i%10000), Value: benchValue})
-				if len(items) == cap(items) {
-					if err := s.SetMany(ctx, "bench", items); err != nil {
-						b.Fatal(err)
-					}
-					items = items[:0]
-				}
+	s := openBench(b, nil)
+	ctx := context.Background()
+	items := make([]store.Item, 0, 1000)
+	for i := range 100000 {
+		items = append(items, store.Item{Key: "key:" + strconv.Itoa(i%10000), Value: benchValue})
+		if len(items) == cap(items) {
+			if err := s.SetMany(ctx, "bench", items); err != nil {
+				b.Fatal(err)
 			}
-			run(b, func(ctx context.Context, i int64) error {
-				_, found, err := s.Get(ctx, "bench", "key:"+strconv.FormatInt(i%10000, 10))
-				if err == nil && !found {
-					b.Error("a preloaded key is missing")
-				}
-				return err
-			})
-		})
+			items = items[:0]
+		}
 	}
+	run(b, func(ctx context.Context, i int64) error {
+		_, found, err := s.Get(ctx, "bench", "key:"+strconv.FormatInt(i%10000, 10))
+		if err == nil && !found {
+			b.Error("a preloaded key is missing")
+		}
+		return err
+	})
 }
 
 // run calls op b.N times from benchCallers goroutines and reports the
@@ -135,4 +109,32 @@ func cpuTime(b *testing.B) time.Duration {
 		b.Fatal(err)
 	}
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// BenchmarkAdmin: the admin's reads of a project of 100k entries.
+func BenchmarkAdmin(b *testing.B) {
+	storetest.BenchmarkAdmin(b, openBench(b, nil))
+}
+
+// The Do benchmarks hand the store rounds of storetest.BenchRound ops from
+// 64 callers, as the daemon's connections do; ns/op and allocs/op are per
+// op.
+
+func BenchmarkDoSetParallel(b *testing.B) {
+	storetest.BenchDo(b, openBench(b, nil), store.OpSet, benchValue, 10000)
+}
+
+func BenchmarkDoGetParallel(b *testing.B) {
+	s := openBench(b, nil)
+	ctx := context.Background()
+	for i := 0; i < 10000; i += 1000 {
+		items := make([]store.Item, 0, 1000)
+		for j := i; j < i+1000; j++ {
+			items = append(items, store.Item{Key: "key:" + strconv.Itoa(j), Value: benchValue})
+		}
+		if err := s.SetMany(ctx, "bench", items); err != nil {
+			b.Fatal(err)
+		}
+	}
+	storetest.BenchDo(b, s, store.OpGet, nil, 10000)
 }
