@@ -129,8 +129,8 @@ func (s *Server) putQuota(req *request) error {
 }
 
 // searchBudget bounds the time one keys request spends filling its page
-// from a backend that cuts pages short (bbolt, after scanning many keys
-// that do not match): past it the page goes out with fewer keys and a
+// from a backend that cuts pages short (the embedded store, after scanning
+// many keys that do not match): past it the page goes out with fewer keys and a
 // cursor, so a search for a rare substring in a huge project answers
 // within about a second, page after page, instead of scanning it all.
 const searchBudget = time.Second

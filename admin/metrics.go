@@ -14,7 +14,7 @@ import (
 
 // DefaultUsageInterval is how often UsageMetrics re-reads every project's
 // usage. Listing the projects is one paged scan of the usage table (or of
-// bbolt's projects bucket), cheap at this rate; usage graphs and quota
+// the embedded store's project states), cheap at this rate; usage graphs and quota
 // alerts do not need fresher numbers than a scrape interval or two.
 const DefaultUsageInterval = 30 * time.Second
 

@@ -520,9 +520,8 @@ func TestResponseMemoryBounded(t *testing.T) {
 	// README, Memory: the in-flight budget, held at most twice over by
 	// the Go heap between collections, plus what the process holds idle
 	// (base). Connection buffers are a few hundred KiB here. Anonymous
-	// memory only: the bbolt file's pages the reads touch are mapped file
-	// cache, which the kernel reclaims, and would add up to the file's
-	// 64 MiB to the RSS whatever the budget.
+	// memory only: file pages of the store that the kernel maps or caches
+	// for the reads are its to reclaim, not what the budget bounds.
 	bound := base + 2*budget + 16<<20
 	t.Logf("anonymous RSS %d MiB before the attack, peak %d MiB during it (bound %d MiB); %d getMany refused as too large, %d list pages of %d entries in all",
 		base>>20, top>>20, bound>>20, tooLarge, pages, listed)

@@ -16,9 +16,9 @@ import (
 // written reads as empty, with the default quota.
 //
 // Nothing here loads a whole project into memory: pages are bounded by
-// their limits, and aggregates are computed while scanning (on bbolt, in
-// short read transactions, so not from one snapshot) or by the database
-// (on PostgreSQL).
+// their limits, and aggregates are computed while scanning (on Pebble, in
+// short reads, each on its own snapshot, so not from one snapshot) or by
+// the database (on PostgreSQL).
 type Admin interface {
 	// Limits returns the key and value size limits the store enforces.
 	Limits() Limits

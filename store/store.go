@@ -1,9 +1,9 @@
 // Package store defines the key-value store that the sidecar serves, the
 // semantics every backend keeps, and the errors callers match with errors.Is.
 //
-// Two backends implement Store: store/bolt (an embedded bbolt file, for one
-// daemon) and store/postgres (PostgreSQL, shared by every daemon of a
-// cluster). store/storetest holds the conformance suite both must pass.
+// Two backends implement Store: store/pebble (an embedded Pebble directory,
+// for one daemon) and store/postgres (PostgreSQL, shared by every daemon of
+// a cluster). store/storetest holds the conformance suite both must pass.
 //
 // # Semantics
 //
@@ -39,8 +39,8 @@
 //     expiry and a re-create, across restarts and across every daemon that
 //     shares the store. Callers may compare versions for equality only.
 //     Backends draw versions from one counter per project, kept with the
-//     project's usage and advanced under the same lock (PostgreSQL) or in
-//     the same transaction (bbolt) as the write.
+//     project's usage and advanced under the same lock (PostgreSQL) or by
+//     the one committer, in the same batch (Pebble), as the write.
 //   - A write may carry a Cond. IfAbsent holds when the key does not exist
 //     or has expired; IfVersion(n) holds when the key is live with version
 //     n. A write whose condition fails writes nothing and returns a

@@ -6,7 +6,7 @@
 // # Writes: group commit on the log
 //
 // Every write call becomes a request on a bounded queue (store/internal/batch,
-// fair per project, as store/bolt's) and waits for its answer. One committer
+// fair per project) and waits for its answer. One committer
 // goroutine takes what is queued, applies the requests in queue order into
 // one pebble.Batch and commits it with pebble.Sync: one append to the log
 // and one fdatasync for the lot. Then it answers each request.
@@ -18,7 +18,7 @@
 // from a plain Get: no indexed batch, no read of a counter per write. The in-memory
 // state of a batch's projects is replaced only once the batch has
 // committed, so a batch that fails or panics leaves no trace, and its
-// requests are retried one per batch as in store/bolt.
+// requests are retried one per batch.
 //
 // # Reads see only what was synced
 //
@@ -95,15 +95,15 @@ const (
 	// fsync, so writes queued behind it wait little longer than they would.
 	DefaultSweepBatch = 1000
 	// DefaultSearchScan bounds the keys one read of the admin's scans looks
-	// at, as in store/bolt: a scan of a large project is many short reads,
-	// each on the snapshot current when it starts.
+	// at: a scan of a large project is many short reads, each on the
+	// snapshot current when it starts.
 	DefaultSearchScan = 100_000
 	// DefaultLockTimeout is how long Open waits for the directory lock held
 	// by another process: long enough to ride out a daemon that is just
 	// exiting, short enough that a second daemon fails at start.
 	DefaultLockTimeout = time.Second
 	// DefaultProjectQueueShare is the share of the write queue one project
-	// may hold: a quarter, as in store/bolt.
+	// may hold: a quarter.
 	DefaultProjectQueueShare = 0.25
 	// DefaultDiskReserve is the space kept in reserve next to the directory
 	// for deletes on a full disk: a delete is a small log record, but the
@@ -133,7 +133,7 @@ const (
 	diskHeadroom = 2*memTableSize + 1<<20
 )
 
-// Config configures Open. Its shape is store/bolt's.
+// Config configures Open.
 type Config struct {
 	// Path is the Pebble directory. It is created (mode 0700) if missing.
 	// Required.

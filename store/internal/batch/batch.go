@@ -27,7 +27,7 @@
 // Call.Requeue at the head of its lane, to be drawn again in a later batch,
 // so that long work proceeds in slices between other keys' items.
 //
-// What a batch means — a bbolt transaction, a PostgreSQL transaction, one
+// What a batch means — a Pebble batch, a PostgreSQL transaction, one
 // pipelined read — stays with the backend.
 //
 // Calls can also be submitted without a goroutine waiting on each:
@@ -71,8 +71,8 @@ import (
 var (
 	// ErrPanicked is the answer of every call of a batch whose apply
 	// panicked before answering it. What the batch had written may or may
-	// not be committed (a bbolt transaction rolls back; a PostgreSQL one
-	// that had committed stays committed).
+	// not be committed (a Pebble batch not yet committed is dropped; a
+	// PostgreSQL transaction that had committed stays committed).
 	ErrPanicked = errors.New("batch apply panicked")
 	// ErrUnanswered is the answer of a call that apply returned without
 	// answering: a bug of the backend, reported instead of leaving the

@@ -1,8 +1,8 @@
-// Package diskreserve keeps the disk reserve of the embedded stores: a file
-// of allocated space that a store releases when the disk is full, so that
+// Package diskreserve keeps the disk reserve of the embedded store: a file
+// of allocated space that the store releases when the disk is full, so that
 // deletes, clears and sweeps run in its room, and takes back once the disk
 // has room again. What may use the room, and when writes that add data are
-// refused, stays with each store.
+// refused, stays with the store.
 package diskreserve
 
 import (
