@@ -169,12 +169,18 @@ func (w *writeTx) applyOp(r *request) (result, error) {
 	return result{}, fmt.Errorf("pebble: applyOp: unexpected operation kind %d", op.Kind)
 }
 
-// notifyOp is the write queue's Notify: it gives a write op of Do its
-// outcome and calls its Done, on the committer's goroutine (or on Do's,
-// when the queue refused it).
+// notifyOp is the write queue's Notify. The answer of a write its batch
+// applied waits in the batch for the log sync, and the completer gives it
+// to the op (pipeline.go); a write that failed or was refused before its
+// batch (closed, busy, past its deadline, a failed batch) gets its outcome
+// and its Done at once, on the committer's goroutine or on Do's.
 func notifyOp(r *request, res result, err error) {
 	if err == nil {
 		err = res.err
+	}
+	if f := res.synced; f != nil {
+		f.ops = append(f.ops, opAnswer{op: r.op, err: err, version: res.version, existed: res.n == 1})
+		return
 	}
 	r.op.FinishWrite(err, res.version, res.n == 1)
 }

@@ -70,6 +70,10 @@ type result struct {
 	flags   []bool
 	version uint64 // the version a Set, SetMany, Incr or Expire wrote
 	err     error
+	// synced, with a pipeline (pipeline.go), is the batch the request was
+	// applied in: the answer holds once the batch is done, and the batch's
+	// err, if any, replaces it.
+	synced *inflight
 }
 
 // writeCall is a request in the write queue.
@@ -101,6 +105,18 @@ func (s *Store) newQueue() *batch.Queue[request, result] {
 // commit applies calls in one batch and answers every one, or requeues it.
 // It is the queue's Apply.
 func (s *Store) commit(calls []*writeCall) {
+	if s.pipe != nil {
+		// Whatever happens below, the queue draws the next batch only once
+		// a slot of the pipeline is free, so that what arrives meanwhile
+		// joins it.
+		defer s.pipe.reserve()
+	}
+	if err := s.writesStopped(); err != nil {
+		for _, c := range calls {
+			c.Fail(err)
+		}
+		return
+	}
 	now := time.Now()
 	if !s.reserve.Held && s.reserve.Size > 0 && !now.Before(s.reserve.Next) {
 		if free, err := s.freeSpace(); err == nil && free >= s.reserve.Size+diskHeadroom {
@@ -128,6 +144,7 @@ func (s *Store) commitBatch(calls []*writeCall, waiting map[string]bool) {
 	requeue := make([]bool, len(calls))
 	var purging []string // projects whose calls this batch requeues
 	w := s.newWriteTx()
+	var f *inflight
 	err := func() error {
 		defer func() {
 			if w.b != nil && w.err != nil {
@@ -152,10 +169,30 @@ func (s *Store) commitBatch(calls []*writeCall, waiting map[string]bool) {
 			}
 			results[i] = res
 		}
-		w.err = w.commit()
+		f, w.err = w.commit()
 		return w.err
 	}()
+	if err == nil && s.pipe == nil {
+		// No pipeline: the committer waits for the log sync itself.
+		if serr := s.settle(f); serr != nil {
+			for _, c := range calls {
+				c.Fail(serr)
+			}
+			return
+		}
+	}
 	if err == nil {
+		if s.pipe != nil {
+			// The batch is applied: hand it to the completer even if what
+			// follows panics, so that its sync is waited for and what was
+			// answered is finished.
+			f.done = make(chan struct{})
+			f.ops = s.pipe.opsBuf()
+			defer s.pipe.handOff(f)
+			for i := range results {
+				results[i].synced = f
+			}
+		}
 		s.cfg.ObserveBatch(len(calls))
 		for _, p := range purging {
 			waiting[p] = true
@@ -290,27 +327,33 @@ func (w *writeTx) project(name string) *projectTx {
 	return p
 }
 
-// commit writes the changed project states, commits the batch with a log
-// sync, and only then makes the batch's states the committer's and its
-// writes visible to reads.
-func (w *writeTx) commit() error {
+// commit writes the changed project states and applies the batch to
+// Pebble without waiting for its log sync, takes the snapshot through it,
+// and makes the batch's states the committer's, on which the next batch is
+// built. The batch returned is settled (settle: its sync waited for, its
+// snapshot made the read view) before any of its calls is answered, by the
+// committer itself or, with a pipeline, by the completer (pipeline.go).
+func (w *writeTx) commit() (*inflight, error) {
 	for _, p := range w.projects {
 		if p.dirty {
 			if err := w.b.Set(projectKey(p.name), p.st.encode(), nil); err != nil {
-				return err
+				return nil, err
 			}
 		}
 	}
+	f := &inflight{}
 	if w.b.Empty() {
-		return w.b.Close()
+		err := w.b.Close()
+		w.b = nil
+		return f, err
 	}
-	if err := w.b.Commit(pebble.Sync); err != nil {
-		return err
+	if err := w.s.db.ApplyNoSyncWait(w.b, pebble.Sync); err != nil {
+		return nil, err
 	}
-	if err := w.b.Close(); err != nil {
-		return err
-	}
-	w.b = nil
+	f.b, w.b = w.b, nil
+	// The committer is the only writer: what the DB shows now is exactly
+	// the batches up to this one.
+	f.view = newSnapView(w.s.db)
 	for _, p := range w.projects {
 		if p.dirty {
 			w.s.projects[p.name] = p.st
@@ -323,8 +366,7 @@ func (w *writeTx) commit() error {
 		}
 	}
 	w.s.defaultQuota = w.defaultQuota
-	w.s.views.publish(w.s.db)
-	return nil
+	return f, nil
 }
 
 // projectTx is one project within a batch.
@@ -590,6 +632,12 @@ func (s *Store) submit(ctx context.Context, r request) result {
 	res, err := s.queue.Submit(ctx, r)
 	if err != nil {
 		return result{err: err}
+	}
+	if f := res.synced; f != nil {
+		<-f.done
+		if f.err != nil {
+			return result{err: f.err}
+		}
 	}
 	return res
 }

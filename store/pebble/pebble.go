@@ -172,9 +172,17 @@ type Config struct {
 	// doc). 0 means DefaultDiskReserve; < 0 keeps no reserve.
 	DiskReserve int64
 	// ObserveBatch, if set, is called after each committed batch with the
-	// number of write requests it committed. It runs on the committer
-	// goroutine, so it must be fast (a histogram observation).
+	// number of write requests it committed, before they are answered. It
+	// runs on the committer goroutine, so it must be fast (a histogram
+	// observation).
 	ObserveBatch func(n int)
+	// PipelineDepth is how many batches applied to Pebble may wait for
+	// their log sync at once, in [1, 4]. 1 (the default; 0 means 1): the
+	// committer waits for each batch's sync before it answers it and
+	// draws the next. 2 or more: a completer goroutine waits for the sync
+	// and answers, while the committer builds and applies the next batch
+	// (pipeline.go); every answer still follows its batch's sync.
+	PipelineDepth int
 	// Logger receives the store's own events and Pebble's (at warn and
 	// above; Pebble's info lines at debug). Default: zap.NewNop().
 	Logger *zap.Logger
@@ -207,6 +215,9 @@ func (c Config) withDefaults() Config {
 	if c.DiskReserve == 0 {
 		c.DiskReserve = DefaultDiskReserve
 	}
+	if c.PipelineDepth == 0 {
+		c.PipelineDepth = 1
+	}
 	if c.ObserveBatch == nil {
 		c.ObserveBatch = func(int) {}
 	}
@@ -225,6 +236,9 @@ func (c Config) validate() error {
 	}
 	if c.DefaultQuota < 0 {
 		return fmt.Errorf("config: DefaultQuota is negative (%d)", c.DefaultQuota)
+	}
+	if c.PipelineDepth < 1 || c.PipelineDepth > maxPipelineDepth {
+		return fmt.Errorf("config: PipelineDepth is %d, want 1 to %d", c.PipelineDepth, maxPipelineDepth)
 	}
 	if c.ProjectQueueShare < 0 || c.ProjectQueueShare > 1 {
 		return fmt.Errorf("config: ProjectQueueShare is %g, want a share in (0, 1]", c.ProjectQueueShare)
@@ -249,6 +263,13 @@ type Store struct {
 	// queue is the write queue; its goroutine is the committer. It refuses
 	// writes once closed, so no write reaches the DB after Close.
 	queue *batch.Queue[request, result]
+	// pipe, with a PipelineDepth of 2 or more, takes each applied batch
+	// from the committer to the completer goroutine, which answers it once
+	// it is synced (pipeline.go); nil otherwise.
+	pipe *pipeline
+	// stopped is the failed log sync that stopped the writes (pipeline.go).
+	stopMu  sync.Mutex
+	stopped error
 
 	// The committer's own state: the projects' usage, quota and version,
 	// and the default quota, as of the last committed batch. Only the
@@ -301,6 +322,10 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	} else if err := s.reserve.Take(time.Now()); err != nil {
 		// Not fatal: the store serves, and the committer tries again.
 		cfg.Logger.Warn("pebble: no disk reserve for deletes on a full disk", zap.Error(err))
+	}
+	if cfg.PipelineDepth > 1 {
+		s.pipe = newPipeline(cfg.PipelineDepth)
+		go s.complete()
 	}
 	s.queue = s.newQueue()
 
@@ -393,6 +418,9 @@ func (s *Store) Close() error {
 	s.mu.Unlock()
 
 	s.queue.Close() // commits what is queued; later writes fail with ErrClosed
+	if s.pipe != nil {
+		s.pipe.close() // every batch applied is synced and answered
+	}
 	s.views.close()
 	if err := s.db.Close(); err != nil {
 		return fmt.Errorf("close %s: %w", s.cfg.Path, err)
@@ -400,8 +428,12 @@ func (s *Store) Close() error {
 	return nil
 }
 
-// Ping reports whether the store is open and its format readable.
+// Ping reports whether the store is open, takes writes (see the package
+// doc on a failed log sync) and has its format readable.
 func (s *Store) Ping(ctx context.Context) error {
+	if err := s.writesStopped(); err != nil {
+		return err
+	}
 	return s.read(ctx, func(r reader, _ int64) error {
 		v, ok, err := r.get(metaKey(metaFormat))
 		if err != nil {

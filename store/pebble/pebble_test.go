@@ -36,6 +36,11 @@ func open(t testing.TB, cfg pebble.Config) *pebble.Store {
 
 // harness opens each conformance test's store in its own directory.
 func harness(sweepInterval time.Duration, realClock bool) storetest.Harness {
+	return harnessDepth(sweepInterval, realClock, 0)
+}
+
+// harnessDepth is harness with the stores' Config.PipelineDepth.
+func harnessDepth(sweepInterval time.Duration, realClock bool, depth int) storetest.Harness {
 	var configs sync.Map // *pebble.Store → the pebble.Config it was opened with
 	return storetest.Harness{
 		RealClock: realClock,
@@ -46,6 +51,7 @@ func harness(sweepInterval time.Duration, realClock bool) storetest.Harness {
 				DefaultQuota:  opts.DefaultQuota,
 				Now:           opts.Now,
 				SweepInterval: sweepInterval,
+				PipelineDepth: depth,
 			}
 			if realClock {
 				cfg.Now = nil
@@ -78,6 +84,13 @@ func TestConformance(t *testing.T) {
 // operation going through Do (store.Async), and then Do's own tests.
 func TestConformanceThroughDo(t *testing.T) {
 	storetest.RunAsync(t, harness(-1, false))
+}
+
+// TestConformancePipelined runs the suite, directly and through Do, with
+// the committer building the next batch while one waits for its log sync.
+func TestConformancePipelined(t *testing.T) {
+	t.Run("direct", func(t *testing.T) { storetest.Run(t, harnessDepth(-1, false, 2)) })
+	t.Run("Do", func(t *testing.T) { storetest.RunAsync(t, harnessDepth(-1, false, 2)) })
 }
 
 // TestConformanceShortScans runs the suite with scans cut every two keys,
@@ -196,6 +209,8 @@ func TestOpenRejectsBadConfig(t *testing.T) {
 	}{
 		{"no path", pebble.Config{}, "Path"},
 		{"negative default quota", pebble.Config{Path: filepath.Join(dir, "b"), DefaultQuota: -1}, "DefaultQuota"},
+		{"pipeline too deep", pebble.Config{Path: filepath.Join(dir, "c"), PipelineDepth: 5}, "PipelineDepth"},
+		{"negative pipeline depth", pebble.Config{Path: filepath.Join(dir, "d"), PipelineDepth: -1}, "PipelineDepth"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			s, err := pebble.Open(context.Background(), tc.cfg)

@@ -17,9 +17,10 @@ import (
 
 // views holds the snapshot reads use. Pebble makes a batch's writes visible
 // before its log sync returns (see the package doc), so reads go through a
-// snapshot that the committer takes after each synced commit and before it
-// answers the batch's callers: a read sees what was answered, never a write
-// that a crash could still lose. A snapshot is closed when it is no longer
+// snapshot that the committer takes right after each batch's apply, and
+// that the completer makes current once the batch is synced and before it
+// answers the batch's callers (pipeline.go): a read sees what was
+// answered, never a write that a crash could still lose. A snapshot is closed when it is no longer
 // current and its last reader is done.
 type views struct {
 	mu  sync.Mutex // guards cur; held only to take a reference
@@ -58,10 +59,9 @@ func (vs *views) acquire() *snapView {
 	return v
 }
 
-// publish makes a snapshot of what the DB holds now the current one. The
-// committer calls it after each synced commit.
-func (vs *views) publish(db *pebble.DB) {
-	v := newSnapView(db)
+// swap makes v, with its reference for being current, the current
+// snapshot. The completer calls it once v's batch is synced.
+func (vs *views) swap(v *snapView) {
 	vs.mu.Lock()
 	old := vs.cur
 	vs.cur = v
