@@ -8,8 +8,11 @@
 // Every write call becomes a request on a bounded queue (store/internal/batch,
 // fair per project) and waits for its answer. One committer
 // goroutine takes what is queued, applies the requests in queue order into
-// one pebble.Batch and commits it with pebble.Sync: one append to the log
-// and one fdatasync for the lot. Then it answers each request.
+// one pebble.Batch and applies it to Pebble with a log sync requested
+// (DB.ApplyNoSyncWait): one append to the log and one fdatasync for the
+// lot. Once the sync has returned, each request is answered; by the
+// committer itself, or, with Config.PipelineDepth above 1, by a completer
+// goroutine while the committer builds the next batch (pipeline.go).
 //
 // The committer is the only writer, so it keeps each project's usage, quota
 // override and version counter in memory (loaded at Open), and what a set
@@ -28,10 +31,15 @@
 // "waiting for the WAL sync after ratcheting the visible sequence number
 // allows another goroutine to read committed data before the WAL has
 // synced. [...] Application code needs to protect against this". So reads
-// never use the DB directly: they use a snapshot the committer takes after
-// each synced commit, before it answers the batch's callers, and swaps in
-// (view.go). A read sees a write once it was answered, and never a write a
-// crash could still lose.
+// never use the DB directly: they use a snapshot the committer takes right
+// after each batch's apply, which becomes the read view once the batch's
+// log sync has returned and before its callers are answered (view.go,
+// pipeline.go). A read sees a write once it was answered, and never a
+// write a crash could still lose.
+//
+// A log sync that fails stops the store's writes: that batch, every batch
+// applied after it and every later write fail with store.ErrUnavailable,
+// and Ping reports it, while reads go on on the last synced snapshot.
 //
 // # Layout
 //
