@@ -179,10 +179,11 @@ type Config struct {
 	// and the sweeper keep working when the disk is full (see the package
 	// doc). 0 means DefaultDiskReserve; < 0 keeps no reserve.
 	DiskReserve int64
-	// ObserveBatch, if set, is called after each committed batch with the
-	// number of write requests it committed, before they are answered. It
-	// runs on the committer goroutine, so it must be fast (a histogram
-	// observation).
+	// ObserveBatch, if set, is called after each batch is committed with
+	// the number of write requests it holds, before they are answered:
+	// once its log sync has returned, or, with a PipelineDepth above 1,
+	// once it is applied and while its sync may still run. It runs on the
+	// committer goroutine, so it must be fast (a histogram observation).
 	ObserveBatch func(n int)
 	// PipelineDepth is how many batches applied to Pebble may wait for
 	// their log sync at once, in [1, 4]. 1 (the default; 0 means 1): the
