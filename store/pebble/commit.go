@@ -30,7 +30,7 @@ const (
 	// (maxBatch of them) stays well below it.
 	maxBatchBytes = 512 << 10
 	// turnBytes is what one project may add to a batch in its turn of the
-	// round robin (batch.Config.TurnBytes), as in store/bolt.
+	// round robin (batch.Config.TurnBytes).
 	turnBytes = 64 << 10
 	// queueCapacity bounds the write queue: one full batch while the
 	// previous one commits. Beyond that, writers wait to enqueue, where
