@@ -26,6 +26,9 @@
 #                      go tool pprof 'http://127.0.0.1:9478/debug/pprof/profile?seconds=10'
 #   BENCH_METRICS_PORT port of /metrics (and pprof) with BENCH_PPROF=1 (default 9478)
 #   BENCH_ARGS         more kvbench flags, e.g. "--clients 4 --json out.json"
+#   BENCH_DAEMON_ARGS  more kvsidecar flags, e.g. "--max-inflight 256"
+#   BENCH_DAEMON_ENV   NAME=VALUE assignments added to the daemon's environment,
+#                      separated by spaces, e.g. "GOMAXPROCS=1 GODEBUG=gctrace=1"
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -167,8 +170,16 @@ if [[ $BENCH_PPROF == 1 ]]; then
 	metrics_args=(--metrics-addr "127.0.0.1:$BENCH_METRICS_PORT" --pprof)
 	echo "bench: daemon pprof on http://127.0.0.1:$BENCH_METRICS_PORT/debug/pprof/"
 fi
-bin/kvsidecar --socket "$tmp/kv.sock" "${store_args[@]}" --uid-map "$tmp/uids" \
-	--log-level warn "${metrics_args[@]}" &
+daemon_env=()
+# shellcheck disable=SC2206 # BENCH_DAEMON_ENV is a list of NAME=VALUE words
+[[ -n ${BENCH_DAEMON_ENV:-} ]] && daemon_env=(${BENCH_DAEMON_ENV})
+for assignment in "${daemon_env[@]}"; do
+	[[ $assignment == [A-Za-z_]*=* ]] || { echo "bench: BENCH_DAEMON_ENV: $assignment is not NAME=VALUE" >&2; exit 2; }
+done
+[[ ${#daemon_env[@]} -gt 0 ]] && echo "bench: daemon environment: ${daemon_env[*]}"
+# shellcheck disable=SC2086 # BENCH_DAEMON_ARGS is a list of flags
+env "${daemon_env[@]}" bin/kvsidecar --socket "$tmp/kv.sock" "${store_args[@]}" --uid-map "$tmp/uids" \
+	--log-level warn "${metrics_args[@]}" ${BENCH_DAEMON_ARGS:-} &
 daemon=$!
 # The daemon creates its socket once the store is open (and the schema
 # migrated).
