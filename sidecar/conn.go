@@ -92,11 +92,16 @@ type conn struct {
 
 	// The round path (round.go): requests of one read round handed to the
 	// store together. Owned by the read loop.
-	async     store.Async // the store, when it takes ops without a goroutine each
-	round     []*store.Op // ops read in this round, not yet given to the store
-	roundReqs []*fastReq  // their requests
-	roundOpen bool        // frames have been handled since the read loop last blocked
-	roundTime time.Time   // when the round's first frame was read
+	async     store.Async   // the store, when it takes ops without a goroutine each
+	round     []*store.Op   // ops read in this round, not yet given to the store
+	roundReqs []*fastReq    // their requests
+	roundOpen bool          // frames have been handled since the read loop last blocked
+	roundTime time.Time     // when the round's first frame was read
+	br        *bufio.Reader // the read loop's buffer
+	// heldSince is when a Do that held the read loop for long (heldRead)
+	// began, while frames had arrived meanwhile: the next round's
+	// requests count their timeouts from then (openRound).
+	heldSince time.Time
 
 	// The output (see send and flush), under outMu: encoded answers and
 	// what their requests hold, released once they are written.
@@ -225,6 +230,7 @@ func (c *conn) stopReading() {
 func (c *conn) readLoop() closeReason {
 	cfg := &c.s.cfg
 	br := bufio.NewReaderSize(c.nc, readBufferSize)
+	c.br = br
 	dec := protocol.NewDecoder()
 	dec.MaxBatch = store.MaxBatchItems
 	// A request's key and value are views of its frame's buffer: a request
@@ -249,6 +255,17 @@ func (c *conn) readLoop() closeReason {
 			}
 		}
 		h := hold{slot: true}
+		// A stop, revocation or failed write ends reading through ctx and
+		// a read deadline, but a frame already in br needs no read of the
+		// socket, and the select above takes the slot rather than ctx.Done
+		// when both are ready. After a round that ran on this goroutine
+		// (a commit of Do), which the stop may have come during, the frames
+		// buffered behind it would then be answered before the stopping
+		// frame: look at ctx before each frame instead.
+		if c.ctx.Err() != nil {
+			c.release(h)
+			return c.interrupted(greeted)
+		}
 		if br.Buffered() < protocol.HeaderSize {
 			c.endRound()
 		}

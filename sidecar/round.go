@@ -4,6 +4,7 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+	"golang.org/x/sys/unix"
 
 	"github.com/kvsidecar/kvsidecar/protocol"
 	"github.com/kvsidecar/kvsidecar/store"
@@ -102,6 +103,13 @@ func (c *conn) openRound() {
 	}
 	c.roundOpen = true
 	c.roundTime = time.Now()
+	if !c.heldSince.IsZero() {
+		// These frames may have waited while a Do held the read loop: a
+		// request's timeout counts from when the daemon could have read
+		// it, so that a caller waiting behind a slow commit still gets
+		// its answer within its timeout.
+		c.roundTime, c.heldSince = c.heldSince, time.Time{}
+	}
 	c.outMu.Lock()
 	c.holdWake = true
 	c.outMu.Unlock()
@@ -122,7 +130,11 @@ func (c *conn) endRound() {
 			c.armSweeper(f.op.Deadline)
 		}
 		c.outMu.Unlock()
+		start := time.Now()
 		c.async.Do(c.round)
+		if time.Since(start) > heldRead && c.framesWaiting() {
+			c.heldSince = start
+		}
 		clear(c.round)
 		clear(c.roundReqs)
 		c.round, c.roundReqs = c.round[:0], c.roundReqs[:0]
@@ -136,6 +148,28 @@ func (c *conn) endRound() {
 		c.signal()
 		c.outMu.Unlock()
 	}
+}
+
+// heldRead is how long a Do may hold the read loop (the store answering on
+// its goroutine: a commit or a read round at an idle queue) before the
+// frames that arrived meanwhile count their timeouts from when it began.
+const heldRead = time.Millisecond
+
+// framesWaiting reports whether bytes of further frames wait to be read:
+// in the read loop's buffer or in the socket.
+func (c *conn) framesWaiting() bool {
+	if c.br.Buffered() > 0 {
+		return true
+	}
+	rc, err := c.nc.SyscallConn()
+	if err != nil {
+		return false
+	}
+	n := 0
+	if err := rc.Control(func(fd uintptr) { n, _ = unix.IoctlGetInt(int(fd), unix.SIOCINQ) }); err != nil {
+		return false
+	}
+	return n > 0
 }
 
 // dispatchFast takes req on the round path, or answers it at once (ping),
