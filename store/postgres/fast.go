@@ -93,11 +93,6 @@ func onlySets(reqs []*writeReq) bool {
 // granted a lease on the second run; one that was granted none (too little
 // room) or could not write under a fresh one goes to the general path.
 func (s *Store) commitFast(h *holder, reqs []*writeReq, retry, lockFirst bool) (applied, contended map[string]bool, versions []uint64, err error) {
-	if len(reqs) == 1 && len(reqs[0].items) == 1 && !lockFirst && !s.leasesOn() {
-		if _, locks := s.lockFirst.Load(reqs[0].project); !locks {
-			return s.commitLoneSet(h, reqs[0], retry)
-		}
-	}
 	ctx, cancel := s.commitContext(h.until)
 	defer cancel()
 
@@ -251,48 +246,6 @@ func (s *Store) commitFast(h *holder, reqs []*writeReq, retry, lockFirst bool) (
 		versions[i] = projects[r.project].base + uint64(ords[i])
 	}
 	return applied, contended, versions, nil
-}
-
-// commitLoneSet is commitFast for a batch of one call setting one key, of
-// a project whose batches do not lock their usage row first at the moment,
-// without leases: the lone caller's set. It sends sqlFastSetOne on its own
-// rather than as a pipeline of one statement, whose machinery costs a
-// lone set more than the statement's own encoding does; what it returns,
-// and how an error says whether anything was committed, is commitFast's.
-func (s *Store) commitLoneSet(h *holder, r *writeReq, retry bool) (applied, contended map[string]bool, versions []uint64, err error) {
-	ctx, cancel := s.commitContext(h.until)
-	defer cancel()
-	name, it := r.project, &r.items[0]
-	if _, ok := s.known.Load(name); !ok {
-		if err := s.ensureUsageRows(ctx, []string{name}); err != nil {
-			return nil, nil, nil, notCommitted(err)
-		}
-	}
-	conn, err := s.acquire(ctx, retry)
-	if err != nil {
-		return nil, nil, nil, notCommitted(err)
-	}
-	defer conn.Release()
-	size := store.EntrySize(it.Key, it.Value)
-	var base *int64
-	err = conn.Conn().QueryRow(ctx, sqlFastSetOne, name, []byte(it.Key), it.Value, ttlMicros(it.TTL),
-		s.nowArg(), size, size, int64(1)).Scan(&base)
-	switch {
-	case errors.Is(err, pgx.ErrNoRows):
-		return nil, nil, nil, nil // no room: the general path
-	case err != nil:
-		// Nothing was committed if nothing was sent, or if the server
-		// ended the connection in answer to the statement.
-		if pgconn.SafeToRetry(err) || terminated(err) {
-			err = notCommitted(err)
-		}
-		return nil, nil, nil, err
-	case base == nil:
-		// Another writer came first (see commitFast).
-		s.lockFirst.Store(name, lockFirstBatches)
-		return nil, map[string]bool{name: true}, nil, nil
-	}
-	return map[string]bool{name: true}, nil, []uint64{uint64(*base) + 1}, nil
 }
 
 // queueLeaseSet queues, in b, the write of p's Sets under h's lease on
