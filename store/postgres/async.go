@@ -28,10 +28,7 @@ var doScratchPool = sync.Pool{New: func() any { return new(doScratch) }}
 // is done — with the retry after a lost connection of the waiting methods.
 // When the reader is idle, Do runs the reads' round trip itself, and their
 // Done is called before Do returns: its caller waits that long, at most
-// until the latest deadline of the reads or the statement timeout. So it
-// does for writes that all go to one idle committer, in a Do without
-// reads: Do commits them itself, and each Done is called once its write
-// is committed (durable, as the committer's would be), before Do returns.
+// until the latest deadline of the reads or the statement timeout.
 // An op that finds its queue full, or its project's share of it taken,
 // fails at once with store.ErrBusy. An OpGet's Value is valid only while
 // its Done runs.
@@ -87,39 +84,17 @@ func (s *Store) Do(ops []*store.Op) {
 	// while the reads do. The reads go last: at an idle reader, Do runs
 	// their round itself (batch.Queue.SubmitOrApply), with no hand-off to
 	// the reader and back, bounded by the ops' deadlines (roundContext).
-	// So do writes that all belong to one committer, when there are no
-	// reads: at an idle committer, Do commits them itself, bounded by
-	// the ops' deadlines too (commitContext). Writes of several committers
-	// go to them, so that their transactions overlap, and writes beside
-	// reads too, so that the two overlap.
-	// While the database fails ops as unavailable, Do runs nothing itself:
-	// a frozen database must not hold the caller's goroutine (a
-	// connection's read loop) for its ops' whole timeout, again and again.
-	stalled := s.stalled.Load()
-	lone := -1 // the one committer of the writes, when Do may commit them
-	if !stalled && len(sc.reads) == 0 {
-		for i, calls := range sc.writes {
-			if len(calls) == 0 {
-				continue
-			}
-			if lone >= 0 {
-				lone = -1
-				break
-			}
-			lone = i
-		}
-	}
+	// While the database fails ops as unavailable, it does not: a frozen
+	// database must not hold the caller's goroutine (a connection's read
+	// loop) for its ops' whole timeout, again and again.
 	for i, calls := range sc.writes {
-		switch {
-		case len(calls) == 0:
-		case i == lone:
-			s.writeQs[i].SubmitOrApply(calls)
-		default:
+		if len(calls) > 0 {
 			s.writeQs[i].SubmitAll(calls)
 		}
 		clear(calls)
 		sc.writes[i] = calls[:0]
 	}
+	stalled := s.stalled.Load()
 	switch {
 	case len(sc.reads) == 0:
 	case stalled:

@@ -9,7 +9,6 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/kvsidecar/kvsidecar/store"
-	"github.com/kvsidecar/kvsidecar/store/internal/batch"
 )
 
 // maxBatchAttempts bounds how often a batch is run again after a conflict
@@ -30,7 +29,6 @@ var errPurgeMore = fmt.Errorf("%w: the purge of expired entries goes on in the n
 func (s *Store) commit(h *holder, calls []*writeCall) {
 	h.busySince.Store(time.Now().UnixNano())
 	defer h.busySince.Store(0)
-	h.until = batch.Deadline(calls)
 	waiting := map[string]bool{} // projects with a requeued call
 	failed, err := s.commitCalls(h, calls, waiting, false)
 	if len(failed) == 0 {
@@ -88,7 +86,7 @@ func (s *Store) commitCalls(h *holder, calls []*writeCall, waiting map[string]bo
 	for _, c := range calls {
 		h.forget(s, c.Item.project)
 	}
-	results, err := s.commitRetrying(requests(calls), retry, h.until)
+	results, err := s.commitRetrying(requests(calls), retry)
 	if err == nil {
 		s.answer(calls, results, waiting)
 		return nil, nil
@@ -104,7 +102,7 @@ func (s *Store) commitCalls(h *holder, calls []*writeCall, waiting map[string]bo
 				c.Requeue()
 				continue
 			}
-			res, err := s.commitRetrying([]*writeReq{&c.Item}, retry, h.until)
+			res, err := s.commitRetrying([]*writeReq{&c.Item}, retry)
 			if err != nil {
 				c.Fail(dbError(err))
 				continue
@@ -185,10 +183,10 @@ func (s *Store) fail(calls []*writeCall, err error) {
 }
 
 // commitRetrying applies reqs in one transaction, running it again after a
-// conflict with another transaction, within until (commitContext).
-func (s *Store) commitRetrying(reqs []*writeReq, retry bool, until time.Time) ([]writeResult, error) {
+// conflict with another transaction.
+func (s *Store) commitRetrying(reqs []*writeReq, retry bool) ([]writeResult, error) {
 	for attempt := 1; ; attempt++ {
-		res, err := s.applyBatch(reqs, retry, until)
+		res, err := s.applyBatch(reqs, retry)
 		if err == nil || classify(err) != classRetryBatch || attempt == maxBatchAttempts {
 			return res, err
 		}
@@ -198,10 +196,9 @@ func (s *Store) commitRetrying(reqs []*writeReq, retry bool, until time.Time) ([
 // applyBatch applies reqs in one transaction and returns each call's result
 // once it has committed. An error means nothing was committed — or, if it
 // happened during the commit, that the outcome is unknown; it is wrapped by
-// notCommitted when nothing was. retry takes a checked connection. until
-// bounds it (commitContext).
-func (s *Store) applyBatch(reqs []*writeReq, retry bool, until time.Time) ([]writeResult, error) {
-	ctx, cancel := s.commitContext(until)
+// notCommitted when nothing was. retry takes a checked connection.
+func (s *Store) applyBatch(reqs []*writeReq, retry bool) ([]writeResult, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.StatementTimeout)
 	defer cancel()
 
 	t := newTxn(reqs, s.nowArg())
@@ -234,18 +231,4 @@ func (s *Store) applyBatch(reqs []*writeReq, retry bool, until time.Time) ([]wri
 		return nil, err
 	}
 	return t.results, nil
-}
-
-// commitContext bounds a transaction of a committer: by the statement
-// timeout, and by until, the latest deadline of its batch's calls when
-// every one has one (writes of Do), since past it nobody waits for the
-// answer. A batch that its submitter applies itself (Do) thus holds the
-// submitter for no longer than its ops' time. A write cut off there may or
-// may not be committed, as its caller was told at its deadline.
-func (s *Store) commitContext(until time.Time) (context.Context, context.CancelFunc) {
-	limit := time.Now().Add(s.cfg.StatementTimeout)
-	if !until.IsZero() && until.Before(limit) {
-		limit = until
-	}
-	return context.WithDeadline(context.Background(), limit)
 }

@@ -2,6 +2,7 @@ package postgres
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"slices"
 	"time"
@@ -93,7 +94,7 @@ func onlySets(reqs []*writeReq) bool {
 // granted a lease on the second run; one that was granted none (too little
 // room) or could not write under a fresh one goes to the general path.
 func (s *Store) commitFast(h *holder, reqs []*writeReq, retry, lockFirst bool) (applied, contended map[string]bool, versions []uint64, err error) {
-	ctx, cancel := s.commitContext(h.until)
+	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.StatementTimeout)
 	defer cancel()
 
 	// One statement per project, with each key once and its last value.

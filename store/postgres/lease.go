@@ -101,10 +101,6 @@ type holder struct {
 	// in Unix nanoseconds, 0 while it waits for one: committerFor reads it
 	// from other goroutines.
 	busySince atomic.Int64
-	// until bounds the transactions of the batch the committer applies:
-	// the latest deadline of its calls, zero when one has none
-	// (commitContext). Touched only by whoever applies the batch.
-	until time.Time
 }
 
 // newHolders returns one holder per committer, named after a random id of

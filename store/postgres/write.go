@@ -78,13 +78,6 @@ func (s *Store) newWriteQueue(h *holder, capacity int) *batch.Queue[writeReq, wr
 
 // writeQueueConfig is the configuration of a committer's queue.
 func (s *Store) writeQueueConfig(h *holder, capacity int) batch.Config[writeReq, writeResult] {
-	// Only a committer that may hold leases needs its Idle (their return);
-	// without one, Do may commit a batch on its caller's goroutine
-	// (batch.Queue.SubmitOrApply).
-	var idle func() time.Duration
-	if s.leasesOn() {
-		idle = func() time.Duration { return s.idleLeases(h) }
-	}
 	return batch.Config[writeReq, writeResult]{
 		Name:             "write",
 		Capacity:         capacity,
@@ -98,7 +91,7 @@ func (s *Store) writeQueueConfig(h *holder, capacity int) batch.Config[writeReq,
 		Abandonable:      true,
 		AbandonedMessage: "gave up waiting for the commit, the write may or may not be applied",
 		Apply:            func(calls []*writeCall) { s.commit(h, calls) },
-		Idle:             idle,
+		Idle:             func() time.Duration { return s.idleLeases(h) },
 		Notify:           s.notifyWrite,
 		Logger:           s.log,
 	}
