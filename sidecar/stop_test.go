@@ -13,14 +13,14 @@ import (
 	"github.com/kvsidecar/kvsidecar/store/postgres/pgtest"
 )
 
-// TestStopWhileWriteOnReadLoop stops the daemon while a connection's read
-// loop commits a lone set itself (at an idle committer), with requests
-// buffered behind it: the set's answer comes, and the set is committed,
-// then the stopping frame; the requests behind it are not read
-// (TestStopWhileAtInflightBound). The set waits for its project's usage
-// row, which another connection holds locked until the stop has begun.
-// Before the read loop looked at the stop after such a round, it read the
-// next buffered frame or stopped at random, so the test runs three times.
+// TestStopWhileWriteOnReadLoop stops the daemon while a connection's only
+// in-flight slot holds a lone set, with requests buffered behind it: the
+// set's answer comes, and the set is committed, then the stopping frame;
+// the requests behind it are not read (TestStopWhileAtInflightBound). The
+// set waits for its project's usage row, which another connection holds
+// locked until the stop has begun. Before the read loop looked at the stop
+// before each frame, it read the next buffered frame or stopped at random,
+// so the test runs three times.
 func TestStopWhileWriteOnReadLoop(t *testing.T) {
 	for round := range 3 {
 		dsn := pgtest.Database(t)
