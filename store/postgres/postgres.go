@@ -135,6 +135,8 @@ type Store struct {
 	// refuses calls once closed, so nothing reaches the pool after Close.
 	writeQs []*batch.Queue[writeReq, writeResult] // one per committer
 	readQ   *batch.Queue[readReq, readResult]
+	// readConns are the reader's connections, kept between rounds (read.go).
+	readConns [1]readConn
 	// stalled is set while the database fails the ops of Do as
 	// unavailable (down, frozen, timing out): Do then hands every op to
 	// the queues rather than wait for the database on its caller's
@@ -265,6 +267,10 @@ func (s *Store) Close() error {
 	}
 	queues.Go(s.readQ.Close)
 	queues.Wait()
+	// No read round runs any more: the reader's connections go back.
+	for i := range s.readConns {
+		s.readConns[i].release()
+	}
 	// The committers have ended; what they still lease goes back.
 	for _, h := range s.holders {
 		s.returnAllLeases(h)

@@ -10,7 +10,9 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgtype"
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/kvsidecar/kvsidecar/store"
 	"github.com/kvsidecar/kvsidecar/store/internal/batch"
@@ -254,6 +256,13 @@ type readScratch struct {
 	// (whose Done only reads its value) is given its slice of it; a
 	// waiting caller gets a copy of its own.
 	values []byte
+	// The round's statements, their descriptions and parameters.
+	stmts      []readStmt
+	sds        []*pgconn.StatementDescription
+	param      [3][]byte
+	projectBuf []byte
+	now        []byte // the clock parameter: nil (NULL) or nowBuf
+	nowBuf     []byte
 }
 
 // Bounds of what a readScratch keeps for the next round. A round reads at
@@ -323,56 +332,88 @@ func (sc *readScratch) reset() {
 	clear(sc.projects)
 	sc.projects = sc.projects[:0]
 	clear(sc.byName)
+	clear(sc.stmts)
+	sc.stmts = sc.stmts[:0]
+	clear(sc.sds)
+	sc.sds = sc.sds[:0]
+	sc.param = [3][]byte{}
 	sc.values = sc.values[:0]
 	if cap(sc.values) > readScratchValues {
 		sc.values = nil
 	}
 }
 
-// keyArray is keys as a bytea[] parameter that pgx encodes without
-// reflection and without an allocation per key (pgtype.ArrayGetter, each
-// element a keyParam).
+// keyArray is a statement's keys as a bytea[] parameter in PostgreSQL's
+// binary format, built as keys are added into one buffer reused from round
+// to round: the header (one dimension, no NULLs, element type bytea, the
+// dimension's length and lower bound), then each key's length and bytes.
+// A statement of one key takes that key alone (one).
 type keyArray struct {
-	buf  []byte   // the keys, one after the other
-	keys [][]byte // each key, in buf
-	dims [1]pgtype.ArrayDimension
+	enc []byte
+	n   int
 }
+
+// keyArrayHeader is the size of a one-dimensional array's header.
+const keyArrayHeader = 20
 
 func (a *keyArray) add(key string) {
-	start := len(a.buf)
-	a.buf = append(a.buf, key...)
-	a.keys = append(a.keys, a.buf[start:len(a.buf):len(a.buf)])
+	if a.n == 0 {
+		a.enc = append(a.enc[:0], make([]byte, keyArrayHeader)...)
+	}
+	a.enc = binary.BigEndian.AppendUint32(a.enc, uint32(len(key)))
+	a.enc = append(a.enc, key...)
+	a.n++
 }
 
-// reset empties a; its buffers are kept unless a round of large keys grew
-// them (keys are at most a few KiB, rounds a few hundred keys).
+// array returns the keys as a bytea[] parameter.
+func (a *keyArray) array() []byte {
+	h := a.enc[:keyArrayHeader]
+	binary.BigEndian.PutUint32(h[0:], 1)  // dimensions
+	binary.BigEndian.PutUint32(h[4:], 0)  // no NULLs
+	binary.BigEndian.PutUint32(h[8:], 17) // bytea
+	binary.BigEndian.PutUint32(h[12:], uint32(a.n))
+	binary.BigEndian.PutUint32(h[16:], 1) // lower bound
+	return a.enc
+}
+
+// one returns the only key, as a bytea parameter.
+func (a *keyArray) one() []byte { return a.enc[keyArrayHeader+4:] }
+
+// reset empties a; its buffer is kept unless a round of large keys grew it
+// (keys are at most a few KiB, rounds a few hundred keys).
 func (a *keyArray) reset() {
-	clear(a.keys)
-	a.keys = a.keys[:0]
-	a.buf = a.buf[:0]
-	if cap(a.buf) > readScratchValues {
-		a.buf, a.keys = nil, nil
+	a.enc, a.n = a.enc[:0], 0
+	if cap(a.enc) > readScratchValues {
+		a.enc = nil
 	}
 }
 
-func (a *keyArray) Dimensions() []pgtype.ArrayDimension {
-	a.dims[0] = pgtype.ArrayDimension{Length: int32(len(a.keys)), LowerBound: 1}
-	return a.dims[:]
+// readStmt is one statement of a read round: a project's keys whose values
+// are wanted, or those only tested.
+type readStmt struct {
+	p      *readProject
+	values bool
 }
 
-func (a *keyArray) Index(i int) any { return keyParam{&a.keys[i]} }
+// The read statements, prepared once per connection under these names.
+const (
+	stmtGetValue  = "kvsidecar_get_value"
+	stmtGetValues = "kvsidecar_get_values"
+	stmtHasKey    = "kvsidecar_has_key"
+	stmtHasKeys   = "kvsidecar_has_keys"
+)
 
-func (a *keyArray) IndexType() any { return keyParam{} }
+// A read statement's parameters: the project as text, the key (bytea) or
+// keys (bytea[]) and the clock (timestamptz) in the binary format; its
+// columns, all in the binary format.
+var (
+	readParamFormats  = []int16{0, 1, 1}
+	readResultFormats = []int16{1}
+)
 
-// keyParam is one key as a bytea parameter. It holds a pointer only, so
-// that passing it as an interface allocates nothing.
-type keyParam struct{ b *[]byte }
-
-func (k keyParam) BytesValue() ([]byte, error) { return *k.b, nil }
-
-// readRound answers a round of reads with one pipelined round trip: per
-// project, one statement for the keys whose values are wanted and one for
-// the keys only tested.
+// readRound answers a round of reads with one round trip: per project, one
+// statement for the keys whose values are wanted and one for the keys only
+// tested.
 func (s *Store) readRound(calls []*readCall) {
 	sc := readScratchPool.Get().(*readScratch)
 	defer func() {
@@ -386,21 +427,22 @@ func (s *Store) readRound(calls []*readCall) {
 			p.ask(k, r.values)
 		}
 	}
+	sc.plan(s.cfg.Now)
 
-	now := s.nowArg()
-	round := func() *pgx.Batch {
-		b := &pgx.Batch{}
-		s.queueReads(b, sc, now)
-		return b
-	}
-	ctx, cancel := s.roundContext(calls)
-	err := s.pool.SendBatch(ctx, round()).Close()
-	if connLost(err) {
-		// Reads are safe to run again: once, on a checked connection.
+	limit := s.roundLimit(calls)
+	rc := &s.readConns[0]
+	err := s.sendReads(rc, sc, limit, false)
+	// Reads are safe to run again, on a checked connection. A check can
+	// pass on a connection the server has ended whose last frame has not
+	// come yet (a read of 1 ms); each failed attempt drops its connection,
+	// so that at most the pool's connections fail so.
+	for range s.cfg.MaxConns {
+		if !connLost(err) {
+			break
+		}
 		sc.forget()
-		err = s.sendChecked(ctx, round())
+		err = s.sendReads(rc, sc, limit, true)
 	}
-	cancel()
 	if err != nil {
 		err = dbError(err)
 		for _, c := range calls {
@@ -445,24 +487,66 @@ func (s *Store) readRound(calls []*readCall) {
 	}
 }
 
-// roundContext bounds a read round: by the statement timeout, and by the
+// roundLimit bounds a read round: by the statement timeout, and by the
 // latest deadline of its calls when every one has one (reads of Do), since
 // past it nobody waits for the answer. A round that its submitter applies
 // itself (Do) thus holds the submitter for no longer than its ops' time.
-func (s *Store) roundContext(calls []*readCall) (context.Context, context.CancelFunc) {
+func (s *Store) roundLimit(calls []*readCall) time.Time {
 	limit := time.Now().Add(s.cfg.StatementTimeout)
 	if d := batch.Deadline(calls); !d.IsZero() && d.Before(limit) {
 		limit = d
 	}
-	return context.WithDeadline(context.Background(), limit)
+	return limit
 }
 
-// queueReads queues the statements of a read round on b: per project, one
-// for the keys whose values are wanted and one for those only tested. The
-// rows are read from the driver's buffer (RawValues), the values copied
-// into sc.values: a round allocates nothing per key or row. The callbacks
-// fill in each project's keys.
-func (s *Store) queueReads(b *pgx.Batch, sc *readScratch, now any) {
+// readConn is the connection the reader keeps from round to round, out of
+// the pool: a round then costs no acquire and release, and no context — it
+// is bounded by the connection's deadline, set to the round's limit, which
+// a round that overruns it meets on the socket (the driver then closes the
+// connection). It goes back to the pool when it broke, for a retry, and
+// once it has been kept for readConnHold, so that the pool's lifetime and
+// health rules still apply to it. Only the round being applied touches it.
+type readConn struct {
+	conn  *pgxpool.Conn
+	since time.Time
+}
+
+// readConnHold is how long the reader keeps a connection out of the pool.
+const readConnHold = time.Minute
+
+// get returns the round's connection: the one kept, or one acquired within
+// limit (a checked one for a retry).
+func (rc *readConn) get(s *Store, limit time.Time, retry bool) (*pgx.Conn, error) {
+	if rc.conn != nil && (retry || rc.conn.Conn().IsClosed() || time.Since(rc.since) > readConnHold) {
+		rc.release()
+	}
+	if rc.conn == nil {
+		ctx, cancel := context.WithDeadline(context.Background(), limit)
+		defer cancel()
+		conn, err := s.acquire(ctx, retry)
+		if err != nil {
+			return nil, err
+		}
+		rc.conn, rc.since = conn, time.Now()
+	}
+	return rc.conn.Conn(), nil
+}
+
+// release gives the kept connection back to the pool, without a deadline.
+func (rc *readConn) release() {
+	if rc.conn == nil {
+		return
+	}
+	_ = rc.conn.Conn().PgConn().Conn().SetDeadline(time.Time{})
+	rc.conn.Release()
+	rc.conn = nil
+}
+
+// plan lists the round's statements and builds their key parameters: per
+// project, one for the keys whose values are wanted and one for those only
+// tested. now is Config.Now.
+func (sc *readScratch) plan(now func() time.Time) {
+	sc.stmts = sc.stmts[:0]
 	for _, p := range sc.projects {
 		p.valueKeys.reset()
 		p.hasKeys.reset()
@@ -473,40 +557,150 @@ func (s *Store) queueReads(b *pgx.Batch, sc *readScratch, now any) {
 				p.hasKeys.add(e.key)
 			}
 		}
-		if n := len(p.valueKeys.keys); n > 0 {
-			q, keys := sqlGetValues, any(&p.valueKeys)
-			if n == 1 {
-				q, keys = sqlGetValue, keyParam{&p.valueKeys.keys[0]}
-			}
-			b.Queue(q, p.name, keys, now).Query(func(rows pgx.Rows) error {
-				return sc.readValues(p, rows)
-			})
+		if p.valueKeys.n > 0 {
+			sc.stmts = append(sc.stmts, readStmt{p: p, values: true})
 		}
-		if n := len(p.hasKeys.keys); n > 0 {
-			q, keys := sqlHasKeys, any(&p.hasKeys)
-			if n == 1 {
-				q, keys = sqlHasKey, keyParam{&p.hasKeys.keys[0]}
-			}
-			b.Queue(q, p.name, keys, now).Query(func(rows pgx.Rows) error {
-				return readPresence(p, rows)
-			})
+		if p.hasKeys.n > 0 {
+			sc.stmts = append(sc.stmts, readStmt{p: p})
 		}
+	}
+	sc.now = nil // NULL: the database's clock
+	if now != nil {
+		// timestamptz in the binary format: microseconds since 2000-01-01 UTC.
+		sc.nowBuf = binary.BigEndian.AppendUint64(sc.nowBuf[:0], uint64(now().UnixMicro()-pgEpochMicros))
+		sc.now = sc.nowBuf
 	}
 }
 
-// readValues takes the rows of sqlGetValue(s) — key, value, version, in
-// the binary format — into p's keys.
-func (sc *readScratch) readValues(p *readProject, rows pgx.Rows) error {
-	for first := true; rows.Next(); first = false {
+// pgEpochMicros is 2000-01-01 00:00:00 UTC, PostgreSQL's epoch, in
+// microseconds since the Unix epoch.
+const pgEpochMicros = 946684800 * 1000000
+
+// params returns the parameters of st, in sc.params.
+func (sc *readScratch) params(st readStmt) [][]byte {
+	keys := &st.p.hasKeys
+	if st.values {
+		keys = &st.p.valueKeys
+	}
+	var k []byte
+	if keys.n == 1 {
+		k = keys.one()
+	} else {
+		k = keys.array()
+	}
+	sc.projectBuf = append(sc.projectBuf[:0], st.p.name...)
+	sc.param = [3][]byte{sc.projectBuf, k, sc.now}
+	return sc.param[:]
+}
+
+// sendReads runs the round's statements on rc's connection, or on a
+// checked one for a retry, within limit, and takes their rows into sc.
+func (s *Store) sendReads(rc *readConn, sc *readScratch, limit time.Time, retry bool) error {
+	c, err := rc.get(s, limit, retry)
+	if err != nil {
+		return err
+	}
+	if err := c.PgConn().Conn().SetDeadline(limit); err != nil {
+		rc.release()
+		return fmt.Errorf("read: set the connection's deadline: %w", err)
+	}
+	return sc.run(c)
+}
+
+// run runs the round's statements on c, in one round trip: prepared
+// statements (prepared on c's first round), parameters and rows in the
+// binary format, read raw from the driver's buffer (the values copied into
+// sc.values): no per-key work beyond the bytes themselves.
+func (sc *readScratch) run(c *pgx.Conn) error {
+	ctx := context.Background() // the connection's deadline bounds the round
+	if len(sc.stmts) == 0 {
+		return nil
+	}
+	sds := sc.sds[:0]
+	for _, st := range sc.stmts {
+		sd, err := prepareRead(ctx, c, st)
+		if err != nil {
+			return err
+		}
+		sds = append(sds, sd)
+	}
+	sc.sds = sds
+	pg := c.PgConn()
+	if len(sc.stmts) == 1 {
+		st := sc.stmts[0]
+		rr := pg.ExecStatement(ctx, sds[0], sc.params(st), readParamFormats, readResultFormats)
+		return sc.take(st, rr)
+	}
+	b := &pgconn.Batch{}
+	for i, st := range sc.stmts {
+		b.ExecStatement(sds[i], sc.params(st), readParamFormats, readResultFormats)
+	}
+	mrr := pg.ExecBatch(ctx, b)
+	for i := 0; mrr.NextResult(); i++ {
+		if i >= len(sc.stmts) {
+			_ = mrr.Close()
+			return fmt.Errorf("read: more results than the round's %d statements", len(sc.stmts))
+		}
+		if err := sc.take(sc.stmts[i], mrr.ResultReader()); err != nil {
+			_ = mrr.Close()
+			return err
+		}
+	}
+	return mrr.Close()
+}
+
+// prepareRead returns st's statement, prepared on c. pgx keeps what it
+// prepared per connection, so after c's first round this is a map lookup.
+func prepareRead(ctx context.Context, c *pgx.Conn, st readStmt) (*pgconn.StatementDescription, error) {
+	keys := &st.p.hasKeys
+	name, sql := stmtHasKeys, sqlHasKeys
+	if st.values {
+		keys = &st.p.valueKeys
+		name, sql = stmtGetValues, sqlGetValues
+	}
+	if keys.n == 1 {
+		name, sql = stmtHasKey, sqlHasKey
+		if st.values {
+			name, sql = stmtGetValue, sqlGetValue
+		}
+	}
+	sd, err := c.Prepare(ctx, name, sql)
+	if err != nil {
+		return nil, fmt.Errorf("read: prepare %s: %w", name, err)
+	}
+	return sd, nil
+}
+
+// take reads the rows of st's statement from rr and closes it: for the
+// values wanted, key, value and version (sqlGetValue(s)); for keys only
+// tested, the keys that are live (sqlHasKey(s)).
+func (sc *readScratch) take(st readStmt, rr *pgconn.ResultReader) error {
+	err := sc.rows(st, rr)
+	if _, cerr := rr.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+func (sc *readScratch) rows(st readStmt, rr *pgconn.ResultReader) error {
+	want := 1
+	if st.values {
+		want = 3
+	}
+	for first := true; rr.NextRow(); first = false {
 		if first {
-			if err := binaryColumns(rows, 3); err != nil {
+			if err := binaryColumns(rr.FieldDescriptions(), want); err != nil {
 				return err
 			}
 		}
-		raw := rows.RawValues()
-		e, err := p.found(raw[0])
+		raw := rr.Values()
+		e, err := st.p.found(raw[0])
 		if err != nil {
 			return err
+		}
+		e.found = true
+		if !st.values {
+			continue
 		}
 		if len(raw[2]) != 8 {
 			return fmt.Errorf("read: a version of %d bytes, want 8", len(raw[2]))
@@ -517,35 +711,15 @@ func (sc *readScratch) readValues(p *readProject, rows pgx.Rows) error {
 		if value == nil {
 			value = []byte{} // a present empty value is not nil
 		}
-		e.found, e.value, e.version = true, value, binary.BigEndian.Uint64(raw[2])
+		e.value, e.version = value, binary.BigEndian.Uint64(raw[2])
 	}
-	return rows.Err()
+	return nil
 }
 
-// readPresence takes the rows of sqlHasKey(s) — the keys that are live —
-// into p's keys.
-func readPresence(p *readProject, rows pgx.Rows) error {
-	for first := true; rows.Next(); first = false {
-		if first {
-			if err := binaryColumns(rows, 1); err != nil {
-				return err
-			}
-		}
-		e, err := p.found(rows.RawValues()[0])
-		if err != nil {
-			return err
-		}
-		e.found = true
-	}
-	return rows.Err()
-}
-
-// binaryColumns checks that rows have n columns, all in the binary format
-// (how pgx asks for bytea and int8 with a prepared statement), which the
-// raw reads above decode. It is called once a row has come: rows that
-// failed before (a lost connection) have no columns to describe.
-func binaryColumns(rows pgx.Rows, n int) error {
-	fields := rows.FieldDescriptions()
+// binaryColumns checks that a result has n columns, all in the binary
+// format, which the raw reads above decode. It is called once a row has
+// come.
+func binaryColumns(fields []pgconn.FieldDescription, n int) error {
 	if len(fields) != n {
 		return fmt.Errorf("read: %d columns, want %d", len(fields), n)
 	}

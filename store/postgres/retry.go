@@ -151,16 +151,6 @@ func (s *Store) acquire(ctx context.Context, retry bool) (*pgxpool.Conn, error) 
 	return s.pool.Acquire(ctx)
 }
 
-// sendChecked sends b on a checked connection: the retry of a read round.
-func (s *Store) sendChecked(ctx context.Context, b *pgx.Batch) error {
-	conn, err := s.liveConn(ctx)
-	if err != nil {
-		return err
-	}
-	defer conn.Release()
-	return conn.Conn().SendBatch(ctx, b).Close()
-}
-
 // querier is what the calls outside the queues run their statements on:
 // the pool, or a connection checked for a retry.
 type querier interface {
