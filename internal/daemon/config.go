@@ -83,6 +83,10 @@ type Config struct {
 	// leases (postgres.Config.Leases), so that a project's write
 	// transactions overlap; off by default.
 	PostgresLeases bool
+	// PostgresSecondReadRound lets the PostgreSQL store send a second read
+	// round while one is in flight once this many reads wait
+	// (postgres.Config.SecondReadRound); 0, the default, keeps one.
+	PostgresSecondReadRound int
 	// DiskReserve is the space in bytes the embedded store keeps allocated
 	// next to its directory so that deletes work on a full disk
 	// (pebble.Config.DiskReserve): 0 means pebble.DefaultDiskReserve, < 0 keeps

@@ -38,6 +38,7 @@ func openStore(ctx context.Context, cfg Config, m *sidecar.Metrics, log *zap.Log
 			MaxConns:          int32(maxConns),
 			StatementTimeout:  cfg.PostgresStatementTimeout,
 			Leases:            cfg.PostgresLeases,
+			SecondReadRound:   cfg.PostgresSecondReadRound,
 			ProjectQueueShare: cfg.ProjectQueueShare,
 			ObserveBatch:      m.ObserveBatch,
 			Logger:            log.Named("store"),

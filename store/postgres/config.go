@@ -152,6 +152,12 @@ type Config struct {
 	// when their context ends, while other projects' calls still enter.
 	// 0 means DefaultProjectQueueShare.
 	ProjectQueueShare float64
+	// SecondReadRound, if positive, lets a second read round go out on a
+	// second connection while one is in flight, once at least this many
+	// reads wait behind it, so that the database's work on one round and
+	// the round trip of the other overlap. 0 (the default) keeps one round
+	// in flight: see docs/PERFORMANCE.md for why.
+	SecondReadRound int
 	// Leases lets committers take quota leases (lease.go): a committer
 	// whose batches of a project come back to back reserves a slice of
 	// its remaining quota and writes its Sets under it, so that the

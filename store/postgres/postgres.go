@@ -135,8 +135,9 @@ type Store struct {
 	// refuses calls once closed, so nothing reaches the pool after Close.
 	writeQs []*batch.Queue[writeReq, writeResult] // one per committer
 	readQ   *batch.Queue[readReq, readResult]
-	// readConns are the reader's connections, kept between rounds (read.go).
-	readConns [1]readConn
+	// readConns are the reader's connections, kept between rounds, one
+	// per read round in flight (read.go).
+	readConns [2]readConn
 	// stalled is set while the database fails the ops of Do as
 	// unavailable (down, frozen, timing out): Do then hands every op to
 	// the queues rather than wait for the database on its caller's

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -63,6 +64,7 @@ func (s *Store) newReadQueue() *batch.Queue[readReq, readResult] {
 		Apply:            s.readRound,
 		Notify:           s.notifyRead,
 		Logger:           s.log,
+		Second:           s.cfg.SecondReadRound,
 	})
 }
 
@@ -430,7 +432,8 @@ func (s *Store) readRound(calls []*readCall) {
 	sc.plan(s.cfg.Now)
 
 	limit := s.roundLimit(calls)
-	rc := &s.readConns[0]
+	rc := s.takeReadConn()
+	defer rc.busy.Store(false)
 	err := s.sendReads(rc, sc, limit, false)
 	// Reads are safe to run again, on a checked connection. A check can
 	// pass on a connection the server has ended whose last frame has not
@@ -507,8 +510,21 @@ func (s *Store) roundLimit(calls []*readCall) time.Time {
 // once it has been kept for readConnHold, so that the pool's lifetime and
 // health rules still apply to it. Only the round being applied touches it.
 type readConn struct {
+	busy  atomic.Bool // a round holds it
 	conn  *pgxpool.Conn
 	since time.Time
+}
+
+// takeReadConn returns a reader's connection no other round holds: there
+// are as many as rounds in flight (Config.SecondReadRound).
+func (s *Store) takeReadConn() *readConn {
+	for {
+		for i := range s.readConns {
+			if rc := &s.readConns[i]; rc.busy.CompareAndSwap(false, true) {
+				return rc
+			}
+		}
+	}
 }
 
 // readConnHold is how long the reader keeps a connection out of the pool.

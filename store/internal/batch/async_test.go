@@ -5,6 +5,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -342,5 +343,82 @@ func TestSubmitAllNotifyPanics(t *testing.T) {
 	}
 	if logs.FilterMessage("batch: Notify panicked").Len() != 3 {
 		t.Fatalf("logged %v; want each of the 3 panics of Notify logged", logs.All())
+	}
+}
+
+// TestSecondBatchInFlight: with Config.Second, while a batch is held in
+// Apply, a second batch is drawn and applied once Second items wait, and
+// answered though the first is still held; fewer waiting items wait for
+// the first batch; and never are three batches applied at once.
+func TestSecondBatchInFlight(t *testing.T) {
+	f := newFake()
+	n := newNotes(t)
+	var inFlight, most atomic.Int32
+	cfg := asyncConfig(f, n)
+	cfg.Second = 2
+	apply := cfg.Apply
+	cfg.Apply = func(calls []*Call[item, string]) {
+		now := inFlight.Add(1)
+		for {
+			m := most.Load()
+			if now <= m || most.CompareAndSwap(m, now) {
+				break
+			}
+		}
+		apply(calls)
+		inFlight.Add(-1)
+	}
+	q := open(t, cfg)
+	first := hold(t, q, f)
+
+	// One item waiting is below Second: it stays queued behind the held batch.
+	n.submitAll(q, time.Time{}, item{id: "a"})
+	if got := q.Len(); got != 1 {
+		t.Fatalf("%d items queued; want 1", got)
+	}
+	// A second one reaches Second: both go out while "hold" is held.
+	n.submitAll(q, time.Time{}, item{id: "b"})
+	for _, id := range []string{"a", "b"} {
+		if a := n.answer(id); a.err != nil || a.r != strings.ToUpper(id) {
+			t.Fatalf("%s notified with %q, %v while the first batch was held", id, a.r, a.err)
+		}
+	}
+	// Again, while the first is still held.
+	n.submitAll(q, time.Time{}, item{id: "c"}, item{id: "d"}, item{id: "e"})
+	for _, id := range []string{"c", "d", "e"} {
+		if a := n.answer(id); a.err != nil {
+			t.Fatalf("%s: %v", id, a.err)
+		}
+	}
+	close(f.release)
+	if a := <-first; a.err != nil {
+		t.Fatalf("hold: %v", a.err)
+	}
+	if got, want := f.got(), [][]string{{"hold"}, {"a", "b"}, {"c", "d", "e"}}; !slices.EqualFunc(got, want, slices.Equal) {
+		t.Fatalf("batches = %v, want %v", got, want)
+	}
+	if m := most.Load(); m != 2 {
+		t.Fatalf("at most %d batches applied at once; want 2", m)
+	}
+}
+
+// TestSecondBatchOff: without Config.Second, items wait for the batch in
+// flight, however many.
+func TestSecondBatchOff(t *testing.T) {
+	f := newFake()
+	n := newNotes(t)
+	q := open(t, asyncConfig(f, n))
+	first := hold(t, q, f)
+	n.submitAll(q, time.Time{}, item{id: "a"}, item{id: "b"}, item{id: "c"})
+	if got := q.Len(); got != 3 {
+		t.Fatalf("%d items queued behind the held batch; want 3", got)
+	}
+	close(f.release)
+	<-first
+	for _, id := range []string{"a", "b", "c"} {
+		n.answer(id)
+	}
+	if got, want := f.got(), [][]string{{"hold"}, {"a", "b", "c"}}; !slices.EqualFunc(got, want, slices.Equal) {
+		t.Fatalf("batches = %v, want %v", got, want)
 	}
 }

@@ -162,6 +162,14 @@ type Config[T, R any] struct {
 	// apply a batch (SubmitOrApply queues), so that every batch and every
 	// Idle run on the drain, one after the other.
 	Idle func() time.Duration
+	// Second, if positive, lets a second batch be applied while one is:
+	// once at least Second items wait while a batch is being applied, a
+	// second goroutine draws the next batch and applies it at the same
+	// time, so that two batches are in flight, never more. Apply must then
+	// be safe for concurrent use and must not Requeue, and items of one key
+	// may be applied out of order across the two batches: for items whose
+	// order does not matter (reads). A queue with Idle ignores it.
+	Second int
 }
 
 // Queue is a bounded queue of items drained in batches by one goroutine,
@@ -193,10 +201,23 @@ type Queue[T, R any] struct {
 	done chan struct{} // closed when the drain goroutine has ended
 
 	// The applier's state, touched only by whoever holds applying.
-	batch, live, requeued []*Call[T, R] // the batch drawn; its calls still awaited; its calls put back
+	own applier[T, R]
+	// With Config.Second: extraBusy is set while the second goroutine
+	// applies a batch (guarded by mu), with its own state; wakeExtra and
+	// extraDone are that goroutine's wake and end.
+	extraBusy bool
+	extra     applier[T, R]
+	wakeExtra chan struct{}
+	extraDone chan struct{}
 
 	// pool holds the calls of SubmitAll once answered, for NewCall.
 	pool sync.Pool
+}
+
+// applier is the state of whoever applies a batch: the batch drawn, its
+// calls still awaited, its calls put back.
+type applier[T, R any] struct {
+	batch, live, requeued []*Call[T, R]
 }
 
 // lane is the waiting items of one key, oldest first: calls[head:]. The
@@ -289,14 +310,24 @@ func New[T, R any](cfg Config[T, R]) *Queue[T, R] {
 	if cfg.Notify != nil {
 		cfg.Notify = guardNotify(cfg.Notify, cfg.Name, cfg.Logger)
 	}
+	if cfg.Idle != nil {
+		cfg.Second = 0
+	}
 	q := &Queue[T, R]{
-		cfg:   cfg,
-		lanes: map[string]*lane[T, R]{},
-		space: make(chan struct{}),
-		wake:  make(chan struct{}, 1),
-		done:  make(chan struct{}),
+		cfg:       cfg,
+		lanes:     map[string]*lane[T, R]{},
+		space:     make(chan struct{}),
+		wake:      make(chan struct{}, 1),
+		done:      make(chan struct{}),
+		wakeExtra: make(chan struct{}, 1),
+		extraDone: make(chan struct{}),
 	}
 	go q.run()
+	if cfg.Second > 0 {
+		go q.runExtra()
+	} else {
+		close(q.extraDone)
+	}
 	return q
 }
 
@@ -413,15 +444,19 @@ func (q *Queue[T, R]) submitAll(calls []*Call[T, R], mayApply bool) {
 	var batch []*Call[T, R]
 	if mayApply && queued > 0 {
 		q.applying = true
-		batch = q.draw()
+		batch = q.draw(&q.own)
 	}
 	wake := queued > 0 && !q.applying
+	extra := q.wantsExtra()
 	q.mu.Unlock()
 	if wake {
 		select {
 		case q.wake <- struct{}{}:
 		default: // the drain has a token already
 		}
+	}
+	if extra {
+		q.signalExtra()
 	}
 	// Notify in the order of calls: reverse the list first.
 	var inOrder *Call[T, R]
@@ -461,7 +496,7 @@ func (q *Queue[T, R]) applyHere(batch []*Call[T, R]) {
 	defer func() {
 		clear(batch) // drop references to answered calls
 		q.mu.Lock()
-		q.batch = batch[:0]
+		q.own.batch = batch[:0]
 		q.applying = false
 		wake := q.n > 0 || q.closed
 		q.mu.Unlock()
@@ -472,7 +507,7 @@ func (q *Queue[T, R]) applyHere(batch []*Call[T, R]) {
 			}
 		}
 	}()
-	q.apply(batch)
+	q.apply(batch, &q.own)
 }
 
 // refusal is why SubmitAll could not queue a call.
@@ -535,12 +570,16 @@ func (q *Queue[T, R]) enqueue(ctx context.Context, c *Call[T, R]) error {
 		if q.n < q.cfg.Capacity && held < q.cfg.MaxPerKey {
 			q.push(c)
 			wake := !q.applying // else the applier looks again when done
+			extra := q.wantsExtra()
 			q.mu.Unlock()
 			if wake {
 				select {
 				case q.wake <- struct{}{}:
 				default: // the drain has a token already
 				}
+			}
+			if extra {
+				q.signalExtra()
 			}
 			return nil
 		}
@@ -619,9 +658,11 @@ func (q *Queue[T, R]) Close() {
 		case q.wake <- struct{}{}:
 		default:
 		}
+		q.signalExtra()
 	}
 	q.mu.Unlock()
 	<-q.done
+	<-q.extraDone
 }
 
 // run is the drain goroutine: batch after batch until the queue is closed
@@ -635,8 +676,49 @@ func (q *Queue[T, R]) run() {
 			return
 		}
 		held = true
-		q.apply(batch)
+		q.apply(batch, &q.own)
 		clear(batch) // drop references to answered calls
+	}
+}
+
+// wantsExtra reports whether the second goroutine should draw a batch now
+// (Config.Second): one is being applied, the second goroutine is free, and
+// at least Second items wait. q.mu must be held.
+func (q *Queue[T, R]) wantsExtra() bool {
+	return q.cfg.Second > 0 && q.applying && !q.extraBusy && q.n >= q.cfg.Second
+}
+
+// signalExtra wakes the second goroutine, if it sleeps.
+func (q *Queue[T, R]) signalExtra() {
+	select {
+	case q.wakeExtra <- struct{}{}:
+	default: // it has a token already
+	}
+}
+
+// runExtra is the second goroutine of Config.Second: it applies a batch
+// while another is applied, whenever wantsExtra, until Close.
+func (q *Queue[T, R]) runExtra() {
+	defer close(q.extraDone)
+	for {
+		q.mu.Lock()
+		for !q.wantsExtra() {
+			if q.closed {
+				q.mu.Unlock()
+				return
+			}
+			q.mu.Unlock()
+			<-q.wakeExtra
+			q.mu.Lock()
+		}
+		q.extraBusy = true
+		batch := q.draw(&q.extra)
+		q.mu.Unlock()
+		q.apply(batch, &q.extra)
+		clear(batch) // drop references to answered calls
+		q.mu.Lock()
+		q.extraBusy = false
+		q.mu.Unlock()
 	}
 }
 
@@ -682,15 +764,20 @@ func (q *Queue[T, R]) next(held bool) (batch []*Call[T, R], ok bool) {
 		q.mu.Lock()
 	}
 	q.applying = true
-	batch = q.draw()
+	batch = q.draw(&q.own)
+	extra := q.wantsExtra()
 	q.mu.Unlock()
+	if extra {
+		q.signalExtra()
+	}
 	return batch, true
 }
 
-// draw takes the next batch from the queue into q.batch and returns it;
-// q.mu and q.applying are held, and the queue is not empty. See next.
-func (q *Queue[T, R]) draw() []*Call[T, R] {
-	batch := q.batch[:0]
+// draw takes the next batch from the queue into a.batch and returns it;
+// q.mu and q.applying (or, for the second goroutine, q.extraBusy) are
+// held, and the queue is not empty. See next.
+func (q *Queue[T, R]) draw(a *applier[T, R]) []*Call[T, R] {
+	batch := a.batch[:0]
 	weight, size := 0, 0
 	full := false
 	for !full && q.ring.len() > 0 {
@@ -735,7 +822,7 @@ func (q *Queue[T, R]) draw() []*Call[T, R] {
 		close(q.space)
 		q.space = make(chan struct{})
 	}
-	q.batch = batch
+	a.batch = batch
 	return batch
 }
 
@@ -782,8 +869,8 @@ func (q *Queue[T, R]) putBack(calls []*Call[T, R]) {
 
 // apply answers the calls of batch whose callers have gone, hands the others
 // to Config.Apply, and fails what a panic or a bug left unanswered.
-func (q *Queue[T, R]) apply(batch []*Call[T, R]) {
-	live := q.live[:0]
+func (q *Queue[T, R]) apply(batch []*Call[T, R], a *applier[T, R]) {
+	live := a.live[:0]
 	var now time.Time // read once, for the first call with a deadline
 	for _, c := range batch {
 		if !c.Deadline.IsZero() {
@@ -803,11 +890,11 @@ func (q *Queue[T, R]) apply(batch []*Call[T, R]) {
 			live = append(live, c)
 		}
 	}
-	q.live = live
+	a.live = live
 	if len(live) > 0 {
 		q.safelyApply(live)
 	}
-	requeued := q.requeued[:0]
+	requeued := a.requeued[:0]
 	for _, c := range batch {
 		if c.requeued {
 			requeued = append(requeued, c)
@@ -828,7 +915,7 @@ func (q *Queue[T, R]) apply(batch []*Call[T, R]) {
 	}
 	clear(live)
 	clear(requeued)
-	q.requeued = requeued
+	a.requeued = requeued
 }
 
 // safelyApply runs Config.Apply and turns a panic into the answer of every
