@@ -189,6 +189,9 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	if cc.RuntimeParams["application_name"] == "" {
 		cc.RuntimeParams["application_name"] = "kvsidecar"
 	}
+	if cc.AfterNetConnect == nil {
+		cc.AfterNetConnect = wrapConn
+	}
 	if cc.ConnectTimeout == 0 {
 		cc.ConnectTimeout = cfg.StatementTimeout
 	}

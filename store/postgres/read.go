@@ -61,7 +61,8 @@ func (s *Store) newReadQueue() *batch.Queue[readReq, readResult] {
 		Weight:           func(r readReq) int { return len(r.keys) },
 		Abandonable:      true,
 		AbandonedMessage: "no answer from the database in time",
-		Apply:            s.readRound,
+		Apply:            func(calls []*readCall) { s.readRound(calls, false) },
+		ApplyHere:        func(calls []*readCall) { s.readRound(calls, true) },
 		Notify:           s.notifyRead,
 		Logger:           s.log,
 		Second:           s.cfg.SecondReadRound,
@@ -415,8 +416,9 @@ var (
 
 // readRound answers a round of reads with one round trip: per project, one
 // statement for the keys whose values are wanted and one for the keys only
-// tested.
-func (s *Store) readRound(calls []*readCall) {
+// tested. here says the round is one that Do runs on its caller's goroutine
+// (the lone caller's): it waits for the answer in the kernel (waitConn).
+func (s *Store) readRound(calls []*readCall, here bool) {
 	sc := readScratchPool.Get().(*readScratch)
 	defer func() {
 		sc.reset()
@@ -434,7 +436,7 @@ func (s *Store) readRound(calls []*readCall) {
 	limit := s.roundLimit(calls)
 	rc := s.takeReadConn()
 	defer rc.busy.Store(false)
-	err := s.sendReads(rc, sc, limit, false)
+	err := s.sendReads(rc, sc, limit, false, here)
 	// Reads are safe to run again, on a checked connection. A check can
 	// pass on a connection the server has ended whose last frame has not
 	// come yet (a read of 1 ms); each failed attempt drops its connection,
@@ -444,7 +446,7 @@ func (s *Store) readRound(calls []*readCall) {
 			break
 		}
 		sc.forget()
-		err = s.sendReads(rc, sc, limit, true)
+		err = s.sendReads(rc, sc, limit, true, here)
 	}
 	if err != nil {
 		err = dbError(err)
@@ -610,8 +612,9 @@ func (sc *readScratch) params(st readStmt) [][]byte {
 }
 
 // sendReads runs the round's statements on rc's connection, or on a
-// checked one for a retry, within limit, and takes their rows into sc.
-func (s *Store) sendReads(rc *readConn, sc *readScratch, limit time.Time, retry bool) error {
+// checked one for a retry, within limit, and takes their rows into sc;
+// wait says to wait for the answer in poll(2) (waitConn).
+func (s *Store) sendReads(rc *readConn, sc *readScratch, limit time.Time, retry, wait bool) error {
 	c, err := rc.get(s, limit, retry)
 	if err != nil {
 		return err
@@ -620,7 +623,14 @@ func (s *Store) sendReads(rc *readConn, sc *readScratch, limit time.Time, retry 
 		rc.release()
 		return fmt.Errorf("read: set the connection's deadline: %w", err)
 	}
-	return sc.run(c)
+	if !wait {
+		return sc.run(c)
+	}
+	w, _ := c.PgConn().Conn().(*waitConn)
+	w.arm(limit)
+	err = sc.run(c)
+	w.disarm()
+	return err
 }
 
 // run runs the round's statements on c, in one round trip: prepared

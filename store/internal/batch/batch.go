@@ -170,6 +170,11 @@ type Config[T, R any] struct {
 	// may be applied out of order across the two batches: for items whose
 	// order does not matter (reads). A queue with Idle ignores it.
 	Second int
+	// ApplyHere, if set, applies the batches that SubmitOrApply draws, on
+	// its caller's goroutine, instead of Apply: a backend may wait for its
+	// answer differently where its caller waits for the batch anyway.
+	// Same rules as Apply.
+	ApplyHere func(calls []*Call[T, R])
 }
 
 // Queue is a bounded queue of items drained in batches by one goroutine,
@@ -218,6 +223,7 @@ type Queue[T, R any] struct {
 // calls still awaited, its calls put back.
 type applier[T, R any] struct {
 	batch, live, requeued []*Call[T, R]
+	here                  bool // the batch is a submitter's (SubmitOrApply)
 }
 
 // lane is the waiting items of one key, oldest first: calls[head:]. The
@@ -497,6 +503,7 @@ func (q *Queue[T, R]) applyHere(batch []*Call[T, R]) {
 		clear(batch) // drop references to answered calls
 		q.mu.Lock()
 		q.own.batch = batch[:0]
+		q.own.here = false
 		q.applying = false
 		wake := q.n > 0 || q.closed
 		q.mu.Unlock()
@@ -507,6 +514,7 @@ func (q *Queue[T, R]) applyHere(batch []*Call[T, R]) {
 			}
 		}
 	}()
+	q.own.here = true
 	q.apply(batch, &q.own)
 }
 
@@ -892,7 +900,7 @@ func (q *Queue[T, R]) apply(batch []*Call[T, R], a *applier[T, R]) {
 	}
 	a.live = live
 	if len(live) > 0 {
-		q.safelyApply(live)
+		q.safelyApply(live, a.here)
 	}
 	requeued := a.requeued[:0]
 	for _, c := range batch {
@@ -920,7 +928,7 @@ func (q *Queue[T, R]) apply(batch []*Call[T, R], a *applier[T, R]) {
 
 // safelyApply runs Config.Apply and turns a panic into the answer of every
 // call it had not answered yet, as bbolt's safelyCall does for DB.Batch.
-func (q *Queue[T, R]) safelyApply(calls []*Call[T, R]) {
+func (q *Queue[T, R]) safelyApply(calls []*Call[T, R], here bool) {
 	defer func() {
 		v := recover()
 		if v == nil {
@@ -936,6 +944,10 @@ func (q *Queue[T, R]) safelyApply(calls []*Call[T, R]) {
 			}
 		}
 	}()
+	if here && q.cfg.ApplyHere != nil {
+		q.cfg.ApplyHere(calls)
+		return
+	}
 	q.cfg.Apply(calls)
 }
 
