@@ -106,7 +106,8 @@ type Config struct {
 	DefaultQuota int64
 	// MaxConns is the most connections the pool opens. 0 means
 	// DefaultMaxConns. It must leave room for the committers, the reader and
-	// the sweeper: at least Committers+2.
+	// the sweeper: at least Committers+2, or Committers+3 with
+	// SecondReadRound (the reader then keeps two).
 	MaxConns int32
 	// StatementTimeout is sent to the server as statement_timeout and also
 	// bounds, on the client, each write transaction, each read round trip
@@ -211,6 +212,9 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	if c.MaxConns < int32(c.Committers)+2 {
 		return c, fmt.Errorf("config: MaxConns is %d, it must be at least Committers+2 (%d): one connection per committer, one for the reader, one for the sweeper", c.MaxConns, c.Committers+2)
+	}
+	if c.SecondReadRound > 0 && c.MaxConns < int32(c.Committers)+3 {
+		return c, fmt.Errorf("config: MaxConns is %d, with SecondReadRound it must be at least Committers+3 (%d): one connection per committer, two for the reader, one for the sweeper", c.MaxConns, c.Committers+3)
 	}
 	if c.StatementTimeout <= 0 {
 		c.StatementTimeout = DefaultStatementTimeout

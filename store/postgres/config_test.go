@@ -41,3 +41,13 @@ func TestLongestKeyStored(t *testing.T) {
 		t.Fatalf("get: found=%v err=%v", found, err)
 	}
 }
+
+// TestSecondReadRoundNeedsAConnection: with SecondReadRound the reader
+// keeps two connections, so a pool without room for them is refused at
+// Open, naming the limit.
+func TestSecondReadRoundNeedsAConnection(t *testing.T) {
+	_, err := Open(context.Background(), Config{DSN: "postgres://unused", Committers: 2, MaxConns: 4, SecondReadRound: 8})
+	if err == nil || !strings.Contains(err.Error(), "Committers+3 (5)") {
+		t.Fatalf("Open with 4 connections for 2 committers and a second read round: %v", err)
+	}
+}

@@ -49,6 +49,11 @@
 // takes it once that batch is done. A lone caller of an idle store thus
 // costs no hand-off to the drain and back.
 //
+// Config.Second lets a second goroutine apply a batch while one is applied,
+// once enough items wait behind it, for items whose order does not matter;
+// Config.ApplyHere gives the batches a submitter applies an Apply of their
+// own.
+//
 // There is no linger timer: the drain never waits for company. An item that
 // arrives at an idle queue is applied at once, alone; under load, items queue
 // while a batch is applied and form the next one.
