@@ -442,7 +442,7 @@ func (s *Store) readRound(calls []*readCall, here bool) {
 	// come yet (a read of 1 ms); each failed attempt drops its connection,
 	// so that at most the pool's connections fail so.
 	for range s.cfg.MaxConns {
-		if !connLost(err) {
+		if !readLost(err) {
 			break
 		}
 		sc.forget()
@@ -555,7 +555,11 @@ func (rc *readConn) release() {
 	if rc.conn == nil {
 		return
 	}
-	_ = rc.conn.Conn().PgConn().Conn().SetDeadline(time.Time{})
+	// A connection pgconn is closing keeps the deadline its close set, so
+	// that the close's drain of the socket stays bounded.
+	if !rc.conn.Conn().IsClosed() {
+		_ = rc.conn.Conn().PgConn().Conn().SetDeadline(time.Time{})
+	}
 	rc.conn.Release()
 	rc.conn = nil
 }
@@ -662,7 +666,8 @@ func (sc *readScratch) run(c *pgx.Conn) error {
 		b.ExecStatement(sds[i], sc.params(st), readParamFormats, readResultFormats)
 	}
 	mrr := pg.ExecBatch(ctx, b)
-	for i := 0; mrr.NextResult(); i++ {
+	i := 0
+	for ; mrr.NextResult(); i++ {
 		if i >= len(sc.stmts) {
 			_ = mrr.Close()
 			return fmt.Errorf("read: more results than the round's %d statements", len(sc.stmts))
@@ -672,7 +677,14 @@ func (sc *readScratch) run(c *pgx.Conn) error {
 			return err
 		}
 	}
-	return mrr.Close()
+	if err := mrr.Close(); err != nil {
+		return err
+	}
+	if i != len(sc.stmts) {
+		// Keys of the missing statements would be answered "not found".
+		return fmt.Errorf("read: %d results for the round's %d statements", i, len(sc.stmts))
+	}
+	return nil
 }
 
 // prepareRead returns st's statement, prepared on c. pgx keeps what it

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"strings"
 	"syscall"
 
 	"github.com/jackc/pgx/v5"
@@ -52,6 +53,20 @@ func connLost(err error) bool {
 	return pgconn.SafeToRetry(err) ||
 		errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
 		errors.Is(err, net.ErrClosed) || errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)
+}
+
+// readLost reports whether a read round's err means its connection is
+// gone, so that the reads may run again on another: connLost, or any FATAL
+// frame — a server ends a session with one for more reasons than
+// connLost's (idle_session_timeout's 57P05, a proxy's own), and a read the
+// reader's kept connection could not answer is safe to run again.
+func readLost(err error) bool {
+	if connLost(err) {
+		return true
+	}
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && (strings.EqualFold(pgErr.SeverityUnlocalized, "FATAL") ||
+		(pgErr.SeverityUnlocalized == "" && strings.EqualFold(pgErr.Severity, "FATAL")))
 }
 
 // uncommitted marks the error of a write batch that is known not to have

@@ -89,5 +89,11 @@ func (w *waitConn) pollFD(fd uintptr) {
 		if _, err := unix.Poll(w.fds[:], w.ms); !errors.Is(err, unix.EINTR) {
 			return
 		}
+		// A signal ended the wait early: wait only for what is left of it.
+		d := time.Duration(w.until.Load() - time.Now().UnixNano())
+		if d <= 0 {
+			return
+		}
+		w.ms = int((d + time.Millisecond - 1) / time.Millisecond)
 	}
 }
