@@ -2,6 +2,7 @@ package pebble
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"slices"
@@ -69,6 +70,7 @@ type result struct {
 	n       int64
 	flags   []bool
 	version uint64 // the version a Set, SetMany, Incr or Expire wrote
+	more    bool   // a sweep stopped at a bound: more may be due
 	err     error
 	// synced, with a pipeline (pipeline.go), is the batch the request was
 	// applied in: the answer holds once the batch is done, and the batch's
@@ -144,6 +146,9 @@ func (s *Store) commitBatch(calls []*writeCall, waiting map[string]bool) {
 	requeue := make([]bool, len(calls))
 	var purging []string // projects whose calls this batch requeues
 	w := s.newWriteTx()
+	// A dropped batch (failed or panicked) gives back the due projects
+	// its sweep took.
+	defer func() { s.due.restore(w.popped) }()
 	var f *inflight
 	err := func() error {
 		defer func() {
@@ -172,6 +177,10 @@ func (s *Store) commitBatch(calls []*writeCall, waiting map[string]bool) {
 		f, w.err = w.commit()
 		return w.err
 	}()
+	if err != nil {
+		s.due.restore(w.popped)
+		w.popped = nil
+	}
 	if err == nil && s.pipe == nil {
 		// No pipeline: the committer waits for the log sync itself.
 		if serr := s.settle(f); serr != nil {
@@ -300,7 +309,10 @@ type writeTx struct {
 	projects map[string]*projectTx
 	// defaultQuota is the default quota as this batch leaves it.
 	defaultQuota int64
-	err          error // the batch failed: dropped, not committed
+	// popped holds the entries this batch's sweep took from the due
+	// index: queued again if the batch is dropped.
+	popped []dueEntry
+	err    error // the batch failed: dropped, not committed
 }
 
 func (s *Store) newWriteTx() *writeTx {
@@ -319,7 +331,8 @@ func (w *writeTx) project(name string) *projectTx {
 		return p
 	}
 	st, stored := w.s.projects[name]
-	p := &projectTx{name: name, w: w, st: st, stored: stored}
+	soon := w.s.due.soon[name]
+	p := &projectTx{name: name, w: w, st: st, stored: stored, soon: soon, soonWas: soon}
 	if w.projects == nil {
 		w.projects = make(map[string]*projectTx)
 	}
@@ -345,11 +358,16 @@ func (w *writeTx) commit() (*inflight, error) {
 	if w.b.Empty() {
 		err := w.b.Close()
 		w.b = nil
+		if err == nil {
+			// Nothing to write, but what a sweep learned holds.
+			w.noteDue()
+		}
 		return f, err
 	}
 	if err := w.s.db.ApplyNoSyncWait(w.b, pebble.Sync); err != nil {
 		return nil, err
 	}
+	w.noteDue()
 	f.b, w.b = w.b, nil
 	// The committer is the only writer: what the DB shows now is exactly
 	// the batches up to this one.
@@ -369,6 +387,18 @@ func (w *writeTx) commit() (*inflight, error) {
 	return f, nil
 }
 
+// noteDue makes the due times of the projects as this batch leaves them
+// the committer's: those it changed, and those its sweep visited (taken
+// from the index).
+func (w *writeTx) noteDue() {
+	for _, p := range w.projects {
+		if p.visited || p.soon != p.soonWas {
+			w.s.due.set(p.name, p.soon)
+		}
+	}
+	w.popped = nil
+}
+
 // projectTx is one project within a batch.
 type projectTx struct {
 	name   string
@@ -385,6 +415,15 @@ type projectTx struct {
 	// cleared is set once a Clear ran in this batch: the DB's entries of
 	// the project are gone.
 	cleared bool
+	// soon is a lower bound on the earliest expiry of the project's
+	// entries as this batch leaves them (0: none expires; see dueIndex),
+	// soonWas the committer's before the batch.
+	soon, soonWas int64
+	// wroteMin is the earliest expiry this batch wrote (0: none), which
+	// the DB does not show until the batch commits.
+	wroteMin int64
+	// visited is set once this batch's sweep visited the project.
+	visited bool
 }
 
 // record returns the stored record of key (nil if none), expired or not, as
@@ -517,6 +556,8 @@ func (p *projectTx) put(key, value []byte, expiry int64, version uint64) error {
 		if err := p.w.b.Set(k, nil, nil); err != nil {
 			return err
 		}
+		p.soon = minExpiry(p.soon, expiry)
+		p.wroteMin = minExpiry(p.wroteMin, expiry)
 	}
 	p.st.bytes += int64(len(key) + len(value))
 	p.st.entries++
@@ -552,7 +593,7 @@ func (p *projectTx) remove(key []byte) (wasLive bool, err error) {
 // wrote is never expired (every expiry it writes is after its clock), so
 // the committed rows less those this batch deleted are all of them.
 func (p *projectTx) forExpired(fn func(key []byte, expiry int64) (bool, error)) error {
-	if p.cleared || !p.stored {
+	if p.cleared || !p.stored || !p.due() {
 		return nil
 	}
 	dbIter := func(lower, upper []byte) (*pebble.Iterator, error) {
@@ -591,15 +632,44 @@ func (p *projectTx) expiredUsage() (entries, size int64, err error) {
 	return entries, size, err
 }
 
+// due reports whether the project may have an expired entry: its lower
+// bound on its earliest expiry has passed.
+func (p *projectTx) due() bool { return p.soon != 0 && p.soon <= p.w.now }
+
 // purge deletes up to limit expired entries (limit <= 0: all of them) and
-// returns how many it deleted.
+// returns how many it deleted. The same walk of the expiry index learns the
+// project's next expiry: the first row it leaves (expired or not), or the
+// earliest this batch wrote, whichever is first.
 func (p *projectTx) purge(limit int) (int64, error) {
+	if p.cleared || !p.stored || !p.due() {
+		return 0, nil
+	}
 	var keys [][]byte
-	err := p.forExpired(func(key []byte, _ int64) (bool, error) {
-		keys = append(keys, slices.Clone(key))
-		return limit <= 0 || len(keys) < limit, nil
-	})
+	var next int64
+	lower := projectPrefix(kindExp, p.name, 0)
+	it, err := p.w.s.db.NewIter(&pebble.IterOptions{LowerBound: lower, UpperBound: prefixEnd(lower)})
 	if err != nil {
+		return 0, fmt.Errorf("%w: read: %w", store.ErrUnavailable, err)
+	}
+	for it.First(); it.Valid(); it.Next() {
+		row := it.Key()[len(lower):]
+		if len(row) < 8 {
+			continue
+		}
+		expiry := int64(binary.BigEndian.Uint64(row))
+		if expiry == 0 { // never written: 0 means no expiry
+			continue
+		}
+		if _, gone := p.expDeleted[string(row)]; gone {
+			continue
+		}
+		if !expired(expiry, p.w.now) || (limit > 0 && len(keys) >= limit) {
+			next = expiry
+			break
+		}
+		keys = append(keys, slices.Clone(row[8:]))
+	}
+	if err := closeIter(it); err != nil {
 		return 0, err
 	}
 	for _, k := range keys {
@@ -607,6 +677,7 @@ func (p *projectTx) purge(limit int) (int64, error) {
 			return 0, err
 		}
 	}
+	p.soon = minExpiry(next, p.wroteMin)
 	return int64(len(keys)), nil
 }
 
@@ -619,6 +690,7 @@ func (p *projectTx) clear() error {
 		}
 	}
 	p.data, p.expDeleted, p.cleared = nil, nil, true
+	p.soon, p.wroteMin = 0, 0
 	p.st.bytes, p.st.entries = 0, 0
 	p.dirty = true
 	return nil

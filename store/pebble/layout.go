@@ -202,6 +202,12 @@ func (s *Store) load(defaultQuota int64) error {
 		}
 		s.projects[string(it.Key()[1:])] = st
 	}
+	// What expires when is not stored: every project is looked at by the
+	// first sweeps.
+	s.due.soon = make(map[string]int64, len(s.projects))
+	for name := range s.projects {
+		s.due.set(name, unknownDue)
+	}
 	if err := it.Close(); err != nil {
 		return fmt.Errorf("read the projects: %w", err)
 	}

@@ -284,8 +284,9 @@ type Store struct {
 	// and the default quota, as of the last committed batch. Only the
 	// committer (and Open, before it starts) touches them.
 	projects     map[string]projectState
-	recent       recent // recent.go
-	defaultQuota int64  // 0: store.DefaultQuota
+	recent       recent   // recent.go
+	due          dueIndex // sweep.go
+	defaultQuota int64    // 0: store.DefaultQuota
 	reserve      reserve
 
 	stopSweeper context.CancelFunc

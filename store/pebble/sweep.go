@@ -1,7 +1,9 @@
 package pebble
 
 import (
+	"container/heap"
 	"context"
+	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
@@ -34,4 +36,129 @@ func (s *Store) sweepLoop(ctx context.Context, interval time.Duration) {
 			}
 		}
 	}
+}
+
+// unknownDue is the due time of a project whose earliest expiry the
+// committer does not know (after Open: a store opened, migrated or written
+// by an earlier process): due at once, so the first sweeps look.
+const unknownDue = 1
+
+// sweepVisits bounds the projects one sweep request visits, each visit one
+// seek into the project's expiry index, so that a sweep holds the
+// committer — and every project's writes behind it — for a bounded time
+// however many projects are due; Sweep goes on in the next request.
+const sweepVisits = 128
+
+// dueIndex is the committer's knowledge of when each project may next have
+// an expired entry: a lower bound on its earliest expiry. A Set with a TTL
+// lowers it; a purge learns the project's true next expiry from the index;
+// a delete or an overwrite leaves it (still a lower bound: the sweep that
+// finds nothing due learns the true one). A project absent from soon has no
+// entry that expires. Only the committer (and Open, before it starts)
+// touches it.
+type dueIndex struct {
+	soon map[string]int64
+	// heap orders the projects of soon by due time. An entry is current
+	// only while soon holds its time for its project: a changed bound
+	// pushes a new entry and leaves the old one to be skipped.
+	heap dueHeap
+	// visits counts the projects sweeps have visited (for tests).
+	visits atomic.Int64
+}
+
+type dueEntry struct {
+	at   int64
+	name string
+}
+
+// set makes at (0: nothing expires) the project's due time and queues it.
+func (d *dueIndex) set(name string, at int64) {
+	if at == 0 {
+		delete(d.soon, name)
+	} else {
+		d.soon[name] = at
+		heap.Push(&d.heap, dueEntry{at, name})
+	}
+	if len(d.heap) > 2*len(d.soon)+1024 {
+		d.compact()
+	}
+}
+
+// compact rebuilds the heap from soon, dropping the entries no longer
+// current.
+func (d *dueIndex) compact() {
+	d.heap = d.heap[:0]
+	for name, at := range d.soon {
+		d.heap = append(d.heap, dueEntry{at, name})
+	}
+	heap.Init(&d.heap)
+}
+
+// popDue removes and returns the current entry that is due first, if it is
+// due at now.
+func (d *dueIndex) popDue(now int64) (dueEntry, bool) {
+	for len(d.heap) > 0 && d.heap[0].at <= now {
+		e := heap.Pop(&d.heap).(dueEntry)
+		if at, ok := d.soon[e.name]; ok && at == e.at {
+			return e, true
+		}
+	}
+	return dueEntry{}, false
+}
+
+// restore queues again entries a batch popped but did not commit.
+func (d *dueIndex) restore(entries []dueEntry) {
+	for _, e := range entries {
+		heap.Push(&d.heap, e)
+	}
+}
+
+type dueHeap []dueEntry
+
+func (h dueHeap) Len() int           { return len(h) }
+func (h dueHeap) Less(i, j int) bool { return h[i].at < h[j].at }
+func (h dueHeap) Swap(i, j int)      { h[i], h[j] = h[j], h[i] }
+func (h *dueHeap) Push(x any)        { *h = append(*h, x.(dueEntry)) }
+func (h *dueHeap) Pop() any {
+	old := *h
+	e := old[len(old)-1]
+	*h = old[:len(old)-1]
+	return e
+}
+
+// minExpiry is the earlier of two expiries, 0 meaning none.
+func minExpiry(a, b int64) int64 {
+	if a == 0 || (b != 0 && b < a) {
+		return b
+	}
+	return a
+}
+
+// sweep deletes up to limit expired entries, visiting up to visits
+// projects, those due first. more reports that it stopped at a bound, so
+// that more may be due.
+func (w *writeTx) sweep(limit, visits int) (removed int64, more bool, err error) {
+	for v := 0; v < visits; {
+		if removed >= int64(limit) {
+			return removed, true, nil
+		}
+		e, ok := w.s.due.popDue(w.now)
+		if !ok {
+			return removed, false, nil
+		}
+		w.popped = append(w.popped, e)
+		p := w.project(e.name)
+		if p.visited {
+			continue // a second entry of a project this batch swept
+		}
+		p.visited = true
+		v++
+		w.s.due.visits.Add(1)
+		n, err := p.purge(limit - int(removed))
+		if err != nil {
+			return 0, false, err
+		}
+		removed += n
+	}
+	return removed, true, nil
 }

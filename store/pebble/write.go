@@ -187,14 +187,26 @@ func (s *Store) SetDefaultQuota(ctx context.Context, quota int64) error {
 }
 
 // Sweep deletes up to Config.SweepBatch expired entries and frees their
-// quota. See store.Store. Finding them costs one seek into each project's
-// expiry index, whatever the number of entries.
+// quota. See store.Store. It visits only the projects that may have an
+// entry due (see dueIndex), those due first, in requests of at most
+// sweepVisits projects each, so that the writes of every project go on
+// between them however many projects there are.
 func (s *Store) Sweep(ctx context.Context) (int64, error) {
-	res := s.submit(ctx, request{frees: true, apply: func(w *writeTx) (result, error) {
-		n, err := w.sweep(s.cfg.SweepBatch)
-		return result{n: n}, err
-	}})
-	return res.n, res.err
+	var total int64
+	for {
+		left := s.cfg.SweepBatch - int(total)
+		res := s.submit(ctx, request{frees: true, apply: func(w *writeTx) (result, error) {
+			n, more, err := w.sweep(left, sweepVisits)
+			return result{n: n, more: more}, err
+		}})
+		if res.err != nil {
+			return total, res.err
+		}
+		total += res.n
+		if !res.more || total >= int64(s.cfg.SweepBatch) {
+			return total, nil
+		}
+	}
 }
 
 // closedOr answers a call that has nothing to do: it still fails on a
@@ -422,21 +434,4 @@ func (w *writeTx) setQuota(name string, quota int64) error {
 	p.ensure()
 	p.st.quota = quota
 	return nil
-}
-
-// sweep deletes up to limit expired entries, project by project.
-func (w *writeTx) sweep(limit int) (int64, error) {
-	var removed int64
-	for name := range w.s.projects {
-		if removed >= int64(limit) {
-			break
-		}
-		p := w.project(name)
-		n, err := p.purge(limit - int(removed))
-		if err != nil {
-			return 0, err
-		}
-		removed += n
-	}
-	return removed, nil
 }
