@@ -98,9 +98,10 @@ const (
 	// Expired entries are invisible and cost no quota from the moment they
 	// expire; sweeping only reclaims space, so it need not be prompt.
 	DefaultSweepInterval = 30 * time.Second
-	// DefaultSweepBatch bounds the entries one Sweep deletes: a sweep is one
-	// request in the write queue, and deleting 1000 entries costs about one
-	// fsync, so writes queued behind it wait little longer than they would.
+	// DefaultSweepBatch bounds the entries one Sweep deletes, in all its
+	// requests in the write queue (each visits at most sweepVisits
+	// projects): deleting 1000 entries costs about one fsync, so writes
+	// queued behind them wait little longer than they would.
 	DefaultSweepBatch = 1000
 	// DefaultSearchScan bounds the keys one read of the admin's scans looks
 	// at: a scan of a large project is many short reads, each on the
