@@ -9,6 +9,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgtype"
 
 	"github.com/kvsidecar/kvsidecar/store"
 )
@@ -41,6 +42,7 @@ func (s *Store) takeLockFirst(project string) bool {
 // project, prepared for sqlFastSet.
 type fastSets struct {
 	index        map[string]int // key → its position in keys
+	keyBuf       []byte         // the keys, one after the other: keys are views of it
 	keys, values [][]byte
 	ttls         []int64 // microseconds, 0 for none
 	minTTL       *int64
@@ -119,7 +121,9 @@ func (s *Store) commitFast(h *holder, reqs []*writeReq, retry, lockFirst bool) (
 				continue
 			}
 			p.index[it.Key] = len(p.keys)
-			p.keys = append(p.keys, []byte(it.Key))
+			start := len(p.keyBuf)
+			p.keyBuf = append(p.keyBuf, it.Key...)
+			p.keys = append(p.keys, p.keyBuf[start:len(p.keyBuf):len(p.keyBuf)])
 			p.values = append(p.values, it.Value)
 			p.ttls = append(p.ttls, ttlMicros(it.TTL))
 			p.ords = append(p.ords, p.calls)
@@ -186,7 +190,8 @@ func (s *Store) commitFast(h *holder, reqs []*writeReq, retry, lockFirst bool) (
 		if len(p.keys) == 1 {
 			qq = b.Queue(sqlFastSetOne, name, p.keys[0], p.values[0], p.ttls[0], now, p.finalBytes, p.boundBytes, p.calls)
 		} else {
-			qq = b.Queue(sqlFastSet, name, p.keys, p.values, p.ttls, now, p.finalBytes, p.boundBytes, p.minTTL, p.ords, p.calls)
+			qq = b.Queue(sqlFastSet, name, &byteaArray{elems: p.keys}, &byteaArray{elems: p.values}, &int8Array{elems: p.ttls},
+				now, p.finalBytes, p.boundBytes, p.minTTL, &int8Array{elems: p.ords}, p.calls)
 		}
 		qq.QueryRow(func(row pgx.Row) error {
 			var base *int64
@@ -266,7 +271,8 @@ func (s *Store) queueLeaseSet(b *pgx.Batch, h *holder, name string, p *fastSets,
 	for i, j := range order {
 		keys[i], values[i], ttls[i], ords[i] = p.keys[j], p.values[j], p.ttls[j], p.ords[j]
 	}
-	b.Queue(sqlLeaseSet, name, keys, values, ttls, now, p.finalBytes, p.boundBytes, p.minTTL, ords, p.calls,
+	b.Queue(sqlLeaseSet, name, &byteaArray{elems: keys}, &byteaArray{elems: values}, &int8Array{elems: ttls},
+		now, p.finalBytes, p.boundBytes, p.minTTL, &int8Array{elems: ords}, p.calls,
 		h.id, s.cfg.LeaseLifetime.Microseconds()).QueryRow(func(row pgx.Row) error {
 		var base int64
 		var conflict *int64
@@ -280,4 +286,51 @@ func (s *Store) queueLeaseSet(b *pgx.Batch, h *holder, name string, p *fastSets,
 		p.applied, p.base = true, uint64(base)
 		return nil
 	})
+}
+
+// byteaArray is a bytea[] parameter that pgx encodes without reflection
+// and without an allocation per element (pgtype.ArrayGetter, each element
+// a byteaParam, which points into elems).
+type byteaArray struct {
+	elems [][]byte
+	dims  [1]pgtype.ArrayDimension
+}
+
+func (a *byteaArray) Dimensions() []pgtype.ArrayDimension {
+	a.dims[0] = pgtype.ArrayDimension{Length: int32(len(a.elems)), LowerBound: 1}
+	return a.dims[:]
+}
+
+func (a *byteaArray) Index(i int) any { return byteaParam{&a.elems[i]} }
+
+func (a *byteaArray) IndexType() any { return byteaParam{} }
+
+// byteaParam is one bytea element. It holds a pointer only, so that
+// passing it as an interface allocates nothing.
+type byteaParam struct{ b *[]byte }
+
+func (p byteaParam) BytesValue() ([]byte, error) { return *p.b, nil }
+
+// int8Array is an int8[] parameter that pgx encodes without reflection and
+// without an allocation per element (each element an int8Param).
+type int8Array struct {
+	elems []int64
+	dims  [1]pgtype.ArrayDimension
+}
+
+func (a *int8Array) Dimensions() []pgtype.ArrayDimension {
+	a.dims[0] = pgtype.ArrayDimension{Length: int32(len(a.elems)), LowerBound: 1}
+	return a.dims[:]
+}
+
+func (a *int8Array) Index(i int) any { return int8Param{&a.elems[i]} }
+
+func (a *int8Array) IndexType() any { return int8Param{} }
+
+// int8Param is one int8 element. It holds a pointer only, so that passing
+// it as an interface allocates nothing.
+type int8Param struct{ v *int64 }
+
+func (p int8Param) Int64Value() (pgtype.Int8, error) {
+	return pgtype.Int8{Int64: *p.v, Valid: true}, nil
 }
