@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -45,7 +46,8 @@ type fastSets struct {
 	keyBuf       []byte         // the keys, one after the other: keys are views of it
 	keys, values [][]byte
 	ttls         []int64 // microseconds, 0 for none
-	minTTL       *int64
+	minTTL       *int64  // &shortest, nil for none
+	shortest     int64
 	ords         []int64 // per key: the position (1, 2, …) of the last call that set it
 	calls        int64   // calls of the project in the batch
 	finalBytes   int64   // sizes of keys with their last values
@@ -57,6 +59,75 @@ type fastSets struct {
 	// committer's lease, grant that the lease is granted in the same round
 	// trip, and granted that it was.
 	lease, grant, granted bool
+}
+
+// fastScratch is what commitFast builds a batch's statements in, kept
+// from batch to batch (fastScratchPool) so that a batch allocates nothing
+// per call or key in steady state. Its maps and slices are emptied, and
+// their references to the calls' keys and values dropped, when the batch
+// is done.
+type fastScratch struct {
+	projects map[string]*fastSets
+	names    []string
+	ords     []int64
+	sets     []*fastSets // every fastSets made so far; the first used in use
+	used     int
+}
+
+// fastScratchKeepBytes and fastScratchKeepKeys bound what a fastSets
+// keeps for the next batch: one of many or large keys drops its buffers
+// rather than holding them.
+const (
+	fastScratchKeepBytes = 1 << 20
+	fastScratchKeepKeys  = 4096
+)
+
+var fastScratchPool = sync.Pool{New: func() any {
+	return &fastScratch{projects: map[string]*fastSets{}}
+}}
+
+// ordsFor returns sc's ords with room for n calls.
+func (sc *fastScratch) ordsFor(n int) []int64 {
+	if cap(sc.ords) < n {
+		sc.ords = make([]int64, n)
+	}
+	sc.ords = sc.ords[:n]
+	return sc.ords
+}
+
+// take returns an empty fastSets for one more project of the batch.
+func (sc *fastScratch) take() *fastSets {
+	if sc.used == len(sc.sets) {
+		sc.sets = append(sc.sets, &fastSets{index: map[string]int{}})
+	}
+	p := sc.sets[sc.used]
+	sc.used++
+	return p
+}
+
+// release empties sc and gives it back to fastScratchPool.
+func (sc *fastScratch) release() {
+	for _, p := range sc.sets[:sc.used] {
+		p.reset()
+	}
+	sc.used = 0
+	clear(sc.projects)
+	clear(sc.names)
+	sc.names = sc.names[:0]
+	fastScratchPool.Put(sc)
+}
+
+// reset empties p, keeping its buffers unless they grew past
+// fastScratchKeepBytes or fastScratchKeepKeys.
+func (p *fastSets) reset() {
+	if cap(p.keyBuf) > fastScratchKeepBytes || cap(p.keys) > fastScratchKeepKeys {
+		*p = fastSets{index: map[string]int{}}
+		return
+	}
+	clear(p.index)
+	clear(p.keys)
+	clear(p.values)
+	*p = fastSets{index: p.index, keyBuf: p.keyBuf[:0], keys: p.keys[:0], values: p.values[:0], ttls: p.ttls[:0], ords: p.ords[:0]}
 }
 
 // onlySets reports whether every call of a batch is an unconditional Set or
@@ -100,15 +171,16 @@ func (s *Store) commitFast(h *holder, reqs []*writeReq, retry, lockFirst bool) (
 	defer cancel()
 
 	// One statement per project, with each key once and its last value.
-	projects := map[string]*fastSets{}
-	var names []string
-	ords := make([]int64, len(reqs)) // each call's position among its project's
+	sc := fastScratchPool.Get().(*fastScratch)
+	defer sc.release()
+	projects := sc.projects
+	ords := sc.ordsFor(len(reqs)) // each call's position among its project's
 	for ri, r := range reqs {
 		p := projects[r.project]
 		if p == nil {
-			p = &fastSets{index: map[string]int{}}
+			p = sc.take()
 			projects[r.project] = p
-			names = append(names, r.project)
+			sc.names = append(sc.names, r.project)
 		}
 		p.calls++
 		ords[ri] = p.calls
@@ -131,12 +203,18 @@ func (s *Store) commitFast(h *holder, reqs []*writeReq, retry, lockFirst bool) (
 		}
 	}
 	for _, p := range projects {
+		var shortest int64
 		for _, us := range p.ttls {
-			if us > 0 && (p.minTTL == nil || us < *p.minTTL) {
-				p.minTTL = &us
+			if us > 0 && (shortest == 0 || us < shortest) {
+				shortest = us
 			}
 		}
+		if shortest > 0 {
+			p.shortest = shortest
+			p.minTTL = &p.shortest
+		}
 	}
+	names := sc.names
 	slices.Sort(names) // the order usage rows are locked in
 	if err := s.ensureUsageRows(ctx, names); err != nil {
 		return nil, nil, nil, notCommitted(err)
