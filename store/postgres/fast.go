@@ -75,11 +75,13 @@ type fastScratch struct {
 }
 
 // fastScratchKeepBytes and fastScratchKeepKeys bound what a fastSets
-// keeps for the next batch: one of many or large keys drops its buffers
-// rather than holding them.
+// keeps for the next batch, fastScratchKeepProjects how many a fastScratch
+// keeps: a batch of many or large keys, or of many projects, drops what it
+// grew rather than holding it.
 const (
-	fastScratchKeepBytes = 1 << 20
-	fastScratchKeepKeys  = 4096
+	fastScratchKeepBytes    = 1 << 20
+	fastScratchKeepKeys     = 4096
+	fastScratchKeepProjects = 64
 )
 
 var fastScratchPool = sync.Pool{New: func() any {
@@ -109,6 +111,10 @@ func (sc *fastScratch) take() *fastSets {
 func (sc *fastScratch) release() {
 	for _, p := range sc.sets[:sc.used] {
 		p.reset()
+	}
+	if len(sc.sets) > fastScratchKeepProjects {
+		clear(sc.sets[fastScratchKeepProjects:])
+		sc.sets = sc.sets[:fastScratchKeepProjects]
 	}
 	sc.used = 0
 	clear(sc.projects)

@@ -5,8 +5,11 @@ import (
 	"context"
 	"math"
 	"strconv"
+	"strings"
+	"sync"
 	"testing"
 
+	"github.com/kvsidecar/kvsidecar/store"
 	"github.com/kvsidecar/kvsidecar/store/postgres/pgtest"
 )
 
@@ -91,4 +94,62 @@ func str(p *int64) string {
 		return "NULL"
 	}
 	return strconv.FormatInt(*p, 10)
+}
+
+// TestFastScratchAcrossBatches runs batches of sets of many projects,
+// large keys and many keys one after the other, so that the scratch
+// commitFast keeps from batch to batch is reused, grown and dropped, and
+// checks that every key holds the value last set and that each project's
+// usage is what its entries add up to.
+func TestFastScratchAcrossBatches(t *testing.T) {
+	dsn := testSchema(t, pgtest.Database(t))
+	s := openStore(t, testConfig(dsn))
+	ctx := context.Background()
+	want := map[string]map[string]string{}
+	var mu sync.Mutex
+	for round := range 4 {
+		var wg sync.WaitGroup
+		for w := range 80 { // more projects than a scratch keeps
+			wg.Go(func() {
+				project := "p" + strconv.Itoa(w%(20+round*30))
+				var items []store.Item
+				n := 1 + (w*7+round)%40
+				for i := range n {
+					// Distinct across the round's callers; each round sets the same
+					// keys again, some of them, with longer or shorter ones beside.
+					key := strconv.Itoa(w) + "-" + strconv.Itoa(i) + strings.Repeat("é", (w*round*131+i)%500)
+					items = append(items, store.Item{Key: key, Value: []byte(project + "/" + key + "/" + strconv.Itoa(round))})
+				}
+				if err := s.SetMany(ctx, project, items); err != nil {
+					t.Error(err)
+					return
+				}
+				mu.Lock()
+				defer mu.Unlock()
+				if want[project] == nil {
+					want[project] = map[string]string{}
+				}
+				for _, it := range items {
+					want[project][it.Key] = string(it.Value)
+				}
+			})
+		}
+		wg.Wait()
+	}
+	conn := dbConn(t, dsn)
+	for project, keys := range want {
+		for key, value := range keys {
+			got, ok, err := s.Get(ctx, project, key)
+			if err != nil || !ok || string(got) != value {
+				t.Fatalf("%s %.20q: got %.40q %v %v, want %.40q", project, key, got, ok, err, value)
+			}
+		}
+		var usage, entries, sum, count int64
+		if err := conn.QueryRow(ctx, `SELECT u.bytes, u.entries, (SELECT coalesce(sum(octet_length(key) + octet_length(value)), 0) FROM kv_entries WHERE project = $1), (SELECT count(*) FROM kv_entries WHERE project = $1) FROM kv_usage u WHERE u.project = $1`, project).Scan(&usage, &entries, &sum, &count); err != nil {
+			t.Fatal(err)
+		}
+		if count != int64(len(keys)) || entries != count || usage != sum {
+			t.Errorf("%s: usage %d bytes %d entries, entries hold %d bytes %d rows, want %d rows", project, usage, entries, sum, count, len(keys))
+		}
+	}
 }
