@@ -134,17 +134,28 @@ func minExpiry(a, b int64) int64 {
 	return a
 }
 
+// sweepShares is how many projects at least share one Sweep: a project
+// removes at most SweepBatch/sweepShares of its expired entries in one sweep
+// request, so that one project's large backlog, due first, does not hold
+// back the cleanup of every other project due.
+const sweepShares = 4
+
 // sweep deletes up to limit expired entries, visiting up to visits
-// projects, those due first. more reports that it stopped at a bound, so
-// that more may be due.
+// projects, those due first, each removing at most its share
+// (Config.SweepBatch/sweepShares). A project left with expired entries at
+// its share is queued again as due now, behind the projects already due,
+// so that each due project gets its turn before it goes on. more reports
+// that it stopped at a bound, so that more may be due.
 func (w *writeTx) sweep(limit, visits int) (removed int64, more bool, err error) {
+	share := max(1, w.s.cfg.SweepBatch/sweepShares)
+	var capped bool // a project stopped at its share with more due
 	for v := 0; v < visits; {
 		if removed >= int64(limit) {
 			return removed, true, nil
 		}
 		e, ok := w.s.due.popDue(w.now)
 		if !ok {
-			return removed, false, nil
+			return removed, capped, nil
 		}
 		w.popped = append(w.popped, e)
 		p := w.project(e.name)
@@ -154,11 +165,18 @@ func (w *writeTx) sweep(limit, visits int) (removed int64, more bool, err error)
 		p.visited = true
 		v++
 		w.s.due.visits.Add(1)
-		n, err := p.purge(limit - int(removed))
+		n, err := p.purge(min(share, limit-int(removed)))
 		if err != nil {
 			return 0, false, err
 		}
 		removed += n
+		if n == int64(share) && p.due() {
+			// Still due: its earliest expiry has passed, so any time
+			// from now on is a lower bound on it that queues the project
+			// behind those due before now.
+			p.soon = w.now
+			capped = true
+		}
 	}
 	return removed, true, nil
 }

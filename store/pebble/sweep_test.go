@@ -306,3 +306,61 @@ func TestDroppedSweepForgetsNothing(t *testing.T) {
 	}
 	wantUsage(t, s, "p", 0, 0)
 }
+
+// TestSweepSharesBetweenProjects: one project has a large backlog of
+// expired entries, older than the few of another. A project removes at
+// most its share in one sweep request and is then queued behind the others
+// due, so the first Sweep cleans the small project too; the backlog is
+// cleared over the following Sweeps, each still removing SweepBatch.
+func TestSweepSharesBetweenProjects(t *testing.T) {
+	const sweepBatch, backlog, few = 40, 200, 3
+	clock := storetest.NewClock()
+	s, err := Open(context.Background(), Config{
+		Path: filepath.Join(t.TempDir(), "kv"), Now: clock.Now, SweepInterval: -1,
+		SweepBatch: sweepBatch,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	ctx := context.Background()
+	for i := range backlog {
+		if err := s.Set(ctx, "big", fmt.Sprintf("k%03d", i), []byte("v"), time.Second); err != nil {
+			t.Fatal(err)
+		}
+	}
+	clock.Advance(time.Second)
+	for i := range few {
+		if err := s.Set(ctx, "small", fmt.Sprintf("k%d", i), []byte("v"), time.Second); err != nil {
+			t.Fatal(err)
+		}
+	}
+	clock.Advance(2 * time.Second)
+
+	if n, err := s.Sweep(ctx); err != nil || n != sweepBatch {
+		t.Fatalf("first Sweep = %d, %v; want %d", n, err, sweepBatch)
+	}
+	if n := storedEntries(t, s, "small"); n != 0 {
+		t.Fatalf("after the first Sweep the small project stores %d expired entries, want none", n)
+	}
+	if n := storedEntries(t, s, "big"); n != backlog-(sweepBatch-few) {
+		t.Fatalf("after the first Sweep the backlog is %d entries, want %d", n, backlog-(sweepBatch-few))
+	}
+	var total int64 = sweepBatch
+	for total < backlog+few {
+		n, err := s.Sweep(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := min(sweepBatch, backlog+few-total); n != want {
+			t.Fatalf("Sweep after %d removed = %d, want %d", total, n, want)
+		}
+		total += n
+	}
+	if n := storedEntries(t, s, "big"); n != 0 {
+		t.Fatalf("after the backlog's Sweeps it stores %d entries, want none", n)
+	}
+	if n, err := s.Sweep(ctx); err != nil || n != 0 {
+		t.Fatalf("Sweep once all are gone = %d, %v; want none", n, err)
+	}
+}
