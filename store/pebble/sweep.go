@@ -58,9 +58,12 @@ const sweepVisits = 128
 // touches it.
 type dueIndex struct {
 	soon map[string]int64
-	// heap orders the projects of soon by due time. An entry is current
-	// only while soon holds its time for its project: a changed bound
-	// pushes a new entry and leaves the old one to be skipped.
+	// heap orders the projects of soon by due time, each at most once: a
+	// changed due time moves the project's entry, so the heap never holds
+	// more entries than soon does and never needs rebuilding. A project
+	// a sweep popped is out of the heap until its batch commits (and is
+	// queued again with what the sweep learned) or is dropped (and is
+	// queued again as it was).
 	heap dueHeap
 	// visits counts the projects sweeps have visited (for tests).
 	visits atomic.Int64
@@ -75,54 +78,67 @@ type dueEntry struct {
 func (d *dueIndex) set(name string, at int64) {
 	if at == 0 {
 		delete(d.soon, name)
-	} else {
-		d.soon[name] = at
-		heap.Push(&d.heap, dueEntry{at, name})
-	}
-	if len(d.heap) > 2*len(d.soon)+1024 {
-		d.compact()
-	}
-}
-
-// compact rebuilds the heap from soon, dropping the entries no longer
-// current.
-func (d *dueIndex) compact() {
-	d.heap = d.heap[:0]
-	for name, at := range d.soon {
-		d.heap = append(d.heap, dueEntry{at, name})
-	}
-	heap.Init(&d.heap)
-}
-
-// popDue removes and returns the current entry that is due first, if it is
-// due at now.
-func (d *dueIndex) popDue(now int64) (dueEntry, bool) {
-	for len(d.heap) > 0 && d.heap[0].at <= now {
-		e := heap.Pop(&d.heap).(dueEntry)
-		if at, ok := d.soon[e.name]; ok && at == e.at {
-			return e, true
+		if i, ok := d.heap.pos[name]; ok {
+			heap.Remove(&d.heap, i)
 		}
+		return
 	}
-	return dueEntry{}, false
+	d.soon[name] = at
+	if i, ok := d.heap.pos[name]; ok {
+		d.heap.items[i].at = at
+		heap.Fix(&d.heap, i)
+		return
+	}
+	heap.Push(&d.heap, dueEntry{at, name})
 }
 
-// restore queues again entries a batch popped but did not commit.
+// popDue removes and returns the entry that is due first, if it is due at
+// now.
+func (d *dueIndex) popDue(now int64) (dueEntry, bool) {
+	if len(d.heap.items) == 0 || d.heap.items[0].at > now {
+		return dueEntry{}, false
+	}
+	return heap.Pop(&d.heap).(dueEntry), true
+}
+
+// restore queues again the projects a batch popped but did not commit, at
+// their due times.
 func (d *dueIndex) restore(entries []dueEntry) {
 	for _, e := range entries {
-		heap.Push(&d.heap, e)
+		if at, ok := d.soon[e.name]; ok {
+			d.set(e.name, at)
+		}
 	}
 }
 
-type dueHeap []dueEntry
+// dueHeap is a min-heap of due entries that knows where each project's
+// entry is (pos), so that a changed due time moves it in place.
+type dueHeap struct {
+	items []dueEntry
+	pos   map[string]int
+}
 
-func (h dueHeap) Len() int           { return len(h) }
-func (h dueHeap) Less(i, j int) bool { return h[i].at < h[j].at }
-func (h dueHeap) Swap(i, j int)      { h[i], h[j] = h[j], h[i] }
-func (h *dueHeap) Push(x any)        { *h = append(*h, x.(dueEntry)) }
+func (h *dueHeap) Len() int           { return len(h.items) }
+func (h *dueHeap) Less(i, j int) bool { return h.items[i].at < h.items[j].at }
+func (h *dueHeap) Swap(i, j int) {
+	h.items[i], h.items[j] = h.items[j], h.items[i]
+	h.pos[h.items[i].name] = i
+	h.pos[h.items[j].name] = j
+}
+
+func (h *dueHeap) Push(x any) {
+	e := x.(dueEntry)
+	if h.pos == nil {
+		h.pos = make(map[string]int)
+	}
+	h.pos[e.name] = len(h.items)
+	h.items = append(h.items, e)
+}
+
 func (h *dueHeap) Pop() any {
-	old := *h
-	e := old[len(old)-1]
-	*h = old[:len(old)-1]
+	e := h.items[len(h.items)-1]
+	h.items = h.items[:len(h.items)-1]
+	delete(h.pos, e.name)
 	return e
 }
 
@@ -159,9 +175,6 @@ func (w *writeTx) sweep(limit, visits int) (removed int64, more bool, err error)
 		}
 		w.popped = append(w.popped, e)
 		p := w.project(e.name)
-		if p.visited {
-			continue // a second entry of a project this batch swept
-		}
 		p.visited = true
 		v++
 		w.s.due.visits.Add(1)

@@ -364,3 +364,62 @@ func TestSweepSharesBetweenProjects(t *testing.T) {
 		t.Fatalf("Sweep once all are gone = %d, %v; want none", n, err)
 	}
 }
+
+// queuedDue is how many entries the due index holds, read on the
+// committer.
+func queuedDue(t *testing.T, s *Store) int64 {
+	t.Helper()
+	res := s.submit(context.Background(), request{apply: func(w *writeTx) (result, error) {
+		if len(w.s.due.heap.pos) != len(w.s.due.heap.items) {
+			return result{}, fmt.Errorf("due index: %d positions for %d entries", len(w.s.due.heap.pos), len(w.s.due.heap.items))
+		}
+		return result{n: int64(len(w.s.due.heap.items))}, nil
+	}})
+	if res.err != nil {
+		t.Fatal(res.err)
+	}
+	return res.n
+}
+
+// TestDueIndexHoldsEachProjectOnce: a tenant that shortens its TTLs again
+// and again moves its project's one entry in the due index instead of
+// adding one each time, so the index never grows past the projects with
+// an expiry and is never rebuilt; the shortest expiry is still the one
+// the sweep acts on.
+func TestDueIndexHoldsEachProjectOnce(t *testing.T) {
+	clock := storetest.NewClock()
+	s, err := Open(context.Background(), Config{
+		Path: filepath.Join(t.TempDir(), "kv"), Now: clock.Now, SweepInterval: -1,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	ctx := context.Background()
+	if err := s.Set(ctx, "other", "k", []byte("v"), 10*time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 100 {
+		ttl := time.Duration(200-i) * time.Minute // earlier each time
+		if err := s.Set(ctx, "p", fmt.Sprintf("k%03d", i), []byte("v"), ttl); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := queuedDue(t, s); n != 2 {
+		t.Fatalf("after 100 shortening Sets the due index holds %d entries, want 2 (one a project)", n)
+	}
+	clock.Advance(101*time.Minute + time.Second) // past the shortest, k099's
+	if n, err := s.Sweep(ctx); err != nil || n != 1 || s.visits() != 1 {
+		t.Fatalf("Sweep after the shortest expiry = %d, %v after %d visits; want 1 entry, 1 visit", n, err, s.visits())
+	}
+	if n := queuedDue(t, s); n != 2 {
+		t.Fatalf("after the sweep the due index holds %d entries, want 2", n)
+	}
+	clock.Advance(time.Hour)
+	if n, err := s.Sweep(ctx); err != nil || n != 60 {
+		t.Fatalf("Sweep an hour later = %d, %v; want p's 60 expired entries", n, err)
+	}
+	if n, err := s.Sweep(ctx); err != nil || n != 0 {
+		t.Fatalf("Sweep after = %d, %v; want none", n, err)
+	}
+}
