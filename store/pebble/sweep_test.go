@@ -151,13 +151,7 @@ func TestSweepLearnsTheNextExpiry(t *testing.T) {
 	for _, change := range []string{"delete", "overwrite"} {
 		t.Run(change, func(t *testing.T) {
 			clock := storetest.NewClock()
-			s, err := Open(context.Background(), Config{
-				Path: filepath.Join(t.TempDir(), "kv"), Now: clock.Now, SweepInterval: -1,
-			})
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { s.Close() })
+			s := openClocked(t, clock, Config{})
 			ctx := context.Background()
 			if err := s.Set(ctx, "p", "soon", []byte("v"), time.Second); err != nil {
 				t.Fatal(err)
@@ -198,13 +192,7 @@ func TestSweepLearnsTheNextExpiry(t *testing.T) {
 // nothing to visit until then.
 func TestSweepLearnsAfterAQuotaPurge(t *testing.T) {
 	clock := storetest.NewClock()
-	s, err := Open(context.Background(), Config{
-		Path: filepath.Join(t.TempDir(), "kv"), Now: clock.Now, SweepInterval: -1,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s.Close() })
+	s := openClocked(t, clock, Config{})
 	ctx := context.Background()
 	if err := s.SetQuota(ctx, "p", 100); err != nil {
 		t.Fatal(err)
@@ -315,14 +303,7 @@ func TestDroppedSweepForgetsNothing(t *testing.T) {
 func TestSweepSharesBetweenProjects(t *testing.T) {
 	const sweepBatch, backlog, few = 40, 200, 3
 	clock := storetest.NewClock()
-	s, err := Open(context.Background(), Config{
-		Path: filepath.Join(t.TempDir(), "kv"), Now: clock.Now, SweepInterval: -1,
-		SweepBatch: sweepBatch,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s.Close() })
+	s := openClocked(t, clock, Config{SweepBatch: sweepBatch})
 	ctx := context.Background()
 	for i := range backlog {
 		if err := s.Set(ctx, "big", fmt.Sprintf("k%03d", i), []byte("v"), time.Second); err != nil {
@@ -388,13 +369,7 @@ func queuedDue(t *testing.T, s *Store) int64 {
 // the sweep acts on.
 func TestDueIndexHoldsEachProjectOnce(t *testing.T) {
 	clock := storetest.NewClock()
-	s, err := Open(context.Background(), Config{
-		Path: filepath.Join(t.TempDir(), "kv"), Now: clock.Now, SweepInterval: -1,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s.Close() })
+	s := openClocked(t, clock, Config{})
 	ctx := context.Background()
 	if err := s.Set(ctx, "other", "k", []byte("v"), 10*time.Hour); err != nil {
 		t.Fatal(err)
@@ -422,4 +397,17 @@ func TestDueIndexHoldsEachProjectOnce(t *testing.T) {
 	if n, err := s.Sweep(ctx); err != nil || n != 0 {
 		t.Fatalf("Sweep after = %d, %v; want none", n, err)
 	}
+}
+
+// openClocked opens a store in a new directory on clock with no background
+// sweeper, cfg's other settings as given, closed when the test ends.
+func openClocked(t *testing.T, clock *storetest.Clock, cfg Config) *Store {
+	t.Helper()
+	cfg.Path, cfg.Now, cfg.SweepInterval = filepath.Join(t.TempDir(), "kv"), clock.Now, -1
+	s, err := Open(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
 }
