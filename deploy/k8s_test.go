@@ -28,6 +28,8 @@ import (
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"sigs.k8s.io/yaml"
+
+	"github.com/kvsidecar/kvsidecar/store/postgres"
 )
 
 // The names the manifests, the image and the scrape configs agree on.
@@ -431,6 +433,57 @@ func TestManifestsUseRealSettings(t *testing.T) {
 	if n < 3 {
 		t.Fatalf("found %d kvsidecar containers; want the sidecar, the DaemonSet's and the admin's", n)
 	}
+}
+
+// TestManifestsPoolIsLargeEnough checks every daemon container's
+// PostgreSQL pool size against the least the daemon starts with (one
+// connection per committer, one for the reader — two with a second read
+// round — and one for the sweeper): a manifest below it ships a daemon
+// that exits at start.
+func TestManifestsPoolIsLargeEnough(t *testing.T) {
+	for dir, objs := range render(t) {
+		for name, tmpl := range podSpecs(objs) {
+			for _, c := range allContainers(&tmpl.Spec) {
+				if !isDaemon(c) {
+					continue
+				}
+				conns := setting(t, c, "postgres-max-conns", "KV_POSTGRES_MAX_CONNS")
+				second := setting(t, c, "postgres-second-read-round", "KV_POSTGRES_SECOND_READ_ROUND")
+				least := postgres.DefaultCommitters + 2
+				if second > 0 {
+					least++
+				}
+				if conns != 0 && conns < least {
+					t.Errorf("%s %s: a pool of %d PostgreSQL connections; the daemon starts with no fewer than %d", dir, name, conns, least)
+				}
+			}
+		}
+	}
+}
+
+// setting returns the integer a container gives a daemon setting, as the
+// flag (--flag=N or --flag N) or its environment variable, 0 when unset.
+func setting(t *testing.T, c corev1.Container, flag, env string) int {
+	t.Helper()
+	value := ""
+	if e := envOf(c, env); e != nil {
+		value = e.Value
+	}
+	for i, a := range c.Args {
+		if v, ok := strings.CutPrefix(a, "--"+flag+"="); ok {
+			value = v
+		} else if a == "--"+flag && i+1 < len(c.Args) {
+			value = c.Args[i+1]
+		}
+	}
+	if value == "" {
+		return 0
+	}
+	n, err := strconv.Atoi(value)
+	if err != nil {
+		t.Errorf("%s: %s is %q, not a number", c.Name, flag, value)
+	}
+	return n
 }
 
 // socketDir returns the directory of the socket a container is given
