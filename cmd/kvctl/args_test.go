@@ -34,3 +34,12 @@ func TestParseInterspersed(t *testing.T) {
 		t.Error("an unknown flag was accepted")
 	}
 }
+
+// TestEntries: counts read as English, "1 entry" and not "1 entries".
+func TestEntries(t *testing.T) {
+	for n, want := range map[int64]string{0: "0 entries", 1: "1 entry", 2: "2 entries", 1000: "1000 entries"} {
+		if got := entries(n); got != want {
+			t.Errorf("entries(%d) = %q, want %q", n, got, want)
+		}
+	}
+}

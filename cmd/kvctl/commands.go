@@ -348,7 +348,7 @@ func cmdUsage(ctx context.Context, c *cli, args []string) error {
 	}
 	tw := c.table()
 	fmt.Fprintf(tw, "project\t%s\n", u.Name)
-	fmt.Fprintf(tw, "used\t%s of %s (%s), %d entries\n", formatBytes(u.UsageBytes), formatBytes(u.QuotaBytes), percent(u.UsageBytes, u.QuotaBytes), u.Entries)
+	fmt.Fprintf(tw, "used\t%s of %s (%s), %s\n", formatBytes(u.UsageBytes), formatBytes(u.QuotaBytes), percent(u.UsageBytes, u.QuotaBytes), entries(u.Entries))
 	fmt.Fprintf(tw, "quota\t%s, %s\n", formatBytes(u.QuotaBytes), from)
 	fmt.Fprintf(tw, "expiring\t%s within an hour, %s within a day\n", formatBytes(u.Expiring1h), formatBytes(u.Expiring24h))
 	fmt.Fprintln(tw)
@@ -502,7 +502,7 @@ func cmdExport(ctx context.Context, c *cli, args []string) (err error) {
 	}
 	bar.Finish()
 	if c.o.file != "" && c.o.file != "-" {
-		fmt.Fprintf(c.io.err, "exported %d entries of %s to %s\n", rd.Entries(), project, c.o.file)
+		fmt.Fprintf(c.io.err, "exported %s of %s to %s\n", entries(rd.Entries()), project, c.o.file)
 	}
 	return nil
 }
@@ -575,14 +575,14 @@ func cmdImport(ctx context.Context, c *cli, args []string) error {
 	}
 	switch {
 	case res.DryRun:
-		fmt.Fprintf(c.io.out, "dry run: %s is valid; %d entries would be imported into %s, %d already expired would be skipped\n",
-			args[0], res.Imported, project, res.SkippedExpired)
+		fmt.Fprintf(c.io.out, "dry run: %s is valid; %s would be imported into %s, %d already expired would be skipped\n",
+			args[0], entries(res.Imported), project, res.SkippedExpired)
 	default:
 		replaced := ""
 		if res.Replaced {
 			replaced = " (cleared first)"
 		}
-		fmt.Fprintf(c.io.out, "imported %d entries into %s%s; skipped %d already expired\n", res.Imported, project, replaced, res.SkippedExpired)
+		fmt.Fprintf(c.io.out, "imported %s into %s%s; skipped %d already expired\n", entries(res.Imported), project, replaced, res.SkippedExpired)
 	}
 	return nil
 }
@@ -653,4 +653,12 @@ func parseSize(s string) (int64, error) {
 		return 0, fmt.Errorf("size %q: want bytes, or a number with a unit such as 512MiB or 1GB", s)
 	}
 	return int64(f * mult), nil
+}
+
+// entries says "1 entry" or "N entries".
+func entries[N int | int64](n N) string {
+	if n == 1 {
+		return "1 entry"
+	}
+	return fmt.Sprintf("%d entries", n)
 }
