@@ -474,3 +474,13 @@ func ParseInteger(b []byte) (int64, error) {
 	}
 	return n, nil
 }
+
+// SameVersion returns n copies of version: the versions of a SetMany's n
+// items, which one write gives one version.
+func SameVersion(n int, version uint64) []uint64 {
+	versions := make([]uint64, n)
+	for i := range versions {
+		versions[i] = version
+	}
+	return versions
+}

@@ -57,12 +57,7 @@ func (s *Store) SetManyIf(ctx context.Context, project string, items []store.Ite
 	if res.err != nil {
 		return nil, res.err
 	}
-	// One write, one version: every item of the call has it.
-	versions := make([]uint64, len(items))
-	for i := range versions {
-		versions[i] = res.version
-	}
-	return versions, nil
+	return store.SameVersion(len(items), res.version), nil
 }
 
 // Delete removes key. See store.Store.
@@ -316,36 +311,30 @@ func (w *writeTx) checkQuota(p *projectTx, growth func() (int64, error)) (refusa
 	if p.st.bytes+need <= quota {
 		return nil, nil
 	}
+	if w.purgeLeft > 0 {
+		n, err := p.purge(w.purgeLeft)
+		if err != nil {
+			return nil, err
+		}
+		w.purgeLeft -= int(n)
+		if n > 0 {
+			if need, err = growth(); err != nil {
+				return nil, err
+			}
+			if p.st.bytes+need <= quota {
+				return nil, nil
+			}
+		}
+	}
 	if w.purgeLeft <= 0 {
+		// The batch may delete no more: expired entries left over are
+		// purged in the next batch, which this write waits for.
 		more, err := p.hasExpired()
 		if err != nil {
 			return nil, err
 		}
 		if more {
 			return errPurgeMore, nil
-		}
-		return store.QuotaError(p.name, p.st.bytes, need, quota), nil
-	}
-	n, err := p.purge(w.purgeLeft)
-	if err != nil {
-		return nil, err
-	}
-	w.purgeLeft -= int(n)
-	if n > 0 {
-		if need, err = growth(); err != nil {
-			return nil, err
-		}
-		if p.st.bytes+need <= quota {
-			return nil, nil
-		}
-		if w.purgeLeft <= 0 {
-			more, err := p.hasExpired()
-			if err != nil {
-				return nil, err
-			}
-			if more {
-				return errPurgeMore, nil
-			}
 		}
 	}
 	return store.QuotaError(p.name, p.st.bytes, need, quota), nil

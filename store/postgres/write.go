@@ -175,12 +175,7 @@ func (s *Store) SetManyIf(ctx context.Context, project string, items []store.Ite
 	if res.err != nil {
 		return nil, res.err
 	}
-	// One call, one version: every item of it has the call's.
-	versions := make([]uint64, len(items))
-	for i := range versions {
-		versions[i] = res.version
-	}
-	return versions, nil
+	return store.SameVersion(len(items), res.version), nil
 }
 
 // Delete removes key and reports whether it existed. See store.Store.
